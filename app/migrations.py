@@ -1,0 +1,230 @@
+"""`db push | reset | status`: apply supabase/migrations exactly as the Supabase CLI does.
+
+Bookkeeping is the CLI's own (supabase-database.md §5): `supabase_migrations.schema_migrations
+(version, statements, name)` and `supabase_migrations.seed_files (path, hash)`. Each file runs in
+ONE transaction together with its history row, after `RESET ALL`, so a database pushed by either
+tool is up to date for the other. Statements are split with libpg_query (pglast), the server's
+own grammar, and stored one per array element as the CLI stores them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import psycopg
+from pglast import parser as pg_parser
+
+from app.stack.paths import StackPaths
+
+FILE_NAME = re.compile(r"^([0-9]+)_(.*)\.sql$")
+
+HISTORY_DDL = """
+create schema if not exists supabase_migrations;
+create table if not exists supabase_migrations.schema_migrations (
+  version text not null primary key,
+  statements text[],
+  name text
+);
+create table if not exists supabase_migrations.seed_files (
+  path text not null primary key,
+  hash text not null
+);
+"""
+
+
+class MigrationError(RuntimeError):
+    """A migration could not be applied; the message names the file, statement and line."""
+
+
+@dataclass(frozen=True)
+class MigrationFile:
+    version: str
+    name: str
+    path: Path
+
+    @property
+    def statements(self) -> list[Statement]:
+        return split_statements(self.path.read_text())
+
+
+@dataclass(frozen=True)
+class Statement:
+    sql: str
+    line: int  # 1-based line in the file where the statement starts
+
+
+@dataclass
+class PushPlan:
+    pending: list[MigrationFile] = field(default_factory=list)
+    seeds: list[Path] = field(default_factory=list)
+
+
+def split_statements(text: str) -> list[Statement]:
+    """Split SQL into statements with PostgreSQL's own parser (dollar quotes, comments, …)."""
+    try:
+        spans = pg_parser.split(text, with_parser=False, only_slices=True)
+    except pg_parser.ParseError as exc:
+        raise MigrationError(f"cannot split SQL: {exc}") from None
+    statements = []
+    for span in spans:
+        chunk = text[span]
+        sql = chunk.strip()
+        if sql:
+            leading = len(chunk) - len(chunk.lstrip())
+            line = text[: span.start + leading].count("\n") + 1
+            statements.append(Statement(sql, line))
+    return statements
+
+
+def migration_files(folder: Path) -> list[MigrationFile]:
+    """Migration files in version order; names that do not match the CLI's pattern are skipped."""
+    files = []
+    for path in folder.glob("*.sql"):
+        if match := FILE_NAME.match(path.name):
+            files.append(MigrationFile(match.group(1), match.group(2), path))
+    return sorted(files, key=lambda f: int(f.version))
+
+
+class Migrator:
+    def __init__(self, dsn: str, migrations_dir: Path, seed_paths: list[Path]) -> None:
+        self.dsn = dsn
+        self.migrations_dir = migrations_dir
+        self.seed_paths = seed_paths
+
+    @classmethod
+    def local(cls, paths: StackPaths | None = None, db_url: str | None = None) -> Migrator:
+        paths = paths or StackPaths.from_env()
+        seed = paths.root / "supabase" / "seed.sql"
+        return cls(db_url or paths.db_url(), paths.migrations_dir, [seed] if seed.is_file() else [])
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(self.dsn, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise MigrationError(f"cannot connect to the database: {exc}".strip()) from None
+
+    def applied_versions(self, conn: psycopg.Connection) -> dict[str, str | None]:
+        exists = conn.execute(
+            "select to_regclass('supabase_migrations.schema_migrations') is not null"
+        ).fetchone()
+        if not exists or not exists[0]:
+            return {}
+        rows = conn.execute("select version, name from supabase_migrations.schema_migrations")
+        return {version: name for version, name in rows.fetchall()}
+
+    def status(self) -> list[dict[str, object]]:
+        """Every migration known locally or remotely, with whether it is applied."""
+        with self._connect() as conn:
+            applied = self.applied_versions(conn)
+        local = {f.version: f for f in migration_files(self.migrations_dir)}
+        rows = []
+        for version in sorted(set(applied) | set(local), key=int):
+            file = local.get(version)
+            rows.append({
+                "version": version,
+                "name": file.name if file else applied.get(version),
+                "local": file is not None,
+                "applied": version in applied,
+            })
+        return rows
+
+    def plan(self, conn: psycopg.Connection, include_all: bool, include_seed: bool) -> PushPlan:
+        applied = self.applied_versions(conn)
+        files = migration_files(self.migrations_dir)
+        pending = [f for f in files if f.version not in applied]
+        newest = max((int(v) for v in applied), default=None)
+        out_of_order = [f for f in pending if newest is not None and int(f.version) < newest]
+        if out_of_order and not include_all:
+            names = ", ".join(f.path.name for f in out_of_order)
+            raise MigrationError(
+                f"found local migration files to be inserted before the last migration on the "
+                f"remote database ({newest}): {names}. Rerun with --include-all to apply them."
+            )
+        seeds = self._pending_seeds(conn) if include_seed else []
+        return PushPlan(pending, seeds)
+
+    def _pending_seeds(self, conn: psycopg.Connection) -> list[Path]:
+        known: dict[str, str] = {}
+        exists = conn.execute("select to_regclass('supabase_migrations.seed_files') is not null")
+        row = exists.fetchone()
+        if row and row[0]:
+            known = dict(conn.execute("select path, hash from supabase_migrations.seed_files"))
+        return [p for p in self.seed_paths if known.get(self._seed_key(p)) != _sha256(p)]
+
+    def _seed_key(self, path: Path) -> str:
+        # The CLI records seed paths relative to the project root, e.g. `supabase/seed.sql`.
+        return str(Path("supabase") / path.name)
+
+    def push(
+        self,
+        include_all: bool = False,
+        include_seed: bool = False,
+        dry_run: bool = False,
+        progress: Callable[[str], None] = lambda _msg: None,
+    ) -> PushPlan:
+        """Apply pending migrations (and seeds when asked). Returns what was (or would be) done."""
+        with self._connect() as conn:
+            conn.autocommit = True
+            plan = self.plan(conn, include_all, include_seed)
+            if dry_run:
+                return plan
+            if plan.pending or plan.seeds:
+                conn.execute(HISTORY_DDL)
+            for file in plan.pending:
+                progress(f"applying {file.path.name}")
+                self._apply(conn, file)
+            for seed in plan.seeds:
+                progress(f"seeding {seed.name}")
+                self._apply_seed(conn, seed)
+        return plan
+
+    def _apply(self, conn: psycopg.Connection, file: MigrationFile) -> None:
+        statements = file.statements
+        with conn.transaction():
+            conn.execute("RESET ALL")
+            for index, statement in enumerate(statements, start=1):
+                self._run(conn, file.path, index, statement)
+            conn.execute(
+                "insert into supabase_migrations.schema_migrations (version, name, statements) "
+                "values (%s, %s, %s)",
+                (file.version, file.name, [s.sql for s in statements]),
+            )
+
+    def _apply_seed(self, conn: psycopg.Connection, seed: Path) -> None:
+        with conn.transaction():
+            for index, statement in enumerate(split_statements(seed.read_text()), start=1):
+                self._run(conn, seed, index, statement)
+            conn.execute(
+                "insert into supabase_migrations.seed_files (path, hash) values (%s, %s) "
+                "on conflict (path) do update set hash = excluded.hash",
+                (self._seed_key(seed), _sha256(seed)),
+            )
+
+    @staticmethod
+    def _run(conn: psycopg.Connection, path: Path, index: int, statement: Statement) -> None:
+        try:
+            # No parameters: psycopg uses the simple protocol, so `%` and `$1` in the SQL are
+            # left alone, exactly as psql would send them.
+            conn.execute(statement.sql.encode("utf-8"))
+        except psycopg.Error as exc:
+            diag = exc.diag
+            where = f"{path.name}, statement {index} (line {statement.line})"
+            position = diag.statement_position
+            if position:
+                offset = int(position) - 1
+                where = f"{path.name}, statement {index} (line " \
+                        f"{statement.line + statement.sql[:offset].count(chr(10))})"
+            first_line = statement.sql.splitlines()[0][:120]
+            detail = f"\n  detail: {diag.message_detail}" if diag.message_detail else ""
+            raise MigrationError(
+                f"{where}: {diag.sqlstate or ''} {diag.message_primary or exc}{detail}\n"
+                f"  statement: {first_line}\n  the migration was rolled back; nothing was applied"
+            ) from None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

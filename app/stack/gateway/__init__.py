@@ -1,0 +1,1 @@
+"""Local API gateway speaking Supabase's REST, Auth and Functions protocols."""

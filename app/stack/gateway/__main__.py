@@ -1,0 +1,3 @@
+from app.stack.gateway.server import run
+
+run()

@@ -1,0 +1,179 @@
+"""Start, stop and describe the local stack: PostgreSQL plus the API gateway.
+
+`start` is idempotent: parts already running are left alone. It waits until every part answers
+and, when one does not, says which part failed and where its log is.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import httpx
+
+from app.stack import keys as stack_keys
+from app.stack.paths import StackPaths
+from app.stack.postgres import Binaries, Cluster, PostgresError, find_binaries
+
+
+class StackError(RuntimeError):
+    """A part of the stack failed; the message names the part and its log."""
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    api_url: str
+    db_url: str
+    anon_key: str
+    service_role_key: str
+    jwt_secret: str
+    postgres_running: bool
+    gateway_running: bool
+    state_dir: str
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+class Stack:
+    def __init__(self, paths: StackPaths | None = None) -> None:
+        self.paths = paths or StackPaths.from_env()
+        self.cluster = Cluster(self.paths)
+
+    # ── lifecycle ──────────────────────────────────────────────────────────────────────────
+    def start(self, progress: Callable[[str], None] = lambda _msg: None) -> bool:
+        """Start what is not running. Returns True when the database was created just now."""
+        bins = self._binaries()
+        created = False
+        if not self.cluster.initialized:
+            progress("creating PostgreSQL cluster")
+            self.cluster.init(bins)
+            created = True
+        if not self.cluster.running(bins):
+            progress("starting PostgreSQL")
+            try:
+                self.cluster.start(bins)
+            except PostgresError as exc:
+                raise StackError(str(exc)) from None
+        if created or not self.cluster.bootstrapped():
+            progress("bootstrapping Supabase roles and auth schema")
+            self.cluster.bootstrap()
+            created = True
+        keys = stack_keys.load_or_create(self.paths)
+        stack_keys.write_env_file(self.paths, keys)
+        if not self.gateway_running():
+            progress("starting API gateway")
+            self._start_gateway()
+        return created
+
+    def stop(self) -> None:
+        pid = self._gateway_pid()
+        if pid is not None:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            for _ in range(50):
+                if not _alive(pid):
+                    break
+                time.sleep(0.1)
+            self.paths.gateway_pid.unlink(missing_ok=True)
+        if self.cluster.initialized:
+            self.cluster.stop(self._binaries())
+
+    def status(self) -> StackStatus:
+        keys = stack_keys.load_or_create(self.paths)
+        bins = self._binaries()
+        return StackStatus(
+            api_url=self.paths.api_url,
+            db_url=self.paths.db_url(),
+            anon_key=keys.anon_key,
+            service_role_key=keys.service_role_key,
+            jwt_secret=keys.jwt_secret,
+            postgres_running=self.cluster.running(bins),
+            gateway_running=self.gateway_running(),
+            state_dir=str(self.paths.state),
+        )
+
+    # ── gateway process ────────────────────────────────────────────────────────────────────
+    def gateway_running(self) -> bool:
+        pid = self._gateway_pid()
+        return pid is not None and _alive(pid) and self._gateway_answers()
+
+    def _gateway_pid(self) -> int | None:
+        try:
+            return int(self.paths.gateway_pid.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _gateway_answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.paths.api_url}/health", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _start_gateway(self) -> None:
+        stale = self._gateway_pid()
+        if stale is not None and _alive(stale):
+            os.killpg(stale, signal.SIGTERM)
+        env = dict(os.environ)
+        env.update(
+            TOKENMETER_PROJECT_DIR=str(self.paths.root),
+            TOKENMETER_STATE_DIR=str(self.paths.state),
+            TOKENMETER_API_PORT=str(self.paths.api_port),
+            TOKENMETER_DB_PORT=str(self.paths.db_port),
+        )
+        self.paths.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.paths.gateway_log, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app.stack.gateway"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=self.paths.root, start_new_session=True,
+            )
+        self.paths.gateway_pid.write_text(str(proc.pid))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise StackError(
+                    f"API gateway exited with code {proc.returncode}; "
+                    f"log: {self.paths.gateway_log}"
+                )
+            if self._gateway_answers():
+                return
+            time.sleep(0.05)
+        raise StackError(
+            f"API gateway did not answer on {self.paths.api_url} within 20 s; "
+            f"log: {self.paths.gateway_log}"
+        )
+
+    def _binaries(self) -> Binaries:
+        try:
+            return find_binaries()
+        except PostgresError as exc:
+            raise StackError(str(exc)) from None
+
+    def logs(self, lines: int = 50) -> dict[str, list[str]]:
+        """The last `lines` lines of each part's log."""
+        out: dict[str, list[str]] = {}
+        for name, path in (("postgres", self.paths.postgres_log),
+                           ("gateway", self.paths.gateway_log)):
+            try:
+                out[name] = path.read_text(errors="replace").splitlines()[-lines:]
+            except FileNotFoundError:
+                out[name] = []
+        return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
