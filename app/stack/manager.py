@@ -72,6 +72,11 @@ class Stack:
         return created
 
     def stop(self) -> None:
+        self._stop_gateway()
+        if self.cluster.initialized:
+            self.cluster.stop(self._binaries())
+
+    def _stop_gateway(self) -> None:
         pid = self._gateway_pid()
         if pid is not None:
             try:
@@ -83,8 +88,17 @@ class Stack:
                     break
                 time.sleep(0.1)
             self.paths.gateway_pid.unlink(missing_ok=True)
-        if self.cluster.initialized:
-            self.cluster.stop(self._binaries())
+
+    def reset_database(self, progress: Callable[[str], None] = lambda _msg: None) -> None:
+        """Recreate and bootstrap the local database; the gateway is restarted to drop its pool."""
+        bins = self._binaries()
+        if not self.cluster.running(bins):
+            raise StackError("the local stack is not running: start it with `tokenmeter stack start`")
+        progress("recreating database")
+        self.cluster.recreate_database()
+        progress("restarting API gateway")
+        self._stop_gateway()
+        self._start_gateway()
 
     def status(self) -> StackStatus:
         keys = stack_keys.load_or_create(self.paths)

@@ -59,7 +59,9 @@ def find_binaries() -> Binaries:
     """Locate PostgreSQL >= 15 server binaries, newest first. Raises PostgresError if none."""
     candidates: list[Path] = []
     if override := os.environ.get("TOKENMETER_PG_BINDIR"):
+        # An explicit choice is the only candidate: no silent fallback to another version.
         candidates.append(Path(override))
+        return _best(candidates)
     if pg_config := shutil.which("pg_config"):
         out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip()
         if out:
@@ -76,6 +78,10 @@ def find_binaries() -> Binaries:
         candidates.extend(Path(p) for p in found)
     if initdb := shutil.which("initdb"):
         candidates.append(Path(initdb).parent)
+    return _best(candidates)
+
+
+def _best(candidates: list[Path]) -> Binaries:
     best: Binaries | None = None
     for bindir in candidates:
         version = _version_of(bindir)
