@@ -46,17 +46,17 @@ def test_stack_without_postgres_binaries_says_how_to_install(monkeypatch):
 def test_postgres_role_is_not_superuser_and_roles_match_supabase(admin_dsn: str):
     with psycopg.connect(admin_dsn) as conn:
         roles = dict(conn.execute(
-            "select rolname, (rolsuper, rolcanlogin, rolinherit, rolbypassrls) from pg_roles "
+            "select rolname, array[rolsuper, rolcanlogin, rolinherit, rolbypassrls] from pg_roles "
             "where rolname in ('postgres','anon','authenticated','service_role','authenticator')"
         ).fetchall())
         members = conn.execute(
             "select r.rolname from pg_auth_members m join pg_roles r on r.oid = m.roleid "
             "join pg_roles u on u.oid = m.member where u.rolname = 'authenticator' order by 1"
         ).fetchall()
-    assert roles["postgres"] == (False, True, True, True)
-    assert roles["anon"] == (False, False, True, False)
-    assert roles["service_role"] == (False, False, True, True)
-    assert roles["authenticator"] == (False, True, False, False)
+    assert roles["postgres"] == [False, True, True, True]
+    assert roles["anon"] == [False, False, True, False]
+    assert roles["service_role"] == [False, False, True, True]
+    assert roles["authenticator"] == [False, True, False, False]
     assert [m[0] for m in members] == ["anon", "authenticated", "service_role"]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -143,18 +142,28 @@ class Stack:
             TOKENMETER_DB_PORT=str(self.paths.db_port),
         )
         self.paths.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.paths.gateway_log, "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "app.stack.gateway"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=self.paths.root, start_new_session=True,
+        # posix_spawn in a new session: the gateway outlives this CLI process, and no Popen
+        # object is left behind to complain about a child it never waited for.
+        log_fd = os.open(self.paths.gateway_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            pid = os.posix_spawn(
+                sys.executable, [sys.executable, "-m", "app.stack.gateway"], env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                ],
+                setsid=True,
             )
-        self.paths.gateway_pid.write_text(str(proc.pid))
+        finally:
+            os.close(log_fd)
+        self.paths.gateway_pid.write_text(str(pid))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            exited, status = os.waitpid(pid, os.WNOHANG)
+            if exited:
                 raise StackError(
-                    f"API gateway exited with code {proc.returncode}; "
+                    f"API gateway exited with code {os.waitstatus_to_exitcode(status)}; "
                     f"log: {self.paths.gateway_log}"
                 )
             if self._gateway_answers():
