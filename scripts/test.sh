@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh machine: setup, then pytest (which starts its own local stack
+# on ports 54331/54332 and also runs the pgTAP files in supabase/tests through pg_prove).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+exec .venv/bin/pytest "$@"
