@@ -1,0 +1,124 @@
+"""tokenmeter's errors. Every failure a caller can act on has its own type:
+
+    TokenmeterError
+    ├── InvalidInput(code, field)       400-class: bad tokens, amounts, ids — nothing was written
+    │   └── InvalidUsage
+    ├── NotFound                        no such user, reservation, …
+    │   └── UnknownModel                no price for this model: never charged as $0
+    │       └── PriceMissing            the model is known but its price is `missing`
+    ├── PermissionDenied                the key or user may not do this
+    ├── Conflict                        same idempotency key, different payload
+    │   └── IdempotencyConflict
+    ├── InsufficientBalance             available credit < amount (HTTP 402)
+    └── Unavailable                     the API could not be reached or failed (retry later)
+
+The SQL functions raise `message = '<snake_case_code>'`; `from_api_code` maps those codes (and
+SQLSTATEs) to these types. Only app/client.py calls it.
+"""
+
+from __future__ import annotations
+
+
+class TokenmeterError(Exception):
+    """Base of every tokenmeter error; `code` is the stable machine-readable code."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None, detail: str | None = None,
+                 field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.field = field
+        if code:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.message}: {self.detail}" if self.detail else self.message
+
+
+class InvalidInput(TokenmeterError):
+    code = "invalid_input"
+
+
+class InvalidUsage(InvalidInput):
+    code = "invalid_usage"
+
+
+class NotFound(TokenmeterError):
+    code = "not_found"
+
+
+class UnknownModel(NotFound):
+    code = "unknown_model"
+
+
+class PriceMissing(UnknownModel):
+    code = "price_missing"
+
+
+class PermissionDenied(TokenmeterError):
+    code = "permission_denied"
+
+
+class Conflict(TokenmeterError):
+    code = "conflict"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+
+class InsufficientBalance(TokenmeterError):
+    code = "insufficient_balance"
+
+
+class Unavailable(TokenmeterError):
+    code = "unavailable"
+
+
+# message code raised by SQL → error type. A test checks every code the SQL raises is here.
+CODE_TO_ERROR: dict[str, type[TokenmeterError]] = {
+    "insufficient_balance": InsufficientBalance,
+    "unknown_model": UnknownModel,
+    "price_missing": PriceMissing,
+    "ambiguous_model": InvalidInput,
+    "idempotency_conflict": IdempotencyConflict,
+    "invalid_usage": InvalidUsage,
+    "invalid_amount": InvalidInput,
+    "invalid_input": InvalidInput,
+    "user_not_found": NotFound,
+    "reservation_not_found": NotFound,
+    "reservation_not_active": Conflict,
+    "reservation_expired": Conflict,
+    "permission_denied": PermissionDenied,
+}
+
+# SQLSTATE → error type, for errors raised by PostgreSQL itself rather than our functions.
+SQLSTATE_TO_ERROR: dict[str, type[TokenmeterError]] = {
+    "42501": PermissionDenied,
+    "23505": Conflict,
+    "23503": NotFound,
+    "23514": InvalidInput,
+    "23502": InvalidInput,
+    "22P02": InvalidInput,
+    "22023": InvalidInput,
+    "22003": InvalidInput,
+    "PGRST116": NotFound,
+    "PGRST202": NotFound,
+    "PGRST205": NotFound,
+    "PGRST301": PermissionDenied,
+    "PGRST303": PermissionDenied,
+}
+
+
+def from_api_code(message_code: str, sqlstate: str | None, detail: str | None,
+                  hint: str | None = None) -> TokenmeterError:
+    """The typed error for an API error body (`message` holds our code, `code` the SQLSTATE)."""
+    error_type = CODE_TO_ERROR.get(message_code)
+    if error_type is not None:
+        return error_type(message_code, code=message_code, detail=detail, field=hint)
+    error_type = SQLSTATE_TO_ERROR.get(sqlstate or "", TokenmeterError)
+    if sqlstate and (sqlstate.startswith("08") or sqlstate.startswith("5")):
+        error_type = Unavailable
+    return error_type(message_code, detail=detail)
