@@ -1,0 +1,345 @@
+"""SQL for each kind of /rest/v1 request, built from parsed parts checked against the cache.
+
+Names from the URL reach SQL only after the schema cache confirmed them, and always through
+psycopg.sql.Identifier; values are always bound parameters. Filter values are sent as text of
+type `unknown`, so PostgreSQL infers each one's type from the column it is compared with, as
+PostgREST does. The JSON response is built by PostgreSQL (`json_agg`) and returned as text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+
+from app.stack.gateway.errors import ApiError
+from app.stack.gateway.rest.parse import (
+    COMPARISON_OPS, FTS_OPS, IS_VALUES, OTHER_BINARY_OPS, Field, Filter, Logic, OrderTerm,
+    SelectItem,
+)
+from app.stack.gateway.rest.schema_cache import Function, Table
+
+
+@dataclass
+class Source:
+    """What rows come from: a table, or a function call wrapped as a sub-select."""
+
+    from_clause: sql.Composable
+    qualifier: sql.Composable
+    table: Table | None  # None: columns unknown (function results), PostgreSQL checks them
+    from_params: list[Any] = field(default_factory=list)
+
+    def check_column(self, name: str) -> None:
+        """Raises ApiError 400 42703 for a column the cache does not know."""
+        if self.table is not None and name not in self.table.columns:
+            raise ApiError(400, "42703", f"column {self.table.name}.{name} does not exist")
+
+
+@dataclass
+class ReadShape:
+    """Everything that shapes the rows read back: select list, filters, order, page."""
+
+    select: tuple[SelectItem, ...]
+    filters: list[Filter | Logic]
+    order: tuple[OrderTerm, ...] = ()
+    limit: int | None = None
+    offset: int | None = None
+
+
+def table_source(table: Table) -> Source:
+    ident = sql.Identifier(table.schema, table.name)
+    return Source(ident, ident, table)
+
+
+# ── expressions ───────────────────────────────────────────────────────────────────────────
+def field_sql(src: Source, fld: Field, params: list[Any]) -> sql.Composable:
+    src.check_column(fld.name)
+    expr: sql.Composable = sql.SQL("{}.{}").format(src.qualifier, sql.Identifier(fld.name))
+    for arrow, key in fld.path:
+        if key.lstrip("-").isdigit():
+            expr = sql.SQL("({} {} {})").format(expr, sql.SQL(arrow), sql.SQL(str(int(key))))
+        else:
+            params.append(key)
+            expr = sql.SQL("({} {} %s::text)").format(expr, sql.SQL(arrow))
+    return expr
+
+
+def _column_type(src: Source, fld: Field) -> str | None:
+    if src.table is None or fld.path:
+        return None
+    return src.table.columns[fld.name].type
+
+
+def filter_sql(src: Source, flt: Filter | Logic, params: list[Any]) -> sql.Composable:
+    """One WHERE condition. Raises ApiError for unknown columns."""
+    if isinstance(flt, Logic):
+        parts = [filter_sql(src, child, params) for child in flt.children]
+        joined = sql.SQL(f" {flt.conj} ").join(parts) if parts else sql.SQL(
+            "true" if flt.conj == "and" else "false")
+        cond = sql.SQL("({})").format(joined)
+        return sql.SQL("not {}").format(cond) if flt.negate else cond
+    col = field_sql(src, flt.field, params)
+    op = flt.op
+    if op == "in":
+        assert isinstance(flt.value, tuple)
+        if not flt.value:
+            cond = sql.SQL("false")
+        else:
+            params.extend(flt.value)
+            cond = sql.SQL("{} in ({})").format(
+                col, sql.SQL(", ").join(sql.SQL("%s") for _ in flt.value))
+    elif op == "is":
+        cond = sql.SQL("{} is {}").format(col, sql.SQL(IS_VALUES[str(flt.value)]))
+    elif op in FTS_OPS:
+        if _column_type(src, flt.field) not in (None, "tsvector"):
+            col = sql.SQL("to_tsvector({})").format(col) if flt.config is None else sql.SQL(
+                "to_tsvector(%s::regconfig, {})").format(col)
+            if flt.config is not None:
+                params.append(flt.config)
+        if flt.config is None:
+            query = sql.SQL("{}(%s)").format(sql.SQL(FTS_OPS[op]))
+        else:
+            params.append(flt.config)
+            query = sql.SQL("{}(%s::regconfig, %s)").format(sql.SQL(FTS_OPS[op]))
+        params.append(flt.value)
+        cond = sql.SQL("{} @@ {}").format(col, query)
+    else:
+        value = str(flt.value)
+        if op in ("like", "ilike"):
+            value = value.replace("*", "%")
+        params.append(value)
+        operator = COMPARISON_OPS.get(op) or OTHER_BINARY_OPS[op]
+        if flt.modifier:
+            cond = sql.SQL("{} {} {}(%s)").format(col, sql.SQL(operator), sql.SQL(flt.modifier))
+        else:
+            cond = sql.SQL("{} {} %s").format(col, sql.SQL(operator))
+    return sql.SQL("not ({})").format(cond) if flt.negate else cond
+
+
+def where_sql(src: Source, filters: list[Filter | Logic], params: list[Any]) -> sql.Composable:
+    if not filters:
+        return sql.SQL("")
+    return sql.SQL(" where ") + sql.SQL(" and ").join(
+        filter_sql(src, f, params) for f in filters)
+
+
+def select_list(src: Source, items: tuple[SelectItem, ...], params: list[Any]) -> sql.Composable:
+    """The target list. Raises ApiError for unknown columns."""
+    out: list[sql.Composable] = []
+    for item in items:
+        if item.field is None:
+            out.append(sql.SQL("{}.*").format(src.qualifier))
+            continue
+        expr = field_sql(src, item.field, params)
+        if item.cast:
+            expr = sql.SQL("cast({} as {})").format(expr, sql.SQL(item.cast))  # regex-checked
+        alias = item.alias or (item.field.path[-1][1] if item.field.path else item.field.name)
+        out.append(sql.SQL("{} as {}").format(expr, sql.Identifier(alias)))
+    return sql.SQL(", ").join(out) if out else sql.SQL("{}.*").format(src.qualifier)
+
+
+def order_sql(src: Source, terms: tuple[OrderTerm, ...], params: list[Any]) -> sql.Composable:
+    if not terms:
+        return sql.SQL("")
+    parts = []
+    for term in terms:
+        part = field_sql(src, term.field, params) + sql.SQL(" desc" if term.desc else " asc")
+        if term.nulls:
+            part += sql.SQL(f" nulls {term.nulls}")
+        parts.append(part)
+    return sql.SQL(" order by ") + sql.SQL(", ").join(parts)
+
+
+def page_sql(shape: ReadShape) -> sql.Composable:
+    text = ""
+    if shape.limit is not None:
+        text += f" limit {int(shape.limit)}"
+    if shape.offset:
+        text += f" offset {int(shape.offset)}"
+    return sql.SQL(text)
+
+
+# ── statements ────────────────────────────────────────────────────────────────────────────
+def body_expr(single: bool, rows: str = "_t") -> sql.Composable:
+    """The response body column: a JSON array, or the lone object for `.single()`."""
+    if single:
+        return sql.SQL(f"coalesce((json_agg({rows})->0)::text, 'null')")
+    return sql.SQL(f"coalesce(json_agg({rows}), '[]')::text")
+
+
+def read(src: Source, shape: ReadShape, *, count: bool, single: bool,
+         scalar: bool = False) -> tuple[sql.Composable, list[Any]]:
+    """SELECT answering one row: (body text, rows in page, total or null).
+
+    Raises ApiError for unknown columns."""
+    params: list[Any] = list(src.from_params)
+    target = sql.SQL("{}.* ").format(src.qualifier) if scalar else select_list(
+        src, shape.select, params)
+    where_params: list[Any] = []
+    where = where_sql(src, shape.filters, where_params)
+    params += where_params
+    order = order_sql(src, shape.order, params)
+    inner = sql.SQL("select {} from {}{}{}{}").format(
+        target, src.from_clause, where, order, page_sql(shape))
+    rows = "_t.pgrst_scalar" if scalar else "_t"
+    total: sql.Composable = sql.SQL("null::bigint")
+    if count:
+        total = sql.SQL("(select count(*) from {}{})").format(src.from_clause, where)
+        params = params + list(src.from_params) + where_params
+    query = sql.SQL("select {}, count(*), {} from ({}) _t").format(
+        body_expr(single, rows), total, inner)
+    return query, params
+
+
+def _payload_columns(table: Table, names: list[str]) -> None:
+    for name in names:
+        if name not in table.columns:
+            raise ApiError(
+                400, "PGRST204",
+                f"Could not find the '{name}' column of '{table.name}' in the schema cache",
+            )
+
+
+def returning(minimal: bool) -> sql.Composable:
+    # `returning 1` needs no SELECT privilege or SELECT policy, as PostgREST's return=minimal.
+    return sql.SQL(" returning 1") if minimal else sql.SQL(" returning {}.*")
+
+
+def wrap_mutation(table: Table, mutation: sql.Composable, params: list[Any], shape: ReadShape,
+                  *, minimal: bool, single: bool, count: bool) -> tuple[sql.Composable, list[Any]]:
+    """Run `mutation` in a CTE and answer (body, rows, total) like `read`."""
+    if minimal:
+        query = sql.SQL("with pgrst_source as ({}) select null::text, count(*), {} "
+                        "from pgrst_source").format(
+            mutation, sql.SQL("count(*)") if count else sql.SQL("null::bigint"))
+        return query, params
+    src = Source(sql.Identifier("pgrst_source"), sql.Identifier("pgrst_source"), table)
+    sel_params: list[Any] = []
+    target = select_list(src, shape.select, sel_params)
+    query = sql.SQL("with pgrst_source as ({}) select {}, count(*), {} from "
+                    "(select {} from pgrst_source) _t").format(
+        mutation, body_expr(single), sql.SQL("count(*)") if count else sql.SQL("null::bigint"),
+        target)
+    return query, params + sel_params
+
+
+def insert(table: Table, body: str, columns: list[str], *, missing_default: list[str] | None,
+           conflict: tuple[str, ...] | None, merge: bool, minimal: bool
+           ) -> tuple[sql.Composable, list[Any]]:
+    """INSERT … SELECT from the JSON array `body` (bound once).
+
+    `missing_default`: columns some rows lack, which then take the column's DEFAULT expression.
+    Raises ApiError PGRST204 for unknown columns."""
+    _payload_columns(table, columns)
+    ident = sql.Identifier(table.schema, table.name)
+    params: list[Any] = []
+    if missing_default:
+        exprs = []
+        for name in columns:
+            col = sql.SQL("_p.{}").format(sql.Identifier(name))
+            if name in missing_default:
+                default = table.columns[name].default
+                # The DEFAULT text comes from pg_catalog (pg_get_expr), never from the request.
+                params.append(name)
+                col = sql.SQL("case when _r.j::jsonb ? %s then {} else {} end").format(
+                    col, sql.SQL(default) if default else sql.SQL("null"))
+            exprs.append(col)
+        params.append(body)
+        source = sql.SQL("select {} from json_array_elements(%s::json) _r(j), "
+                         "lateral json_populate_record(null::{}, _r.j) _p").format(
+            sql.SQL(", ").join(exprs), ident)
+    else:
+        params.append(body)
+        source = sql.SQL("select {} from json_populate_recordset(null::{}, %s::json) _p").format(
+            sql.SQL(", ").join(sql.SQL("_p.{}").format(sql.Identifier(c)) for c in columns)
+            if columns else sql.SQL("1"), ident)
+    if columns:
+        stmt = sql.SQL("insert into {} ({}) {}").format(
+            ident, sql.SQL(", ").join(map(sql.Identifier, columns)), source)
+    else:
+        # A body of `{}`: every column takes its default.
+        stmt = sql.SQL("insert into {} default values").format(ident)
+        params = []
+    if conflict:
+        _payload_columns(table, list(conflict))
+        target = sql.SQL(", ").join(map(sql.Identifier, conflict))
+        updates = [c for c in columns if c not in conflict] if merge else []
+        if updates:
+            stmt += sql.SQL(" on conflict ({}) do update set {}").format(
+                target, sql.SQL(", ").join(
+                    sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in updates))
+        else:
+            stmt += sql.SQL(" on conflict ({}) do nothing").format(target)
+    if not minimal:
+        return stmt + sql.SQL(" returning {}.*").format(ident), params
+    return stmt + returning(True), params
+
+
+def update(table: Table, body: str, columns: list[str], filters: list[Filter | Logic],
+           *, minimal: bool) -> tuple[sql.Composable, list[Any]]:
+    """UPDATE … SET from the JSON object `body`. Raises ApiError for unknown columns."""
+    _payload_columns(table, columns)
+    src = table_source(table)
+    params: list[Any] = [body]
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{0} = pgrst_body.{0}").format(sql.Identifier(c)) for c in columns)
+    where = where_sql(src, filters, params)
+    stmt = sql.SQL("update {} set {} from json_populate_record(null::{}, %s::json) pgrst_body{}"
+                   ).format(src.from_clause, assignments, src.from_clause, where)
+    if minimal:
+        return stmt + returning(True), params
+    return stmt + sql.SQL(" returning {}.*").format(src.qualifier), params
+
+
+def delete(table: Table, filters: list[Filter | Logic], *, minimal: bool
+           ) -> tuple[sql.Composable, list[Any]]:
+    """DELETE with the request's filters. Raises ApiError for unknown columns."""
+    src = table_source(table)
+    params: list[Any] = []
+    stmt = sql.SQL("delete from {}{}").format(src.from_clause, where_sql(src, filters, params))
+    if minimal:
+        return stmt + returning(True), params
+    return stmt + sql.SQL(" returning {}.*").format(src.qualifier), params
+
+
+def call_source(fn: Function, args: dict[str, Any], body: str) -> tuple[sql.Composable, list]:
+    """`from` items calling `fn` with named arguments read from the JSON object `body`.
+
+    Argument values go through json_to_record with the catalog's types, as PostgREST does, so
+    every value is one bound parameter whatever its type."""
+    call_args = [a for a in fn.args if a.name in args]
+    name = sql.Identifier(fn.schema, fn.name)
+    if not call_args:
+        return sql.SQL("{}()").format(name), []
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.type)) for a in call_args)
+    named = sql.SQL(", ").join(
+        sql.SQL("{0} := _a.{0}").format(sql.Identifier(a.name)) for a in call_args)
+    return sql.SQL("json_to_record(%s::json) as _a({}), lateral {}({})").format(
+        columns, name, named), [body]
+
+
+def call_scalar(fn: Function, args: dict[str, Any], body: str) -> tuple[sql.Composable, list]:
+    """A non-set, non-composite function: its value as JSON text (or nothing for VOID)."""
+    call_args = [a for a in fn.args if a.name in args]
+    name = sql.Identifier(fn.schema, fn.name)
+    if not call_args:
+        expr = sql.SQL("{}()").format(name)
+        return sql.SQL("select coalesce(to_json({})::text, 'null'), 1, null::bigint").format(
+            expr), []
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.type)) for a in call_args)
+    named = sql.SQL(", ").join(
+        sql.SQL("{0} := _a.{0}").format(sql.Identifier(a.name)) for a in call_args)
+    return sql.SQL("select coalesce(to_json({}({}))::text, 'null'), 1, null::bigint "
+                   "from json_to_record(%s::json) as _a({})").format(name, named, columns), [body]
+
+
+def function_source(fn: Function, args: dict[str, Any], body: str) -> Source:
+    """Rows of a set-returning or composite function, as a sub-select named pgrst_src."""
+    from_items, params = call_source(fn, args, body)
+    alias = "pgrst_scalar" if not fn.returns_composite else "pgrst_f"
+    sub = sql.SQL("(select {}.* from {} as {}) pgrst_src").format(
+        sql.Identifier(alias), from_items, sql.Identifier(alias))
+    return Source(sub, sql.Identifier("pgrst_src"), None, params)

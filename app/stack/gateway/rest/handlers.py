@@ -1,0 +1,368 @@
+"""HTTP handlers of /rest/v1: tables and views (`/{name}`) and functions (`/rpc/{name}`).
+
+Order of work per request, as PostgREST: verify the JWT (401 before any database work), pick
+the schema from Accept-Profile / Content-Profile, resolve names in the schema cache (404/400
+without SQL), parse the query string (400 PGRST100), then one transaction (transaction.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.stack.gateway import tokens
+from app.stack.gateway.errors import ApiError
+from app.stack.gateway.rest import build, parse
+from app.stack.gateway.rest.schema_cache import EXPOSED_SCHEMAS, Function, SchemaCacheHolder, Table
+from app.stack.gateway.rest.transaction import RequestContext, run
+
+OBJECT_MEDIA = "application/vnd.pgrst.object+json"
+JSON_TYPE = "application/json; charset=utf-8"
+_PLAN_CACHE_SIZE = 2048
+
+
+@dataclass
+class RestState:
+    holder: SchemaCacheHolder
+    pool: AsyncConnectionPool
+    jwt_secret: str
+    max_body_bytes: int
+    # GET plans by query string: parsing and SQL building are skipped for repeated requests.
+    plans: dict[tuple[Any, ...], tuple[str, tuple[Any, ...]]] = field(default_factory=dict)
+
+    def clear_plans(self) -> None:
+        self.plans.clear()
+
+
+@dataclass
+class Prefer:
+    ret: str = "minimal"
+    count: bool = False
+    resolution: str | None = None
+    missing_default: bool = False
+
+    @classmethod
+    def parse(cls, header: str | None) -> Prefer:
+        prefer = cls()
+        for token in (header or "").split(","):
+            key, _, value = token.strip().partition("=")
+            value = value.strip()
+            if key == "return" and value in ("representation", "minimal", "headers-only"):
+                prefer.ret = value
+            elif key == "count" and value in ("exact", "planned", "estimated"):
+                prefer.count = True  # planned/estimated are answered exactly
+            elif key == "resolution" and value in ("merge-duplicates", "ignore-duplicates"):
+                prefer.resolution = value
+            elif key == "missing" and value == "default":
+                prefer.missing_default = True
+        return prefer
+
+
+@dataclass
+class Query:
+    """The query string, parsed."""
+
+    select: tuple[parse.SelectItem, ...] = (parse.SelectItem(None),)
+    filters: list[parse.Filter | parse.Logic] = field(default_factory=list)
+    order: tuple[parse.OrderTerm, ...] = ()
+    limit: int | None = None
+    offset: int | None = None
+    on_conflict: tuple[str, ...] | None = None
+    columns: tuple[str, ...] | None = None
+    args: dict[str, str] = field(default_factory=dict)
+
+    def shape(self) -> build.ReadShape:
+        return build.ReadShape(self.select, self.filters, self.order, self.limit, self.offset)
+
+
+def parse_query(items: list[tuple[str, str]], arg_names: frozenset[str] = frozenset()) -> Query:
+    """Split the query string into its parts. Raises ApiError PGRST100."""
+    query = Query()
+    for key, value in items:
+        if key in arg_names:
+            query.args[key] = value
+        elif key == "select":
+            query.select = parse.parse_select(value) if value.strip() else query.select
+        elif key == "order":
+            query.order = parse.parse_order(value)
+        elif key == "limit":
+            query.limit = parse.parse_count("limit", value)
+        elif key == "offset":
+            query.offset = parse.parse_count("offset", value)
+        elif key == "on_conflict":
+            query.on_conflict = parse.parse_columns(value)
+        elif key == "columns":
+            query.columns = parse.parse_columns(value)
+        elif key in ("or", "and", "not.or", "not.and"):
+            query.filters.append(parse.parse_logic(key, value))
+        else:
+            fld = parse.parse_field(key, "filter", f"{key}={value}")
+            query.filters.append(parse.parse_filter(fld, value, value))
+    return query
+
+
+# ── helpers ───────────────────────────────────────────────────────────────────────────────
+def _state(request: Request) -> RestState:
+    state: RestState = request.app.state.rest
+    return state
+
+
+def _schema(request: Request) -> str:
+    """The schema the request names. Raises ApiError 406 PGRST106 for unexposed schemas."""
+    header = "accept-profile" if request.method in ("GET", "HEAD") else "content-profile"
+    schema = request.headers.get(header) or EXPOSED_SCHEMAS[0]
+    if schema not in EXPOSED_SCHEMAS:
+        raise ApiError(
+            406, "PGRST106", f"The schema must be one of the following: "
+            f"{', '.join(EXPOSED_SCHEMAS)}",
+        )
+    return schema
+
+
+def _wants_object(request: Request) -> bool:
+    return OBJECT_MEDIA in request.headers.get("accept", "")
+
+
+def _context(request: Request, claims: dict[str, Any], path: str) -> RequestContext:
+    return RequestContext(
+        role=str(claims["role"]), claims=claims, method=request.method, path=path,
+        headers=dict(request.headers.items()), cookies=dict(request.cookies),
+    )
+
+
+async def _table(state: RestState, schema: str, name: str) -> Table:
+    """The cached table or view. Raises ApiError 404 PGRST205."""
+    table = state.holder.cache.tables.get((schema, name))
+    if table is None:
+        table = (await state.holder.settled()).tables.get((schema, name))
+    if table is None:
+        raise ApiError(404, "PGRST205",
+                       f"Could not find the table '{schema}.{name}' in the schema cache")
+    return table
+
+
+def _not_one(rows: int) -> ApiError:
+    return ApiError(406, "PGRST116", "JSON object requested, multiple (or no) rows returned",
+                    f"The result contains {rows} rows")
+
+
+def _check_single(row: tuple[Any, ...]) -> None:
+    if row[1] != 1:
+        raise _not_one(row[1])
+
+
+def _content_range(offset: int, rows: int, total: int | None) -> str:
+    total_text = "*" if total is None else str(total)
+    if rows == 0:
+        return f"*/{total_text}"
+    return f"{offset}-{offset + rows - 1}/{total_text}"
+
+
+def _read_response(request: Request, row: tuple[Any, ...], offset: int, single: bool,
+                   counted: bool) -> Response:
+    body, rows, total = row
+    status = 200
+    if counted and total is not None and rows < total and not single:
+        status = 206  # a page of a larger result, as PostgREST answers a range
+    headers = {"Content-Range": _content_range(offset, rows, total)}
+    content = "" if request.method == "HEAD" else body
+    media = OBJECT_MEDIA + "; charset=utf-8" if single else JSON_TYPE
+    return Response(content, status, headers, media_type=media)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, 413 over `limit` (server.read_body; imported late: server imports us)."""
+    from app.stack.gateway import server
+
+    return await server.read_body(request, limit)
+
+
+def _json_body(raw: bytes) -> Any:
+    """The parsed request body. Raises ApiError 400 PGRST102."""
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise ApiError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
+
+
+# ── tables and views ──────────────────────────────────────────────────────────────────────
+async def table_endpoint(request: Request) -> Response:
+    """GET/HEAD/POST/PATCH/DELETE on `/{name}`. Raises ApiError (see module docstring)."""
+    state = _state(request)
+    claims = tokens.request_claims(request, state.jwt_secret)
+    schema = _schema(request)
+    name = request.path_params["name"]
+    table = await _table(state, schema, name)
+    ctx = _context(request, claims, f"/{name}")
+    prefer = Prefer.parse(request.headers.get("prefer"))
+    single = _wants_object(request)
+    if request.method in ("GET", "HEAD"):
+        return await _read_table(request, state, table, ctx, prefer, single)
+    raw = await read_body(request, state.max_body_bytes)
+    query = parse_query(request.query_params.multi_items())
+    if query.limit is not None or query.offset:
+        raise ApiError(400, "PGRST100", "failed to parse limit (mutation)",
+                       "limit/offset on writes is not supported by the local stack")
+    minimal = prefer.ret != "representation"
+    shape = query.shape()
+    if prefer.ret == "headers-only" and table.primary_key:
+        shape.select = tuple(parse.SelectItem(parse.Field(c)) for c in table.primary_key)
+        minimal = False
+    if request.method == "POST":
+        payload = _json_body(raw)
+        stmt, params = _insert(table, raw, payload, query, prefer, minimal)
+        status = 201
+    elif request.method == "PATCH":
+        payload = _json_body(raw)
+        if not isinstance(payload, dict):
+            raise ApiError(400, "PGRST102", "Empty or invalid json",
+                           "PATCH expects a JSON object")
+        columns = list(query.columns or payload.keys())
+        if not columns:
+            return Response("[]" if not minimal else b"", 200 if not minimal else 204,
+                            {"Content-Range": "*/*"}, media_type=JSON_TYPE)
+        stmt, params = build.update(table, raw.decode(), columns, query.filters, minimal=minimal)
+        status = 204 if minimal else 200
+    elif request.method == "DELETE":
+        stmt, params = build.delete(table, query.filters, minimal=minimal)
+        status = 204 if minimal else 200
+    else:
+        raise ApiError(405, "PGRST117", f"Unsupported HTTP method: {request.method}")
+    query_sql, all_params = build.wrap_mutation(
+        table, stmt, params, shape, minimal=minimal, single=single, count=prefer.count)
+    row = await run(state.pool, ctx, query_sql, all_params, read_only=False,
+                    check=_check_single if single else None)
+    body, rows, total = row
+    headers = {"Content-Range": f"*/{total if total is not None else '*'}"}
+    if prefer.ret == "headers-only":
+        if table.primary_key and rows:
+            first = json.loads(body)
+            first = first if isinstance(first, dict) else first[0]
+            location = "&".join(f"{k}=eq.{first[k]}" for k in table.primary_key)
+            headers["Location"] = f"/{table.name}?{location}"
+        return Response(b"", status, headers)
+    if minimal:
+        return Response(b"", status if status != 200 else 204, headers)
+    media = OBJECT_MEDIA + "; charset=utf-8" if single else JSON_TYPE
+    return Response(body, status, headers, media_type=media)
+
+
+def _insert(table: Table, raw: bytes, payload: Any, query: Query, prefer: Prefer,
+            minimal: bool) -> tuple[sql.Composable, list[Any]]:
+    """The INSERT for a POST body. Raises ApiError PGRST102/PGRST204/PGRST100."""
+    rows = [payload] if isinstance(payload, dict) else payload
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ApiError(400, "PGRST102", "Empty or invalid json",
+                       "Expected a JSON object or an array of objects")
+    if query.columns is not None:
+        columns = list(query.columns)
+    else:
+        seen: dict[str, None] = {}
+        for r in rows:
+            seen.update(dict.fromkeys(r))
+        columns = list(seen)
+    missing: list[str] | None = None
+    if prefer.missing_default:
+        # Columns absent from every row are left out (the database applies DEFAULT itself);
+        # columns absent from only some rows take the DEFAULT expression from the catalog.
+        present = [c for c in columns if any(c in r for r in rows)]
+        missing = [c for c in present if not all(c in r for r in rows)]
+        columns = present
+    text = raw.decode()
+    body = f"[{text}]" if isinstance(payload, dict) else text
+    conflict: tuple[str, ...] | None = None
+    if prefer.resolution:
+        conflict = query.on_conflict or table.primary_key or None
+    return build.insert(
+        table, body, columns, missing_default=missing, conflict=conflict,
+        merge=prefer.resolution == "merge-duplicates", minimal=minimal,
+    )
+
+
+async def _read_table(request: Request, state: RestState, table: Table, ctx: RequestContext,
+                      prefer: Prefer, single: bool) -> Response:
+    key = (state.holder.generation, table.schema, table.name, request.url.query, prefer.count,
+           single)
+    plan = state.plans.get(key)
+    if plan is None:
+        query = parse_query(request.query_params.multi_items())
+        if query.on_conflict or query.columns:
+            pass  # ignored on reads, as PostgREST does
+        stmt, params = build.read(build.table_source(table), query.shape(), count=prefer.count,
+                                  single=single)
+        plan = (stmt.as_string(None), tuple(params), query.offset or 0)  # type: ignore[assignment]
+        if len(state.plans) >= _PLAN_CACHE_SIZE:
+            state.plans.clear()
+        state.plans[key] = plan  # type: ignore[assignment]
+    text, params, offset = plan  # type: ignore[misc]
+    row = await run(state.pool, ctx, text, params, read_only=True,
+                    check=_check_single if single else None)
+    return _read_response(request, row, offset, single, prefer.count)
+
+
+# ── functions ─────────────────────────────────────────────────────────────────────────────
+def _choose(fns: list[Function], given: set[str]) -> Function | None:
+    """The overload whose parameters fit the given argument names, as PostgREST picks it."""
+    fits = [f for f in fns if given <= f.arg_names and f.required <= given]
+    if not fits:
+        return None
+    return min(fits, key=lambda f: len(f.args) - len(given))
+
+
+async def rpc_endpoint(request: Request) -> Response:
+    """GET/HEAD/POST on `/rpc/{name}`. Raises ApiError (see module docstring)."""
+    state = _state(request)
+    claims = tokens.request_claims(request, state.jwt_secret)
+    schema = _schema(request)
+    name = request.path_params["name"]
+    ctx = _context(request, claims, f"/rpc/{name}")
+    prefer = Prefer.parse(request.headers.get("prefer"))
+    single = _wants_object(request)
+    fns = state.holder.cache.functions.get((schema, name))
+    if fns is None:
+        fns = (await state.holder.settled()).functions.get((schema, name), [])
+    all_arg_names = frozenset(a.name for f in fns for a in f.args)
+    if request.method in ("GET", "HEAD"):
+        query = parse_query(request.query_params.multi_items(), all_arg_names)
+        args: dict[str, Any] = dict(query.args)
+        body = json.dumps(args)
+    else:
+        raw = await read_body(request, state.max_body_bytes)
+        payload = _json_body(raw)
+        if not isinstance(payload, dict):
+            raise ApiError(400, "PGRST102", "Empty or invalid json",
+                           "Expected a JSON object of named arguments")
+        query = parse_query(request.query_params.multi_items())
+        args = payload
+        body = raw.decode() if raw.strip() else "{}"
+    fn = _choose(fns, set(args))
+    if fn is None:
+        listed = ", ".join(sorted(args))
+        raise ApiError(
+            404, "PGRST202",
+            f"Could not find the function {schema}.{name}({listed}) in the schema cache",
+            f"Searched for the function {schema}.{name} with parameters {listed} or with a "
+            "single unnamed json/jsonb parameter, but no matches were found in the schema cache.",
+        )
+    read_only = request.method in ("GET", "HEAD") or fn.volatility in ("i", "s")
+    if not fn.returns_set and not fn.returns_composite:
+        stmt, params = build.call_scalar(fn, args, body)
+        row = await run(state.pool, ctx, stmt, params, read_only=read_only)
+        if fn.returns_void:
+            return Response(b"", 204)  # PostgREST >= 10: VOID answers 204 No Content
+        content = "" if request.method == "HEAD" else row[0]
+        return Response(content, 200, {"Content-Range": "0-0/*"}, media_type=JSON_TYPE)
+    src = build.function_source(fn, args, body)
+    scalar = not fn.returns_composite
+    as_object = single or not fn.returns_set
+    stmt, params = build.read(src, query.shape(), count=prefer.count, single=as_object,
+                              scalar=scalar)
+    row = await run(state.pool, ctx, stmt, params, read_only=read_only,
+                    check=_check_single if single else None)
+    return _read_response(request, row, query.offset or 0, as_object, prefer.count)

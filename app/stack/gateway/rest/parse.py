@@ -1,0 +1,299 @@
+"""PostgREST's URL grammar: `select=`, `col=op.value` filters, `or=(…)`/`and=(…)` trees, `order=`.
+
+Parsing only: the result is plain data that build.py checks against the schema cache and turns
+into SQL. Anything malformed raises ApiError 400 PGRST100 with PostgREST's message style
+("failed to parse filter (…)"), never lets an exception escape as a 500.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from app.stack.gateway.errors import ApiError
+
+# Operators and the SQL they become (build.py); grouped by what their value looks like.
+COMPARISON_OPS = {
+    "eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=",
+    "like": "like", "ilike": "ilike", "match": "~", "imatch": "~*",
+}
+OTHER_BINARY_OPS = {
+    "isdistinct": "is distinct from", "cs": "@>", "cd": "<@", "ov": "&&",
+    "sl": "<<", "sr": ">>", "nxr": "&<", "nxl": "&>", "adj": "-|-",
+}
+FTS_OPS = {
+    "fts": "to_tsquery", "plfts": "plainto_tsquery", "phfts": "phraseto_tsquery",
+    "wfts": "websearch_to_tsquery",
+}
+ALL_OPS = frozenset({*COMPARISON_OPS, *OTHER_BINARY_OPS, *FTS_OPS, "in", "is"})
+IS_VALUES = {"null": "null", "not_null": "not null", "true": "true", "false": "false",
+             "unknown": "unknown"}
+RESERVED = frozenset({"select", "order", "limit", "offset", "on_conflict", "columns",
+                      "or", "and", "not.or", "not.and"})
+
+# A field name: anything but the grammar's punctuation; PostgREST allows spaces and more.
+_NAME = r'(?:"(?:[^"\\]|\\.)+"|[^.,:()"\->\s][^.,:()"\->]*)'
+_FIELD_RE = re.compile(rf"^(?P<name>{_NAME})(?P<path>(?:->>?(?:{_NAME}))*)$")
+_PATH_RE = re.compile(rf"(->>?)({_NAME})")
+_CAST_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?: [A-Za-z_][A-Za-z0-9_]*)*(?:\[\])?$")
+_OP_RE = re.compile(r"^(?P<op>[a-z]+)(?:\((?P<arg>[^()]*)\))?$")
+
+
+def parse_error(what: str, raw: str, details: str) -> ApiError:
+    return ApiError(400, "PGRST100", f"failed to parse {what} ({raw})", details)
+
+
+@dataclass(frozen=True)
+class Field:
+    """A column, optionally followed by JSON path steps: (arrow, key) pairs."""
+
+    name: str
+    path: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class SelectItem:
+    field: Field | None  # None means `*`
+    alias: str | None = None
+    cast: str | None = None
+
+
+@dataclass(frozen=True)
+class Filter:
+    field: Field
+    op: str
+    value: str | tuple[str, ...]  # a tuple for `in`
+    negate: bool = False
+    modifier: str | None = None  # any / all
+    config: str | None = None  # full-text search configuration
+
+
+@dataclass(frozen=True)
+class Logic:
+    conj: str  # "and" / "or"
+    children: tuple[Filter | Logic, ...]
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class OrderTerm:
+    field: Field
+    desc: bool = False
+    nulls: str | None = None  # "first" / "last"
+
+
+def _unquote(name: str) -> str:
+    if len(name) >= 2 and name[0] == '"' and name[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", name[1:-1])
+    return name.strip()
+
+
+def parse_field(raw: str, what: str, whole: str) -> Field:
+    """`col` or `col->a->>b`. Raises ApiError PGRST100."""
+    match = _FIELD_RE.match(raw.strip())
+    if not match:
+        raise parse_error(what, whole, f'unexpected field "{raw}"')
+    path = tuple((arrow, _unquote(key)) for arrow, key in _PATH_RE.findall(match["path"]))
+    return Field(_unquote(match["name"]), path)
+
+
+def split_top(text: str, what: str, whole: str) -> list[str]:
+    """Split on commas outside parentheses and double quotes. Raises ApiError PGRST100."""
+    parts: list[str] = []
+    depth = 0
+    quoted = False
+    start = 0
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise parse_error(what, whole, 'unexpected ")"')
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    if quoted or depth:
+        raise parse_error(what, whole, "unexpected end of input")
+    parts.append(text[start:])
+    return parts
+
+
+# ── select ────────────────────────────────────────────────────────────────────────────────
+def parse_select(raw: str) -> tuple[SelectItem, ...]:
+    """`*,a,alias:b,c::text,d->e`. Raises ApiError PGRST100 (or PGRST200 for embeds)."""
+    items: list[SelectItem] = []
+    for part in split_top(raw, "select parameter", raw):
+        part = part.strip()
+        if not part:
+            raise parse_error("select parameter", raw, "unexpected empty select item")
+        if part == "*":
+            items.append(SelectItem(None))
+            continue
+        if "(" in part or part.startswith("..."):
+            name = part.split("(", 1)[0].split(":")[-1].lstrip(".").strip()
+            raise ApiError(
+                400, "PGRST200",
+                f"Could not find a relationship for '{name}' in the schema cache",
+                "Resource embedding is not supported by the local stack", None,
+            )
+        alias: str | None = None
+        cast: str | None = None
+        if "::" in part:
+            part, cast = part.rsplit("::", 1)
+            if not _CAST_RE.match(cast.strip()):
+                raise parse_error("select parameter", raw, f'unexpected cast "{cast}"')
+            cast = cast.strip()
+        head, sep, rest = part.partition(":")
+        if sep:
+            alias, part = _unquote(head), rest
+            if not alias:
+                raise parse_error("select parameter", raw, "unexpected empty alias")
+        items.append(SelectItem(parse_field(part, "select parameter", raw), alias, cast))
+    return tuple(items)
+
+
+# ── filters ───────────────────────────────────────────────────────────────────────────────
+def parse_filter(field: Field, expr: str, whole: str) -> Filter:
+    """`[not.]op[(modifier|config)].value` for `field`. Raises ApiError PGRST100."""
+    negate = False
+    rest = expr
+    if rest.startswith("not."):
+        negate, rest = True, rest[4:]
+    op_text, dot, value = rest.partition(".")
+    match = _OP_RE.match(op_text)
+    if not dot or not match or match["op"] not in ALL_OPS:
+        raise parse_error(
+            "filter", whole,
+            f'unexpected "{op_text[:20]}" expecting "not" or operator '
+            "(eq, gt, ...)",
+        )
+    op, arg = match["op"], match["arg"]
+    modifier = config = None
+    if arg is not None:
+        if op in FTS_OPS:
+            config = arg
+        elif op in COMPARISON_OPS and arg in ("any", "all"):
+            modifier = arg
+        else:
+            raise parse_error("filter", whole, f'unexpected "({arg})" after "{op}"')
+    if op == "in":
+        return Filter(field, op, parse_list(value, whole), negate)
+    if op == "is":
+        if value.lower() not in IS_VALUES:
+            raise parse_error(
+                "filter", whole,
+                'unexpected value expecting "null", "not_null", "true", "false" or "unknown"',
+            )
+        return Filter(field, op, value.lower(), negate)
+    return Filter(field, op, value, negate, modifier, config)
+
+
+def parse_list(raw: str, whole: str) -> tuple[str, ...]:
+    """`(a,"b,c",d)` → ('a', 'b,c', 'd'). Raises ApiError PGRST100."""
+    if len(raw) < 2 or raw[0] != "(" or raw[-1] != ")":
+        raise parse_error("filter", whole, 'unexpected value expecting "(" list ")"')
+    inner = raw[1:-1]
+    if not inner.strip():
+        return ()
+    items = []
+    for item in split_top(inner, "filter", whole):
+        item = item.strip()
+        if len(item) >= 2 and item[0] == '"' and item[-1] == '"':
+            item = re.sub(r"\\(.)", r"\1", item[1:-1])
+        items.append(item)
+    return tuple(items)
+
+
+def parse_logic(key: str, raw: str) -> Logic:
+    """`or=(a.eq.1,and(b.gt.2,c.is.null))`, key `or`/`and`/`not.or`/`not.and`.
+
+    Raises ApiError PGRST100."""
+    negate = key.startswith("not.")
+    conj = key[4:] if negate else key
+    return _parse_logic_body(conj, negate, raw, raw)
+
+
+def _parse_logic_body(conj: str, negate: bool, body: str, whole: str) -> Logic:
+    if len(body) < 2 or body[0] != "(" or body[-1] != ")":
+        raise parse_error("logic tree", whole, 'unexpected input expecting "("')
+    children: list[Filter | Logic] = []
+    for part in split_top(body[1:-1], "logic tree", whole):
+        part = part.strip()
+        if not part:
+            raise parse_error("logic tree", whole, "unexpected empty condition")
+        sub_negate = part.startswith("not.")
+        sub = part[4:] if sub_negate else part
+        for sub_conj in ("and", "or"):
+            if sub.startswith(sub_conj + "("):
+                children.append(_parse_logic_body(sub_conj, sub_negate, sub[len(sub_conj):],
+                                                  whole))
+                break
+        else:
+            children.append(_parse_logic_leaf(part, whole))
+    return Logic(conj, tuple(children), negate)
+
+
+_LEAF_RE = re.compile(rf"^(?P<field>{_NAME}(?:->>?{_NAME})*)\.(?P<expr>.+)$", re.S)
+
+
+def _parse_logic_leaf(part: str, whole: str) -> Filter:
+    match = _LEAF_RE.match(part)
+    if not match:
+        raise parse_error("logic tree", whole, f'unexpected "{part[:40]}" expecting a filter')
+    field = parse_field(match["field"], "logic tree", whole)
+    flt = parse_filter(field, match["expr"], whole)
+    # Inside a tree, values may be double-quoted to carry commas and parentheses.
+    if isinstance(flt.value, str) and len(flt.value) >= 2 and flt.value[0] == flt.value[-1] == '"':
+        flt = Filter(flt.field, flt.op, re.sub(r"\\(.)", r"\1", flt.value[1:-1]), flt.negate,
+                     flt.modifier, flt.config)
+    return flt
+
+
+# ── order, limit, offset ─────────────────────────────────────────────────────────────────
+def parse_order(raw: str) -> tuple[OrderTerm, ...]:
+    """`a.desc.nullslast,b`. Raises ApiError PGRST100."""
+    terms = []
+    for part in split_top(raw, "order", raw):
+        pieces = part.strip().split(".")
+        field = parse_field(pieces[0], "order", raw)
+        desc = False
+        nulls: str | None = None
+        for modifier in pieces[1:]:
+            if modifier in ("asc", "desc") and nulls is None:
+                desc = modifier == "desc"
+            elif modifier in ("nullsfirst", "nullslast") and nulls is None:
+                nulls = modifier[5:]
+            else:
+                raise parse_error(
+                    "order", raw,
+                    f'unexpected "{modifier[:20]}" expecting "asc", "desc", "nullsfirst" '
+                    'or "nullslast"',
+                )
+        terms.append(OrderTerm(field, desc, nulls))
+    return tuple(terms)
+
+
+def parse_count(name: str, raw: str) -> int:
+    """A non-negative integer for `limit` / `offset`. Raises ApiError PGRST100."""
+    if not raw.isdigit():
+        raise parse_error(name, raw, "expecting a non-negative integer")
+    return int(raw)
+
+
+def parse_columns(raw: str) -> tuple[str, ...]:
+    """`columns="a","b"` of a bulk insert. Raises ApiError PGRST100."""
+    names = tuple(_unquote(part) for part in split_top(raw, "columns", raw))
+    if any(not n for n in names):
+        raise parse_error("columns", raw, "unexpected empty column name")
+    return names

@@ -1,0 +1,242 @@
+"""The schema cache: what /rest/v1 may expose, read from pg_catalog once and on `NOTIFY pgrst`.
+
+Every name that arrives in a URL (table, column, function, argument) is checked against this
+cache before any SQL is built, so unknown names get PostgREST's 404/400 without a round trip and
+nothing from the URL is ever spliced into SQL unchecked. The cache is rebuilt when the bootstrap's
+event trigger sends `NOTIFY pgrst, 'reload schema'` (any DDL), as PostgREST does on Supabase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+
+EXPOSED_SCHEMAS: tuple[str, ...] = ("public",)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # format_type(): usable as SQL text, it comes from the catalog
+    default: str | None  # pg_get_expr() of the DEFAULT, SQL text from the catalog
+    generated: bool
+
+
+@dataclass(frozen=True)
+class Table:
+    schema: str
+    name: str
+    is_view: bool
+    columns: dict[str, Column]
+    primary_key: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    type: str
+    has_default: bool
+
+
+@dataclass(frozen=True)
+class Function:
+    schema: str
+    name: str
+    args: tuple[Argument, ...]
+    return_type: str
+    returns_set: bool
+    returns_composite: bool  # a row type, RECORD or OUT/TABLE columns: rows become objects
+    returns_void: bool
+    volatility: str  # 'i', 's' or 'v'
+
+    @property
+    def required(self) -> frozenset[str]:
+        return frozenset(a.name for a in self.args if not a.has_default)
+
+    @property
+    def arg_names(self) -> frozenset[str]:
+        return frozenset(a.name for a in self.args)
+
+
+@dataclass
+class SchemaCache:
+    tables: dict[tuple[str, str], Table] = field(default_factory=dict)
+    functions: dict[tuple[str, str], list[Function]] = field(default_factory=dict)
+
+
+_TABLES_SQL = """
+select c.oid, n.nspname, c.relname, c.relkind in ('v', 'm') as is_view
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where n.nspname = any(%(schemas)s) and c.relkind in ('r', 'v', 'm', 'f', 'p')
+"""
+
+_COLUMNS_SQL = """
+select a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod),
+       pg_get_expr(d.adbin, d.adrelid), a.attgenerated <> ''
+from pg_attribute a
+join pg_class c on c.oid = a.attrelid
+join pg_namespace n on n.oid = c.relnamespace
+left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+where n.nspname = any(%(schemas)s) and c.relkind in ('r', 'v', 'm', 'f', 'p')
+  and a.attnum > 0 and not a.attisdropped
+order by a.attrelid, a.attnum
+"""
+
+_PKEYS_SQL = """
+select con.conrelid, array_agg(a.attname order by k.ord)
+from pg_constraint con
+join pg_namespace n on n.oid = con.connamespace
+cross join lateral unnest(con.conkey) with ordinality k(attnum, ord)
+join pg_attribute a on a.attrelid = con.conrelid and a.attnum = k.attnum
+where con.contype = 'p' and n.nspname = any(%(schemas)s)
+group by con.conrelid
+"""
+
+# Input arguments only (modes i, b, v); OUT/TABLE columns make the result composite.
+_FUNCTIONS_SQL = """
+select n.nspname, p.proname,
+       coalesce(array(
+         select coalesce(p.proargnames[i], '')
+         from generate_series(1, coalesce(array_length(p.proallargtypes, 1), p.pronargs)) i
+         where coalesce(p.proargmodes[i], 'i') in ('i', 'b', 'v')
+         order by i), '{}'),
+       coalesce(array(
+         select format_type(p.proargtypes[i], null)
+         from generate_series(0, p.pronargs - 1) i order by i), '{}'),
+       p.pronargdefaults, format_type(p.prorettype, null), p.proretset,
+       (rt.typtype = 'c' or p.prorettype = 'record'::regtype) as composite,
+       p.prorettype = 'void'::regtype, p.provolatile
+from pg_proc p
+join pg_namespace n on n.oid = p.pronamespace
+join pg_type rt on rt.oid = p.prorettype
+where n.nspname = any(%(schemas)s) and p.prokind = 'f'
+"""
+
+
+async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
+    """Read the exposed schemas' tables, views, columns, keys and functions from pg_catalog."""
+    # format_type() qualifies names not on the search_path; use the one requests run with.
+    params = {"schemas": list(EXPOSED_SCHEMAS)}
+    async with conn.transaction():
+        await conn.execute("set local search_path = public, extensions")
+        rels = await (await conn.execute(_TABLES_SQL, params)).fetchall()
+        cols = await (await conn.execute(_COLUMNS_SQL, params)).fetchall()
+        pkeys = await (await conn.execute(_PKEYS_SQL, params)).fetchall()
+        funcs = await (await conn.execute(_FUNCTIONS_SQL, params)).fetchall()
+    columns: dict[int, dict[str, Column]] = {}
+    for relid, name, typ, default, generated in cols:
+        columns.setdefault(relid, {})[name] = Column(name, typ, default, generated)
+    keys = {relid: tuple(names) for relid, names in pkeys}
+    cache = SchemaCache()
+    for relid, schema, name, is_view in rels:
+        cache.tables[(schema, name)] = Table(
+            schema, name, is_view, columns.get(relid, {}), keys.get(relid, ()),
+        )
+    for schema, name, names, types, ndefaults, rettype, retset, composite, void, vol in funcs:
+        if len(names) != len(types) or any(n == "" for n in names):
+            continue  # unnamed parameters cannot be called with named JSON arguments
+        first_default = len(types) - ndefaults
+        args = tuple(
+            Argument(n, t, i >= first_default) for i, (n, t) in enumerate(zip(names, types))
+        )
+        cache.functions.setdefault((schema, name), []).append(
+            Function(schema, name, args, rettype, retset, composite, void, vol)
+        )
+    return cache
+
+
+class SchemaCacheHolder:
+    """The current cache, plus the LISTEN task that reloads it on `NOTIFY pgrst`."""
+
+    def __init__(self, pool: AsyncConnectionPool, listen_dsn: str) -> None:
+        self.pool = pool
+        self.listen_dsn = listen_dsn
+        self.cache = SchemaCache()
+        self.generation = 0
+        self._dirty = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._listeners: list[Callable[[], None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def on_reload(self, callback: Callable[[], None]) -> None:
+        self._listeners.append(callback)
+
+    async def reload(self) -> None:
+        """Load a fresh cache and swap it in (callers keep the old one until it is ready)."""
+        async with self.pool.connection() as conn:
+            cache = await load(conn)
+        self.cache = cache
+        self.generation += 1
+        for callback in self._listeners:
+            callback()
+
+    async def settled(self) -> SchemaCache:
+        """The cache once any reload already announced by NOTIFY has finished.
+
+        Handlers call this before answering "not found", so a request made right after a
+        migration committed sees the migration even if the reload is still running.
+        """
+        if self._dirty.is_set() or not self._idle.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wait_clean(), timeout=5)
+        return self.cache
+
+    async def _wait_clean(self) -> None:
+        while self._dirty.is_set() or not self._idle.is_set():
+            await self._idle.wait()
+            await asyncio.sleep(0)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        await self.reload()
+        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._reloader())]
+        try:
+            yield
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _listen(self) -> None:
+        # A dedicated autocommit connection: LISTEN must not sit inside a pooled transaction.
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.listen_dsn, autocommit=True
+                ) as conn:
+                    await conn.execute("listen pgrst")
+                    self._dirty.set()  # anything may have changed while we were not listening
+                    async for notify in conn.notifies():
+                        if notify.payload in ("", "reload schema"):
+                            self._dirty.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep listening whatever happened
+                log.exception("schema cache listener failed; reconnecting")
+                await asyncio.sleep(1)
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._idle.clear()
+            self._dirty.clear()  # notifications arriving during the load trigger another one
+            try:
+                await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("schema cache reload failed")
+                await asyncio.sleep(1)
+            finally:
+                self._idle.set()
