@@ -1,0 +1,13 @@
+-- 20251018000002_seed_model_pricing.sql
+--
+-- Intentionally no statements. The default price list is DATA, not schema: it lives in
+-- supabase/seed.sql (idempotent, `on conflict do nothing`), which `supabase db reset` and
+-- `tokenmeter stack start` apply after the migrations and `supabase db push --include-seed`
+-- applies to a hosted project. Keeping prices out of migrations means a price change never
+-- needs a schema migration, and migrations stay forward-only and never edited.
+--
+-- The file is kept (not deleted) because projects that already applied version
+-- 20251018000002 must find it locally, or `db push` reports the remote history as diverged.
+--
+-- Without the seed, model_pricing is empty and every charge fails with unknown_model: a
+-- missing price list can never turn into $0 charges.
