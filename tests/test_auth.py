@@ -6,6 +6,7 @@ and the few endpoints the clients cannot reach with bad input are checked with r
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -503,3 +504,27 @@ def test_health_and_settings_answer_with_api_key(raw: httpx.Client):
     assert raw.get("/health").json()["name"] == "GoTrue"
     settings = raw.get("/settings").json()
     assert settings["external"]["email"] is True and settings["mailer_autoconfirm"] is True
+
+
+def test_admin_create_user_existing_email_or_id_raises_email_exists(admin: Client):
+    email = random_email()
+    user = admin.auth.admin.create_user({"email": email, "email_confirm": True}).user
+    for duplicate in ({"email": email}, {"email": random_email(), "id": user.id}):
+        with pytest.raises(AuthApiError) as caught:
+            admin.auth.admin.create_user(duplicate)
+        assert caught.value.status == 422 and caught.value.code == "email_exists"
+
+
+async def test_refresh_same_token_concurrently_rotates_once(api_url: str, anon_key: str,
+                                                            client: Client):
+    _, response = _sign_up(client)
+    token = response.session.refresh_token
+    async with httpx.AsyncClient(base_url=f"{api_url}/auth/v1",
+                                 headers={"apikey": anon_key}) as http:
+        answers = await asyncio.gather(*(
+            http.post("/token", params={"grant_type": "refresh_token"},
+                      json={"refresh_token": token}) for _ in range(2)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200, 400]
+    loser = next(answer for answer in answers if answer.status_code == 400)
+    assert loser.json()["error_code"] == "refresh_token_already_used"

@@ -47,8 +47,12 @@ _USER_COLUMNS = (
     "last_sign_in_at, raw_app_meta_data, raw_user_meta_data, created_at, updated_at, "
     "is_anonymous, banned_until, encrypted_password"
 )
-# A valid hash to compare against when the email is unknown, so both failures cost the same.
-_DUMMY_HASH = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(4))
+# A valid hash at the real cost to compare against when the email is unknown, so both failures
+# take as long and the answer time does not reveal which emails are registered.
+_DUMMY_HASH = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(BCRYPT_COST))
+# Unique indexes of auth.users whose violation means "this user already exists"; any other
+# violation comes from a trigger and is a database error, as GoTrue reports it.
+_USER_UNIQUE = frozenset({"users_pkey", "users_email_partial_key", "users_phone_key"})
 
 
 class AuthError(ApiError):
@@ -384,7 +388,10 @@ async def signup(request: Request) -> JSONResponse:
                         role=AUDIENCE, signed_in=True,
                     )
                     session_id, started, refresh = await _new_session(cur, user["id"])
-            except psycopg.errors.UniqueViolation:
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name not in _USER_UNIQUE:
+                    raise AuthError(500, "unexpected_failure",
+                                    "Database error saving new user") from None
                 raise AuthError(422, "user_already_exists", "User already registered") from None
             except psycopg.Error:
                 # A failing trigger on auth.users lands here, exactly as in GoTrue.
@@ -668,7 +675,10 @@ async def admin_create_user(request: Request) -> JSONResponse:
                         user = await _update_user_row(
                             cur, user_id, email=None, password_hash=None, user_metadata=None,
                             app_metadata=None, confirm_email=None, banned_until=ban)
-            except psycopg.errors.UniqueViolation:
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name not in _USER_UNIQUE:
+                    raise AuthError(500, "unexpected_failure",
+                                    "Database error creating new user") from None
                 raise AuthError(422, "email_exists",
                                 "A user with this email address has already been registered") \
                     from None
