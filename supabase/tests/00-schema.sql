@@ -1,0 +1,148 @@
+-- 00-schema.sql — structure of the billing core: the tables exist with RLS on, privileges are
+-- exactly as intended for every table × role and every function × role, nothing is executable
+-- by PUBLIC, every SECURITY DEFINER function pins search_path, the signup trigger is in place.
+BEGIN;
+SELECT plan(94);
+
+-- ── Tables and RLS ─────────────────────────────────────────────────────────────────────────
+select tables_are('public', array['model_pricing', 'billing_settings', 'user_balances',
+  'ledger_entries', 'usage_records', 'credit_reservations', 'signup_errors'],
+  'public holds exactly the billing tables');
+select ok((select c.relrowsecurity from pg_class c where c.oid = ('public.' || t)::regclass),
+          'RLS is enabled on public.' || t)
+from unnest(array['model_pricing', 'billing_settings', 'user_balances', 'ledger_entries',
+  'usage_records', 'credit_reservations', 'signup_errors']) as t;
+select is_empty($$select 1 from pg_default_acl$$,
+  'no default privileges exist: every grant is explicit');
+
+-- ── Money columns are exact ───────────────────────────────────────────────────────────────
+select col_type_is('public', 'model_pricing', 'price_per_input_token', 'numeric(20,12)',
+  'prices per token are numeric(20,12)');
+select col_type_is('public', 'user_balances', 'balance', 'numeric(24,12)',
+  'balances are numeric(24,12)');
+select col_type_is('public', 'ledger_entries', 'amount', 'numeric(24,12)',
+  'ledger amounts are numeric(24,12)');
+select col_type_is('public', 'usage_records', 'cost', 'numeric(24,12)',
+  'usage costs are numeric(24,12)');
+select col_is_unique('public', 'usage_records', array['request_id'],
+  'usage_records.request_id is unique (idempotency key)');
+select col_is_unique('public', 'ledger_entries', array['kind', 'reference'],
+  'ledger_entries (kind, reference) is unique (idempotency key)');
+select fk_ok('public', 'user_balances', 'user_id', 'auth', 'users', 'id',
+  'user_balances.user_id references auth.users');
+
+-- ── Table privileges: table × role ─────────────────────────────────────────────────────────
+select table_privs_are('public', 'model_pricing', 'anon', array['SELECT'],
+  'anon may only read model_pricing');
+select table_privs_are('public', 'model_pricing', 'authenticated', array['SELECT'],
+  'authenticated may only read model_pricing');
+select table_privs_are('public', 'model_pricing', 'service_role',
+  array['SELECT', 'INSERT', 'UPDATE', 'DELETE'], 'service_role maintains model_pricing');
+select table_privs_are('public', 'billing_settings', 'anon', array[]::text[],
+  'anon has no privilege on billing_settings');
+select table_privs_are('public', 'billing_settings', 'authenticated', array[]::text[],
+  'authenticated has no privilege on billing_settings');
+select table_privs_are('public', 'billing_settings', 'service_role', array['SELECT', 'UPDATE'],
+  'service_role reads and updates billing_settings');
+select table_privs_are('public', t, 'anon', array[]::text[], 'anon has no privilege on ' || t)
+from unnest(array['user_balances', 'ledger_entries', 'usage_records', 'credit_reservations',
+  'signup_errors']) as t;
+select table_privs_are('public', t, 'authenticated', array['SELECT'],
+  'authenticated may only read ' || t || ' (RLS: their own rows)')
+from unnest(array['user_balances', 'ledger_entries', 'usage_records', 'credit_reservations'])
+  as t;
+select table_privs_are('public', 'signup_errors', 'authenticated', array[]::text[],
+  'authenticated has no privilege on signup_errors');
+select table_privs_are('public', t, 'service_role', array['SELECT'],
+  'service_role may only read ' || t || ' (the money functions write it)')
+from unnest(array['user_balances', 'ledger_entries', 'usage_records', 'credit_reservations'])
+  as t;
+select table_privs_are('public', 'signup_errors', 'service_role', array['SELECT', 'UPDATE'],
+  'service_role reads signup_errors and marks them resolved');
+select column_privs_are('public', 'user_balances', 'user_id', 'authenticated',
+  array['INSERT', 'SELECT'], 'authenticated may set only user_balances.user_id on insert');
+select column_privs_are('public', 'user_balances', 'balance', 'authenticated', array['SELECT'],
+  'authenticated can never set user_balances.balance');
+
+-- ── Policies ───────────────────────────────────────────────────────────────────────────────
+select policies_are('public', 'model_pricing', array['Anyone reads the price list']);
+select policies_are('public', 'user_balances',
+  array['Users read their own balance', 'Users create their own zero balance']);
+select policies_are('public', 'ledger_entries', array['Users read their own ledger entries']);
+select policies_are('public', 'usage_records', array['Users read their own usage records']);
+select policies_are('public', 'credit_reservations',
+  array['Users read their own credit reservations']);
+select policies_are('public', 'billing_settings', array[]::name[]);
+select policies_are('public', 'signup_errors', array[]::name[]);
+select policy_roles_are('public', 'user_balances', 'Users create their own zero balance',
+  array['authenticated']);
+select policy_cmd_is('public', 'user_balances', 'Users create their own zero balance', 'insert',
+  'the zero-balance policy is for INSERT only');
+select policy_roles_are('public', 'model_pricing', 'Anyone reads the price list',
+  array['anon', 'authenticated']);
+
+-- ── Functions: exactly these in public, each executable by exactly the intended roles ──────
+select functions_are('public', array['price_for', 'check_balance', 'my_balance', 'top_up',
+  'adjust_balance', 'balance_audit', 'record_usage', 'record_usage_batch', 'reserve_credit',
+  'settle_usage', 'release_reservation', 'repair_missing_balances'],
+  'public exposes exactly the billing API functions');
+
+create temporary table expected_function_privs (fn text, args text[], roles text[]);
+insert into expected_function_privs values
+  ('price_for', array['text', 'text', 'timestamp with time zone'],
+   array['anon', 'authenticated', 'service_role']),
+  ('check_balance', array['uuid', 'numeric'], array['service_role']),
+  ('my_balance', array[]::text[], array['authenticated']),
+  ('top_up', array['uuid', 'numeric', 'text'], array['service_role']),
+  ('adjust_balance', array['uuid', 'numeric', 'text', 'text'], array['service_role']),
+  ('balance_audit', array[]::text[], array['service_role']),
+  ('record_usage', array['uuid', 'text', 'bigint', 'bigint', 'text', 'text', 'bigint', 'jsonb',
+   'timestamp with time zone', 'integer', 'text'], array['service_role']),
+  ('record_usage_batch', array['jsonb'], array['service_role']),
+  ('reserve_credit', array['uuid', 'text', 'numeric', 'integer', 'text', 'text'],
+   array['service_role']),
+  ('settle_usage', array['text', 'bigint', 'bigint', 'bigint', 'text', 'text', 'jsonb',
+   'timestamp with time zone', 'integer', 'text'], array['service_role']),
+  ('release_reservation', array['text'], array['service_role']),
+  ('repair_missing_balances', array[]::text[], array['service_role']);
+
+select function_privs_are('public', e.fn, e.args, r.role,
+  case when r.role = any (e.roles) then array['EXECUTE'] else array[]::text[] end,
+  r.role || (case when r.role = any (e.roles) then ' may' else ' may not' end)
+    || ' execute ' || e.fn)
+from expected_function_privs e
+cross join unnest(array['anon', 'authenticated', 'service_role']) as r(role)
+order by e.fn, r.role;
+
+select is_empty($$
+  select p.oid::regprocedure::text
+  from pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+  where p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)
+    and a.grantee = 0 and a.privilege_type = 'EXECUTE'
+$$, 'no billing function is executable by PUBLIC');
+
+select schema_privs_are('private', r, array[]::text[], r || ' cannot use the private schema')
+from unnest(array['anon', 'authenticated', 'service_role']) as r;
+
+-- ── SECURITY DEFINER: only where needed, always with an empty search_path ──────────────────
+select is(
+  (select array_agg(p.proname::text order by p.proname) from pg_proc p
+   where p.prosecdef
+     and p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)),
+  array['adjust_balance', 'check_balance', 'handle_new_user', 'record_usage',
+        'record_usage_batch', 'release_reservation', 'repair_missing_balances',
+        'reserve_credit', 'settle_usage', 'top_up'],
+  'SECURITY DEFINER is used by exactly the writers, check_balance and the signup trigger');
+select is_empty($$
+  select p.oid::regprocedure::text from pg_proc p
+  where p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)
+    and not coalesce(p.proconfig, '{}') @> array['search_path=""']
+$$, 'every billing function sets search_path = ''''');
+
+-- ── Signup trigger ─────────────────────────────────────────────────────────────────────────
+select has_trigger('auth', 'users', 'on_auth_user_created', 'auth.users has the signup trigger');
+select trigger_is('auth', 'users', 'on_auth_user_created', 'private', 'handle_new_user',
+  'the signup trigger calls private.handle_new_user()');
+
+SELECT * FROM finish();
+ROLLBACK;
