@@ -18,7 +18,7 @@ from app.stack.gateway.rest.parse import (
     COMPARISON_OPS, FTS_OPS, IS_VALUES, OTHER_BINARY_OPS, Field, Filter, Logic, OrderTerm,
     SelectItem,
 )
-from app.stack.gateway.rest.schema_cache import Function, Table
+from app.stack.gateway.rest.schema_cache import CacheMiss, Function, Table
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Source:
     def check_column(self, name: str) -> None:
         """Raises ApiError 400 42703 for a column the cache does not know."""
         if self.table is not None and name not in self.table.columns:
-            raise ApiError(400, "42703", f"column {self.table.name}.{name} does not exist")
+            raise CacheMiss(400, "42703", f"column {self.table.name}.{name} does not exist")
 
 
 @dataclass
@@ -195,7 +195,7 @@ def read(src: Source, shape: ReadShape, *, count: bool, single: bool,
 def _payload_columns(table: Table, names: list[str]) -> None:
     for name in names:
         if name not in table.columns:
-            raise ApiError(
+            raise CacheMiss(
                 400, "PGRST204",
                 f"Could not find the '{name}' column of '{table.name}' in the schema cache",
             )

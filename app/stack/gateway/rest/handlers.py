@@ -19,7 +19,9 @@ from starlette.responses import Response
 from app.stack.gateway import tokens
 from app.stack.gateway.errors import ApiError
 from app.stack.gateway.rest import build, parse
-from app.stack.gateway.rest.schema_cache import EXPOSED_SCHEMAS, Function, SchemaCacheHolder, Table
+from app.stack.gateway.rest.schema_cache import (
+    EXPOSED_SCHEMAS, CacheMiss, Function, SchemaCache, SchemaCacheHolder, Table,
+)
 from app.stack.gateway.rest.transaction import RequestContext, run
 
 OBJECT_MEDIA = "application/vnd.pgrst.object+json"
@@ -136,13 +138,11 @@ def _context(request: Request, claims: dict[str, Any], path: str) -> RequestCont
     )
 
 
-async def _table(state: RestState, schema: str, name: str) -> Table:
-    """The cached table or view. Raises ApiError 404 PGRST205."""
-    table = state.holder.cache.tables.get((schema, name))
+def _table(cache: SchemaCache, schema: str, name: str) -> Table:
+    """The cached table or view. Raises CacheMiss 404 PGRST205."""
+    table = cache.tables.get((schema, name))
     if table is None:
-        table = (await state.holder.settled()).tables.get((schema, name))
-    if table is None:
-        raise ApiError(404, "PGRST205",
+        raise CacheMiss(404, "PGRST205",
                        f"Could not find the table '{schema}.{name}' in the schema cache")
     return table
 
@@ -197,14 +197,25 @@ async def table_endpoint(request: Request) -> Response:
     state = _state(request)
     claims = tokens.request_claims(request, state.jwt_secret)
     schema = _schema(request)
+    raw = b""
+    if request.method not in ("GET", "HEAD"):
+        raw = await read_body(request, state.max_body_bytes)
+    try:
+        return await _serve_table(request, state, state.holder.cache, claims, schema, raw)
+    except CacheMiss:
+        cache = await state.holder.refresh_after_miss()
+        return await _serve_table(request, state, cache, claims, schema, raw)
+
+
+async def _serve_table(request: Request, state: RestState, cache: SchemaCache,
+                       claims: dict[str, Any], schema: str, raw: bytes) -> Response:
     name = request.path_params["name"]
-    table = await _table(state, schema, name)
+    table = _table(cache, schema, name)
     ctx = _context(request, claims, f"/{name}")
     prefer = Prefer.parse(request.headers.get("prefer"))
     single = _wants_object(request)
     if request.method in ("GET", "HEAD"):
         return await _read_table(request, state, table, ctx, prefer, single)
-    raw = await read_body(request, state.max_body_bytes)
     query = parse_query(request.query_params.multi_items())
     if query.limit is not None or query.offset:
         raise ApiError(400, "PGRST100", "failed to parse limit (mutation)",
@@ -320,20 +331,29 @@ async def rpc_endpoint(request: Request) -> Response:
     state = _state(request)
     claims = tokens.request_claims(request, state.jwt_secret)
     schema = _schema(request)
+    raw = b""
+    if request.method not in ("GET", "HEAD"):
+        raw = await read_body(request, state.max_body_bytes)
+    try:
+        return await _serve_rpc(request, state, state.holder.cache, claims, schema, raw)
+    except CacheMiss:
+        cache = await state.holder.refresh_after_miss()
+        return await _serve_rpc(request, state, cache, claims, schema, raw)
+
+
+async def _serve_rpc(request: Request, state: RestState, cache: SchemaCache,
+                     claims: dict[str, Any], schema: str, raw: bytes) -> Response:
     name = request.path_params["name"]
     ctx = _context(request, claims, f"/rpc/{name}")
     prefer = Prefer.parse(request.headers.get("prefer"))
     single = _wants_object(request)
-    fns = state.holder.cache.functions.get((schema, name))
-    if fns is None:
-        fns = (await state.holder.settled()).functions.get((schema, name), [])
+    fns = cache.functions.get((schema, name), [])
     all_arg_names = frozenset(a.name for f in fns for a in f.args)
     if request.method in ("GET", "HEAD"):
         query = parse_query(request.query_params.multi_items(), all_arg_names)
         args: dict[str, Any] = dict(query.args)
         body = json.dumps(args)
     else:
-        raw = await read_body(request, state.max_body_bytes)
         payload = _json_body(raw)
         if not isinstance(payload, dict):
             raise ApiError(400, "PGRST102", "Empty or invalid json",
@@ -344,7 +364,7 @@ async def rpc_endpoint(request: Request) -> Response:
     fn = _choose(fns, set(args))
     if fn is None:
         listed = ", ".join(sorted(args))
-        raise ApiError(
+        raise CacheMiss(
             404, "PGRST202",
             f"Could not find the function {schema}.{name}({listed}) in the schema cache",
             f"Searched for the function {schema}.{name} with parameters {listed} or with a "

@@ -11,15 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from app.stack.gateway.errors import ApiError
+
 log = logging.getLogger(__name__)
 
 EXPOSED_SCHEMAS: tuple[str, ...] = ("public",)
+
+
+class CacheMiss(ApiError):
+    """A name the schema cache does not know (404 PGRST205/PGRST202, 400 42703/PGRST204).
+
+    Handlers retry once after refreshing the cache, so DDL committed a moment ago is seen."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,7 @@ class SchemaCacheHolder:
         self._idle.set()
         self._listeners: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_forced = 0.0
 
     def on_reload(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
@@ -189,6 +199,21 @@ class SchemaCacheHolder:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wait_clean(), timeout=5)
         return self.cache
+
+    async def refresh_after_miss(self) -> SchemaCache:
+        """The cache after a name was not found: wait for a pending reload, or force one.
+
+        NOTIFY may reach us a moment after the migration's COMMIT, so a miss right after DDL
+        reloads at once. Forced reloads are at most one per second, so unknown names cannot
+        be used to hammer the catalog."""
+        if not self._dirty.is_set() and self._idle.is_set():
+            now = time.monotonic()
+            if now - self._last_forced < 1.0:
+                return self.cache
+            self._last_forced = now
+            self._dirty.set()
+            await asyncio.sleep(0)
+        return await self.settled()
 
     async def _wait_clean(self) -> None:
         while self._dirty.is_set() or not self._idle.is_set():
