@@ -25,7 +25,6 @@ from typing import Any, AsyncIterator
 
 import httpx
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -237,10 +236,7 @@ async def invoke(request: Request) -> Response:
                                f"Function {name} exited unexpectedly (please check logs)") \
                 from None
         raise _relay_error(502, "WORKER_ERROR", f"Function {name} did not answer") from None
-    response = StreamingResponse(
-        upstream.aiter_raw(), status_code=upstream.status_code,
-        background=BackgroundTask(upstream.aclose),
-    )
+    response = StreamingResponse(_relay(upstream), status_code=upstream.status_code)
     # Raw bytes pass through unchanged, so Content-Length and Content-Encoding stay valid;
     # repeated headers (Set-Cookie) are kept as they came.
     response.raw_headers = [
@@ -249,6 +245,16 @@ async def invoke(request: Request) -> Response:
         if key.lower() not in _HOP_BY_HOP - {"content-length"} | {"date", "server"}
     ]
     return response
+
+
+async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
+    """The worker's body as it arrives; the upstream connection is released even when the
+    client goes away mid-stream (a background task would not run then)."""
+    try:
+        async for chunk in upstream.aiter_raw():
+            yield chunk
+    finally:
+        await upstream.aclose()
 
 
 def routes() -> list[BaseRoute]:
