@@ -1,9 +1,10 @@
 """One request = one transaction, set up the way PostgREST sets it up.
 
-The settings (role, claims, request.*, search_path, read-only) are one SELECT of set_config()
-calls, and pipeline mode sends BEGIN, that SELECT, the request's query and COMMIT in a single
-round trip. Writes that must be checked before committing (`.single()`) sync first, then commit
-or roll back.
+BEGIN [READ ONLY], one SELECT of set_config() calls (role, claims, request.*, search_path), the
+request's query and COMMIT travel as ONE simple-protocol message: a single round trip. Values
+are bound client-side by psycopg's ClientCursor (escaped literals of type `unknown`, so
+PostgreSQL still infers each value's type from its column). Writes that must be checked before
+committing (`.single()`) leave out the COMMIT and decide after reading the row.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import psycopg
-from psycopg import sql
+from psycopg import AsyncClientCursor, sql
 from psycopg_pool import AsyncConnectionPool
 
 from app.stack.gateway.errors import ApiError, from_database_error
@@ -24,8 +25,6 @@ _SETTINGS = (
     "set_config('request.method', %s, true), set_config('request.path', %s, true), "
     "set_config('request.headers', %s, true), set_config('request.cookies', %s, true)"
 )
-# Switching a transaction to read-only is allowed at any point (only the reverse is not).
-_SETTINGS_READ_ONLY = _SETTINGS + ", set_config('transaction_read_only', 'on', true)"
 
 
 @dataclass(frozen=True)
@@ -61,27 +60,28 @@ async def run(
 
     `check(row)` runs before COMMIT; if it raises (an ApiError), the transaction rolls back.
     Raises ApiError for database errors (SQLSTATE mapped as PostgREST does)."""
-    settings = _SETTINGS_READ_ONLY if read_only else _SETTINGS
+    text = query if isinstance(query, str) else query.as_string(None)
+    commit_now = check is None or read_only
+    script = "".join((
+        "begin read only;" if read_only else "begin;", _SETTINGS, ";", text,
+        ";commit" if commit_now else "",
+    ))
     async with pool.connection() as conn:
+        if not conn.autocommit:
+            # The script carries its own BEGIN/COMMIT; without this psycopg adds another BEGIN.
+            await conn.set_autocommit(True)
         try:
-            async with conn.pipeline() as pipeline:
-                await conn.execute(settings, ctx.settings_params())
-                cur = await conn.execute(query, params)
-                if check is None or read_only:
-                    await conn.commit()
-                else:
-                    await pipeline.sync()
-                row = await cur.fetchone()
+            cur = AsyncClientCursor(conn)
+            await cur.execute(script, (*ctx.settings_params(), *params))
+            cur.nextset()  # past BEGIN
+            cur.nextset()  # past the settings
+            row = await cur.fetchone()
             if row is None:
                 raise ApiError(500, "PGRST000", "query returned no rows")
             if check is not None:
-                try:
-                    check(row)
-                except ApiError:
-                    await conn.rollback()
-                    raise
-            if not read_only and check is not None:
-                await conn.commit()
+                check(row)  # an ApiError here rolls back below
+            if not commit_now:
+                await conn.execute("commit")
             return row
         except psycopg.Error as exc:
             await _rollback(conn)
@@ -92,7 +92,9 @@ async def run(
 
 
 async def _rollback(conn: psycopg.AsyncConnection[Any]) -> None:
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return
     try:
-        await conn.rollback()
+        await conn.execute("rollback")
     except psycopg.Error:
         pass  # the pool discards a broken connection on return
