@@ -48,4 +48,12 @@ function serve(...args: unknown[]): Deno.HttpServer {
 
 Object.defineProperty(Deno, "serve", { value: serve, writable: true, configurable: true });
 
+// The gateway stops its workers on shutdown; should it die without doing so (SIGKILL), the worker
+// is re-parented and ends itself rather than lingering on its port.
+const parent = Deno.ppid;
+const watchdog = setInterval(() => {
+  if (Deno.ppid !== parent) Deno.exit(0);
+}, 1000);
+Deno.unrefTimer(watchdog);
+
 await import(entry);
