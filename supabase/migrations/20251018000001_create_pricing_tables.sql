@@ -226,8 +226,10 @@ alter table public.credit_reservations enable row level security;
 alter table public.signup_errors enable row level security;
 
 -- ── Policies (service_role bypasses RLS; its reach is set by the grants below) ─────────────
-create policy "Anyone reads the price list" on public.model_pricing
-  for select to anon, authenticated using (true);
+create policy "Visitors read the price list" on public.model_pricing
+  for select to anon using (true);
+create policy "Users read the price list" on public.model_pricing
+  for select to authenticated using (true);
 create policy "Users read their own balance" on public.user_balances
   for select to authenticated using ((select auth.uid()) = user_id);
 create policy "Users read their own ledger entries" on public.ledger_entries

@@ -32,6 +32,7 @@ $$;
 -- PT409. model/provider are optional and let settle_usage omit them.
 -- Who may call: service_role. DEFINER: writes reservations, which no API role may do.
 -- Raises: 42501, 22023 invalid_argument / invalid_amount, PT404 user_not_found,
+-- PT422 unknown_model / ambiguous_model / price_missing (when model is given),
 -- PT402 insufficient_balance, PT409 idempotency_conflict.
 create function public.reserve_credit(
   user_id uuid, request_id text, amount numeric, ttl_seconds integer default 600,
@@ -51,6 +52,10 @@ begin
       detail = 'ttl_seconds must be between 1 and 86400';
   end if;
   perform private.assert_user_exists(reserve_credit.user_id);
+  if reserve_credit.model is not null then
+    -- Refuse early a hold for a model that could not be charged afterwards.
+    perform private.chargeable_price(reserve_credit.provider, reserve_credit.model, now());
+  end if;
 
   select r.* into hold from public.credit_reservations r
   where r.request_id = reserve_credit.request_id;

@@ -65,7 +65,8 @@ select column_privs_are('public', 'user_balances', 'balance', 'authenticated', a
   'authenticated can never set user_balances.balance');
 
 -- ── Policies ───────────────────────────────────────────────────────────────────────────────
-select policies_are('public', 'model_pricing', array['Anyone reads the price list']);
+select policies_are('public', 'model_pricing',
+  array['Visitors read the price list', 'Users read the price list']);
 select policies_are('public', 'user_balances',
   array['Users read their own balance', 'Users create their own zero balance']);
 select policies_are('public', 'ledger_entries', array['Users read their own ledger entries']);
@@ -78,8 +79,8 @@ select policy_roles_are('public', 'user_balances', 'Users create their own zero 
   array['authenticated']);
 select policy_cmd_is('public', 'user_balances', 'Users create their own zero balance', 'insert',
   'the zero-balance policy is for INSERT only');
-select policy_roles_are('public', 'model_pricing', 'Anyone reads the price list',
-  array['anon', 'authenticated']);
+select policy_roles_are('public', 'model_pricing', 'Visitors read the price list',
+  array['anon']);
 
 -- ── Functions: exactly these in public, each executable by exactly the intended roles ──────
 select functions_are('public', array['price_for', 'check_balance', 'my_balance', 'top_up',

@@ -2,7 +2,7 @@
 -- service_role} actually called, then each function's happy path, idempotency and errors
 -- (SQLSTATE + message code), exact money, the ledger invariant.
 BEGIN;
-SELECT plan(106);
+SELECT plan(107);
 
 -- ── Fixtures, as postgres ──────────────────────────────────────────────────────────────────
 insert into auth.users (id, email) values
@@ -162,6 +162,7 @@ select throws_ok($$select public.reserve_credit('bbbbbbbb-0000-4000-8000-0000000
 select is((public.reserve_credit('bbbbbbbb-0000-4000-8000-00000000000c', 'rpc-r1', 4) ->> 'replayed')::boolean, true, 'the same reservation again is a replay, even when nothing is available');
 select throws_ok($$select public.reserve_credit('bbbbbbbb-0000-4000-8000-00000000000c', 'rpc-r1', 3)$$, 'PT409', 'idempotency_conflict', 'a reservation request_id reused with another amount raises PT409');
 select throws_ok($$select public.reserve_credit('bbbbbbbb-0000-4000-8000-00000000000c', 'rpc-r4', 1, 0)$$, '22023', 'invalid_argument', 'a zero ttl raises 22023 invalid_argument');
+select throws_ok($$select public.reserve_credit('bbbbbbbb-0000-4000-8000-00000000000c', 'rpc-r4', 1, model => 'gpt-image-1')$$, 'PT422', 'price_missing', 'a hold for a model that cannot be charged raises PT422');
 select throws_ok($$select public.reserve_credit('bbbbbbbb-0000-4000-8000-00000000000c', 'rpc-r4', 0)$$, '22023', 'invalid_amount', 'a zero reservation raises 22023 invalid_amount');
 reset role;
 update public.credit_reservations set expires_at = now() - interval '1 second' where request_id = 'rpc-r1';
