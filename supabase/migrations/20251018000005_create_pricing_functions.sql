@@ -3,7 +3,7 @@
 -- The single price lookup (public.price_for) and the private helpers every money function uses:
 -- input validation, chargeable price, cost arithmetic, JSON money formatting.
 --
--- ┌ Error catalog of the billing API (migrations 3, 5-8). Every code raised, with its HTTP status
+-- ┌ Error catalog of the billing API (migrations 3, 5-10). Every code raised, with its HTTP status
 -- │ under PostgREST (PTnnn → nnn; 22xxx → 400; 42501 → 401 anon / 403 authenticated):
 -- │  SQLSTATE  message                HTTP  when
 -- │  22023     invalid_usage          400   bad usage field; detail names the field (request_id,
@@ -18,6 +18,7 @@
 -- │  PT402     insufficient_balance   402   reserve_credit(): available < amount
 -- │  PT404     user_not_found         404   no such auth.users row
 -- │  PT404     reservation_not_found  404   settle_usage / release_reservation: unknown request_id
+-- │  PT404     usage_not_found        404   refund_usage: unknown request_id
 -- │  PT409     idempotency_conflict   409   request_id / reference reused with another payload
 -- │  PT422     unknown_model          422   no price row for (provider, model)
 -- │  PT422     ambiguous_model        422   provider omitted and the model exists at several

@@ -2,7 +2,7 @@
 -- exactly as intended for every table × role and every function × role, nothing is executable
 -- by PUBLIC, every SECURITY DEFINER function pins search_path, the signup trigger is in place.
 BEGIN;
-SELECT plan(94);
+SELECT plan(97);
 
 -- ── Tables and RLS ─────────────────────────────────────────────────────────────────────────
 select tables_are('public', array['model_pricing', 'billing_settings', 'user_balances',
@@ -85,7 +85,7 @@ select policy_roles_are('public', 'model_pricing', 'Visitors read the price list
 -- ── Functions: exactly these in public, each executable by exactly the intended roles ──────
 select functions_are('public', array['price_for', 'check_balance', 'my_balance', 'top_up',
   'adjust_balance', 'balance_audit', 'record_usage', 'record_usage_batch', 'reserve_credit',
-  'settle_usage', 'release_reservation', 'repair_missing_balances'],
+  'settle_usage', 'release_reservation', 'refund_usage', 'repair_missing_balances'],
   'public exposes exactly the billing API functions');
 
 create temporary table expected_function_privs (fn text, args text[], roles text[]);
@@ -105,6 +105,7 @@ insert into expected_function_privs values
   ('settle_usage', array['text', 'bigint', 'bigint', 'bigint', 'text', 'text', 'jsonb',
    'timestamp with time zone', 'integer', 'text'], array['service_role']),
   ('release_reservation', array['text'], array['service_role']),
+  ('refund_usage', array['text', 'text', 'numeric'], array['service_role']),
   ('repair_missing_balances', array[]::text[], array['service_role']);
 
 select function_privs_are('public', e.fn, e.args, r.role,
@@ -131,7 +132,7 @@ select is(
    where p.prosecdef
      and p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)),
   array['adjust_balance', 'check_balance', 'handle_new_user', 'record_usage',
-        'record_usage_batch', 'release_reservation', 'repair_missing_balances',
+        'record_usage_batch', 'refund_usage', 'release_reservation', 'repair_missing_balances',
         'reserve_credit', 'settle_usage', 'top_up'],
   'SECURITY DEFINER is used by exactly the writers, check_balance and the signup trigger');
 select is_empty($$

@@ -3,7 +3,6 @@
 -- {select, insert, update, delete}, each cell asserted by actually running the command
 -- (42501 for a missing privilege or a failed policy check; rows / no rows for RLS filtering),
 -- plus the safe insert policy of user_balances (own row, zero balance only).
--- (Generated from one table of expectations; edit the expectations, not single lines.)
 BEGIN;
 SELECT plan(113);
 

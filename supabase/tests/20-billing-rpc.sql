@@ -2,7 +2,7 @@
 -- service_role} actually called, then each function's happy path, idempotency and errors
 -- (SQLSTATE + message code), exact money, the ledger invariant.
 BEGIN;
-SELECT plan(107);
+SELECT plan(117);
 
 -- ── Fixtures, as postgres ──────────────────────────────────────────────────────────────────
 insert into auth.users (id, email) values
@@ -32,6 +32,7 @@ select throws_ok($$select public.reserve_credit('bbbbbbbb-0000-4000-8000-0000000
 select throws_ok($$select public.settle_usage('x', 1, 1)$$, '42501', null, 'anon: settle_usage is denied');
 select throws_ok($$select public.release_reservation('x')$$, '42501', null, 'anon: release_reservation is denied');
 select throws_ok($$select public.repair_missing_balances()$$, '42501', null, 'anon: repair_missing_balances is denied');
+select throws_ok($$select public.refund_usage('x', 'r')$$, '42501', null, 'anon: refund_usage is denied');
 reset role;
 
 -- ── Function × role: authenticated (user A) ───────────────────────────────────────────────
@@ -49,6 +50,7 @@ select throws_ok($$select public.reserve_credit('bbbbbbbb-0000-4000-8000-0000000
 select throws_ok($$select public.settle_usage('x', 1, 1)$$, '42501', null, 'authenticated: settle_usage is denied');
 select throws_ok($$select public.release_reservation('x')$$, '42501', null, 'authenticated: release_reservation is denied');
 select throws_ok($$select public.repair_missing_balances()$$, '42501', null, 'authenticated: repair_missing_balances is denied');
+select throws_ok($$select public.refund_usage('x', 'r')$$, '42501', null, 'authenticated: refund_usage is denied');
 -- my_balance without a user id in the token
 set local "request.jwt.claims" to '{"role":"authenticated"}';
 select throws_ok($$select public.my_balance()$$, 'PT401', 'not_authenticated', 'my_balance without a signed-in user raises PT401 not_authenticated');
@@ -76,6 +78,7 @@ select is(public.reserve_credit('bbbbbbbb-0000-4000-8000-00000000000a', 'rpc-mat
 select is(public.settle_usage('rpc-matrix-hold', 100, 10, model => 'gpt-4o-mini') ->> 'reservation_status', 'settled', 'service_role: settle_usage is allowed');
 select is((public.release_reservation('rpc-matrix-hold-2') ->> 'released')::boolean, true, 'service_role: release_reservation is allowed');
 select is(public.repair_missing_balances(), 0, 'service_role: repair_missing_balances is allowed');
+select is(public.refund_usage('rpc-matrix-usage', 'matrix') ->> 'amount', '0.00021', 'service_role: refund_usage is allowed');
 
 -- ── price_for ─────────────────────────────────────────────────────────────────────────────
 select is((public.price_for('openai', 'gpt-4o')).price_per_input_token, 0.0000025::numeric, 'price_for returns the exact per-token price');
@@ -177,6 +180,16 @@ select is((public.settle_usage('rpc-r2', 10000, 1000) ->> 'replayed')::boolean, 
 select throws_ok($$select public.settle_usage('rpc-nope', 1, 1, model => 'gpt-4o-mini')$$, 'PT404', 'reservation_not_found', 'settling an unknown reservation raises PT404');
 select is((public.release_reservation('rpc-r2') ->> 'released')::boolean, false, 'releasing a settled hold changes nothing');
 select throws_ok($$select public.release_reservation('rpc-nope')$$, 'PT404', 'reservation_not_found', 'releasing an unknown reservation raises PT404');
+
+-- ── refund_usage ──────────────────────────────────────────────────────────────────────────
+-- rpc-u1 cost 0.00725 (user A)
+select results_eq($$select r ->> 'kind', r ->> 'amount', r ->> 'usage_cost', (r ->> 'replayed')::boolean from public.refund_usage('rpc-u1', 'provider error', 0.005) r$$, $$values ('refund', '0.005', '0.00725', false)$$, 'refund_usage credits part of a usage cost');
+select is((public.refund_usage('rpc-u1', 'provider error', 0.005) ->> 'replayed')::boolean, true, 'the same refund again is a replay, credited once');
+select throws_ok($$select public.refund_usage('rpc-u1', 'provider error', 0.006)$$, 'PT409', 'idempotency_conflict', 'a second, different refund of the same request raises PT409');
+select throws_ok($$select public.refund_usage('rpc-deprecated', 'too much', 1)$$, '22023', 'invalid_amount', 'a refund above the usage cost raises 22023 invalid_amount');
+select throws_ok($$select public.refund_usage('rpc-free', 'nothing to refund')$$, '22023', 'invalid_amount', 'a free usage has nothing to refund');
+select throws_ok($$select public.refund_usage('rpc-nope', 'x')$$, 'PT404', 'usage_not_found', 'refunding an unknown request raises PT404 usage_not_found');
+select is((public.refund_usage('rpc-deprecated', 'full refund') ->> 'amount'), '0.075', 'without an amount the full cost is refunded');
 
 -- ── The ledger invariant ──────────────────────────────────────────────────────────────────
 select is_empty($$select * from public.balance_audit()$$, 'balance_audit is empty: every balance equals the sum of its ledger');
