@@ -855,3 +855,60 @@ def test_malformed_query_returns_400_pgrst100(params, message, api_url, service_
     assert resp.status_code == 400, resp.text
     assert resp.json()["code"] == "PGRST100"
     assert resp.json()["message"] == message
+
+
+# ── shaping and preferences ───────────────────────────────────────────────────────────────
+def test_insert_with_select_param_shapes_returned_rows(api_url, service_key, rest_schema):
+    resp = httpx.post(f"{api_url}/rest/v1/rest_items", params={"select": "label:name,qty"},
+                      json={"name": "shaped", "grp": tag()},
+                      headers=_headers(service_key, Prefer="return=representation"))
+    assert resp.status_code == 201
+    assert resp.json() == [{"label": "shaped", "qty": 7}]
+
+
+def test_headers_only_insert_returns_location_without_body(api_url, service_key, rest_schema):
+    resp = httpx.post(f"{api_url}/rest/v1/rest_items", json={"name": "loc", "grp": tag()},
+                      headers=_headers(service_key, Prefer="return=headers-only"))
+    assert resp.status_code == 201 and resp.content == b""
+    assert resp.headers["location"].startswith("/rest_items?id=eq.")
+
+
+@pytest.mark.parametrize("method", ["planned", "estimated"])
+def test_count_planned_or_estimated_is_answered_exactly(method, api_url, service_key, db_url,
+                                                         rest_schema):
+    grp = tag()
+    seed(db_url, grp, [{"name": "a"}, {"name": "b"}, {"name": "c"}])
+    resp = httpx.get(f"{api_url}/rest/v1/rest_items",
+                     params={"grp": f"eq.{grp}", "limit": "2", "select": "name"},
+                     headers=_headers(service_key, Prefer=f"count={method}"))
+    assert resp.status_code == 206
+    assert resp.headers["content-range"] == "0-1/3"
+
+
+def test_write_to_unexposed_content_profile_returns_406(api_url, service_key, rest_schema):
+    resp = httpx.post(f"{api_url}/rest/v1/rest_items", json={"name": "x"},
+                      headers=_headers(service_key, **{"Content-Profile": "auth"}))
+    assert resp.status_code == 406 and resp.json()["code"] == "PGRST106"
+
+
+async def test_rpc_setof_count_and_head_return_total(client):
+    res = await ex(client.rpc("rest_pairs", {"n": 6}, count="exact").lte("k", 4).limit(2))
+    assert res.data == [{"k": 1, "v": "v1"}, {"k": 2, "v": "v2"}]
+    assert res.count == 4
+    head = await ex(client.rpc("rest_pairs", {"n": 6}, count="exact", head=True, get=True))
+    assert head.count == 6
+
+
+async def test_rpc_get_with_filters_applies_them_to_result(client):
+    res = await ex(client.rpc("rest_series", {"n": 5}, get=True).limit(2))
+    assert res.data == [1, 2]
+    res = await ex(client.rpc("rest_pairs", {"n": 5}, get=True).in_("k", [2, 5]).select("v"))
+    assert res.data == [{"v": "v2"}, {"v": "v5"}]
+
+
+async def test_update_with_or_filter_and_not_modifies_only_matches(client, db_url):
+    grp = tag()
+    seed(db_url, grp, [{"name": "a", "qty": 1}, {"name": "b", "qty": 2}, {"name": "c", "qty": 3}])
+    res = await ex(client.table("rest_items").update({"qty": 0}).eq("grp", grp)
+                   .or_("name.eq.a,qty.gte.3").not_.eq("name", "c"))
+    assert [r["name"] for r in res.data] == ["a"]
