@@ -149,9 +149,7 @@ begin
       raise exception using errcode = 'PT422', message = 'ambiguous_model',
         detail = format('model %s exists at several providers; pass provider', price_for.model);
     end if;
-    if matches = 1 then
-      select p.* into found_row from public.model_pricing p where p.model_id = price_for.model;
-    end if;
+    -- matches = 1: found_row already holds the one row the loop fetched.
   else
     select p.* into found_row from public.model_pricing p
     where p.provider_id = price_for.provider and p.model_id = price_for.model;
