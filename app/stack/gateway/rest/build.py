@@ -13,7 +13,6 @@ from typing import Any
 
 from psycopg import sql
 
-from app.stack.gateway.errors import ApiError
 from app.stack.gateway.rest.parse import (
     COMPARISON_OPS, FTS_OPS, IS_VALUES, OTHER_BINARY_OPS, Field, Filter, Logic, OrderTerm,
     SelectItem,
@@ -31,7 +30,7 @@ class Source:
     from_params: list[Any] = field(default_factory=list)
 
     def check_column(self, name: str) -> None:
-        """Raises ApiError 400 42703 for a column the cache does not know."""
+        """Raises CacheMiss (an ApiError) 400 42703 for a column the cache does not know."""
         if self.table is not None and name not in self.table.columns:
             raise CacheMiss(400, "42703", f"column {self.table.name}.{name} does not exist")
 
@@ -72,7 +71,7 @@ def _column_type(src: Source, fld: Field) -> str | None:
 
 
 def filter_sql(src: Source, flt: Filter | Logic, params: list[Any]) -> sql.Composable:
-    """One WHERE condition. Raises ApiError for unknown columns."""
+    """One WHERE condition. Raises CacheMiss 42703 for unknown columns."""
     if isinstance(flt, Logic):
         parts = [filter_sql(src, child, params) for child in flt.children]
         joined = sql.SQL(f" {flt.conj} ").join(parts) if parts else sql.SQL(
@@ -125,7 +124,7 @@ def where_sql(src: Source, filters: list[Filter | Logic], params: list[Any]) -> 
 
 
 def select_list(src: Source, items: tuple[SelectItem, ...], params: list[Any]) -> sql.Composable:
-    """The target list. Raises ApiError for unknown columns."""
+    """The target list. Raises CacheMiss 42703 for unknown columns."""
     out: list[sql.Composable] = []
     for item in items:
         if item.field is None:
@@ -172,7 +171,7 @@ def read(src: Source, shape: ReadShape, *, count: bool, single: bool,
          scalar: bool = False) -> tuple[sql.Composable, list[Any]]:
     """SELECT answering one row: (body text, rows in page, total or null).
 
-    Raises ApiError for unknown columns."""
+    Raises CacheMiss 42703 for unknown columns."""
     params: list[Any] = list(src.from_params)
     target = sql.SQL("{}.* ").format(src.qualifier) if scalar else select_list(
         src, shape.select, params)
@@ -230,7 +229,7 @@ def insert(table: Table, body: str, columns: list[str], *, missing_default: list
     """INSERT … SELECT from the JSON array `body` (bound once).
 
     `missing_default`: columns some rows lack, which then take the column's DEFAULT expression.
-    Raises ApiError PGRST204 for unknown columns."""
+    Raises CacheMiss PGRST204 for unknown columns."""
     _payload_columns(table, columns)
     ident = sql.Identifier(table.schema, table.name)
     params: list[Any] = []
@@ -278,7 +277,7 @@ def insert(table: Table, body: str, columns: list[str], *, missing_default: list
 
 def update(table: Table, body: str, columns: list[str], filters: list[Filter | Logic],
            *, minimal: bool) -> tuple[sql.Composable, list[Any]]:
-    """UPDATE … SET from the JSON object `body`. Raises ApiError for unknown columns."""
+    """UPDATE … SET from the JSON object `body`. Raises CacheMiss 42703 for unknown columns."""
     _payload_columns(table, columns)
     src = table_source(table)
     params: list[Any] = [body]
@@ -294,7 +293,7 @@ def update(table: Table, body: str, columns: list[str], filters: list[Filter | L
 
 def delete(table: Table, filters: list[Filter | Logic], *, minimal: bool
            ) -> tuple[sql.Composable, list[Any]]:
-    """DELETE with the request's filters. Raises ApiError for unknown columns."""
+    """DELETE with the request's filters. Raises CacheMiss 42703 for unknown columns."""
     src = table_source(table)
     params: list[Any] = []
     stmt = sql.SQL("delete from {}{}").format(src.from_clause, where_sql(src, filters, params))

@@ -328,8 +328,6 @@ async def _read_table(request: Request, state: RestState, table: Table, ctx: Req
     plan = state.plans.get(key)
     if plan is None:
         query = parse_query(request.query_params.multi_items())
-        if query.on_conflict or query.columns:
-            pass  # ignored on reads, as PostgREST does
         stmt, params = build.read(build.table_source(table), query.shape(), count=prefer.count,
                                   single=single)
         plan = (stmt.as_string(None), tuple(params), query.offset or 0)  # type: ignore[assignment]

@@ -85,6 +85,10 @@ async def run(
             return row
         except psycopg.Error as exc:
             await _rollback(conn)
+            if exc.diag.sqlstate is None and isinstance(exc, psycopg.DataError):
+                # Refused by psycopg before sending (e.g. a NUL byte in a value): the
+                # client's input is at fault, as PostgreSQL's 22021 says, not the server.
+                raise ApiError(400, "22021", str(exc)) from None
             raise from_database_error(exc, ctx.role) from None
         except BaseException:
             await _rollback(conn)
