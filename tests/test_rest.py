@@ -75,6 +75,7 @@ create function public.rest_whoami() returns jsonb language sql stable as $$
     'path', current_setting('request.path', true),
     'read_only', current_setting('transaction_read_only'),
     'search_path', current_setting('search_path'),
+    'statement_timeout', current_setting('statement_timeout'),
     'x_test', current_setting('request.headers', true)::jsonb ->> 'x-test') $$;
 create function public.rest_whoami_volatile() returns jsonb language sql volatile as $$
   select public.rest_whoami() $$;
@@ -921,3 +922,10 @@ def test_nul_byte_in_filter_value_returns_400(api_url, service_key, rest_schema)
     resp = httpx.get(f"{api_url}/rest/v1/rest_items", params={"name": "eq.a\x00b"},
                      headers=_headers(service_key))
     assert resp.status_code == 400 and resp.json()["code"] == "22021"
+
+
+@pytest.mark.parametrize(("who", "timeout"), [("anon", "3s"), ("user", "8s")])
+async def test_role_settings_apply_after_switching_role(who, timeout, anon, new_user):
+    if who == "user":
+        anon.postgrest.auth(new_user()[1])
+    assert (await ex(anon.rpc("rest_whoami", {}))).data["statement_timeout"] == timeout

@@ -156,10 +156,13 @@ def _wants_object(request: Request) -> bool:
     return OBJECT_MEDIA in request.headers.get("accept", "")
 
 
-def _context(request: Request, claims: dict[str, Any], path: str) -> RequestContext:
+def _context(request: Request, cache: SchemaCache, claims: dict[str, Any],
+             path: str) -> RequestContext:
+    role = str(claims["role"])
     return RequestContext(
-        role=str(claims["role"]), claims=claims, method=request.method, path=path,
+        role=role, claims=claims, method=request.method, path=path,
         headers=dict(request.headers.items()), cookies=dict(request.cookies),
+        role_settings=cache.role_settings.get(role, ()),
     )
 
 
@@ -236,7 +239,7 @@ async def _serve_table(request: Request, state: RestState, cache: SchemaCache,
                        claims: dict[str, Any], schema: str, raw: bytes) -> Response:
     name = request.path_params["name"]
     table = _table(cache, schema, name)
-    ctx = _context(request, claims, f"/{name}")
+    ctx = _context(request, cache, claims, f"/{name}")
     prefer = Prefer.parse(request.headers.get("prefer"))
     single = _wants_object(request)
     if request.method in ("GET", "HEAD"):
@@ -367,7 +370,7 @@ async def rpc_endpoint(request: Request) -> Response:
 async def _serve_rpc(request: Request, state: RestState, cache: SchemaCache,
                      claims: dict[str, Any], schema: str, raw: bytes) -> Response:
     name = request.path_params["name"]
-    ctx = _context(request, claims, f"/rpc/{name}")
+    ctx = _context(request, cache, claims, f"/rpc/{name}")
     prefer = Prefer.parse(request.headers.get("prefer"))
     single = _wants_object(request)
     fns = cache.functions.get((schema, name), [])

@@ -79,6 +79,9 @@ class Function:
 class SchemaCache:
     tables: dict[tuple[str, str], Table] = field(default_factory=dict)
     functions: dict[tuple[str, str], list[Function]] = field(default_factory=dict)
+    # ALTER ROLE … SET of the API roles (e.g. anon's statement_timeout), applied per request
+    # after SET ROLE as PostgREST does: SET ROLE alone does not apply them.
+    role_settings: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
 _TABLES_SQL = """
@@ -130,6 +133,19 @@ where n.nspname = any(%(schemas)s) and p.prokind = 'f'
 """
 
 
+# Only settings a plain role may change at run time (context 'user'), so none can fail.
+_ROLE_SETTINGS_SQL = """
+select r.rolname, split_part(c, '=', 1), substr(c, strpos(c, '=') + 1)
+from pg_db_role_setting s
+join pg_roles r on r.oid = s.setrole
+cross join lateral unnest(s.setconfig) c
+where r.rolname in ('anon', 'authenticated', 'service_role')
+  and s.setdatabase in (0, (select oid from pg_database where datname = current_database()))
+  and split_part(c, '=', 1) in (select name from pg_settings where context = 'user')
+order by r.rolname, s.setdatabase
+"""
+
+
 async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
     """Read the exposed schemas' tables, views, columns, keys and functions from pg_catalog."""
     # format_type() qualifies names not on the search_path; use the one requests run with.
@@ -140,6 +156,7 @@ async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
         cols = await (await conn.execute(_COLUMNS_SQL, params)).fetchall()
         pkeys = await (await conn.execute(_PKEYS_SQL, params)).fetchall()
         funcs = await (await conn.execute(_FUNCTIONS_SQL, params)).fetchall()
+        role_rows = await (await conn.execute(_ROLE_SETTINGS_SQL)).fetchall()
     columns: dict[int, dict[str, Column]] = {}
     for relid, name, typ, default, generated in cols:
         columns.setdefault(relid, {})[name] = Column(name, typ, default, generated)
@@ -159,6 +176,10 @@ async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
         cache.functions.setdefault((schema, name), []).append(
             Function(schema, name, args, rettype, retset, composite, void, vol)
         )
+    by_role: dict[str, dict[str, str]] = {}
+    for role, key, value in role_rows:
+        by_role.setdefault(role, {})[key] = value  # database-specific rows come last and win
+    cache.role_settings = {role: tuple(kv.items()) for role, kv in by_role.items()}
     return cache
 
 

@@ -35,12 +35,17 @@ class RequestContext:
     path: str
     headers: dict[str, str]
     cookies: dict[str, str]
+    role_settings: tuple[tuple[str, str], ...] = ()
+
+    def settings_sql(self) -> str:
+        return _SETTINGS + ", set_config(%s, %s, true)" * len(self.role_settings)
 
     def settings_params(self) -> tuple[str, ...]:
         return (
             self.role, json.dumps(self.claims, separators=(",", ":")), self.method, self.path,
             json.dumps(self.headers, separators=(",", ":")),
             json.dumps(self.cookies, separators=(",", ":")),
+            *(item for pair in self.role_settings for item in pair),
         )
 
 
@@ -63,7 +68,7 @@ async def run(
     text = query if isinstance(query, str) else query.as_string(None)
     commit_now = check is None or read_only
     script = "".join((
-        "begin read only;" if read_only else "begin;", _SETTINGS, ";", text,
+        "begin read only;" if read_only else "begin;", ctx.settings_sql(), ";", text,
         ";commit" if commit_now else "",
     ))
     async with pool.connection() as conn:
