@@ -929,3 +929,14 @@ async def test_role_settings_apply_after_switching_role(who, timeout, anon, new_
     if who == "user":
         anon.postgrest.auth(new_user()[1])
     assert (await ex(anon.rpc("rest_whoami", {}))).data["statement_timeout"] == timeout
+
+
+@pytest.mark.parametrize(("method", "path", "status", "code"), [
+    ("GET", "rest_items/1", 404, "PGRST125"),
+    ("GET", "", 404, "PGRST125"),
+    ("PUT", "rest_items", 405, "PGRST117"),
+])
+def test_unsupported_path_or_method_returns_postgrest_error(method, path, status, code, api_url,
+                                                            service_key, rest_schema):
+    resp = httpx.request(method, f"{api_url}/rest/v1/{path}", headers=_headers(service_key))
+    assert resp.status_code == status and resp.json()["code"] == code

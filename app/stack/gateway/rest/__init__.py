@@ -15,7 +15,9 @@ from typing import AsyncIterator
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
-from app.stack.gateway.rest.handlers import RestState, rpc_endpoint, table_endpoint
+from app.stack.gateway.rest.handlers import (
+    RestState, invalid_path, rpc_endpoint, table_endpoint,
+)
 from app.stack.gateway.rest.schema_cache import SchemaCacheHolder
 
 __all__ = ["lifespan", "routes"]
@@ -36,5 +38,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 def routes() -> list[BaseRoute]:
     return [
         Route("/rpc/{name}", rpc_endpoint, methods=["GET", "HEAD", "POST"]),
-        Route("/{name}", table_endpoint, methods=["GET", "HEAD", "POST", "PATCH", "DELETE"]),
+        Route("/{name}", table_endpoint,
+              methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "PUT"]),
+        Route("/{path:path}", invalid_path,
+              methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "PUT"]),
     ]

@@ -412,3 +412,8 @@ async def _serve_rpc(request: Request, state: RestState, cache: SchemaCache,
     row = await run(state.pool, ctx, stmt, params, read_only=read_only,
                     check=_check_single if single else None)
     return _read_response(request, row, query.offset or 0, as_object, prefer.count)
+
+
+async def invalid_path(request: Request) -> Response:
+    """Any other path (`/`, `/a/b`): PostgREST's 404 PGRST125, in its JSON shape."""
+    raise ApiError(404, "PGRST125", "Invalid path specified in request URL")
