@@ -86,12 +86,14 @@ CODE_TO_ERROR: dict[str, type[TokenmeterError]] = {
     "idempotency_conflict": IdempotencyConflict,
     "invalid_usage": InvalidUsage,
     "invalid_amount": InvalidInput,
-    "invalid_input": InvalidInput,
+    "invalid_argument": InvalidInput,
+    "currency_mismatch": InvalidInput,
     "user_not_found": NotFound,
     "reservation_not_found": NotFound,
-    "reservation_not_active": Conflict,
-    "reservation_expired": Conflict,
-    "permission_denied": PermissionDenied,
+    "usage_not_found": NotFound,
+    "not_authenticated": PermissionDenied,
+    "forbidden": PermissionDenied,
+    "immutable_row": Conflict,
 }
 
 # SQLSTATE → error type, for errors raised by PostgreSQL itself rather than our functions.
