@@ -6,14 +6,11 @@ reach or use the backend (stack down, not configured).
 
 from __future__ import annotations
 
-import json
-import sys
-from typing import Any, NoReturn
-
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from app import billing_cli
+from app.output import console, fail, print_json
 from app.stack.manager import Stack, StackError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Pricing, balances and usage metering for LLM APIs.")
@@ -21,19 +18,9 @@ stack_app = typer.Typer(no_args_is_help=True, help="The local Supabase-compatibl
 app.add_typer(stack_app, name="stack")
 db_app = typer.Typer(no_args_is_help=True, help="Migrations, seeds and database tests (Supabase CLI compatible).")
 app.add_typer(db_app, name="db")
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
+app.add_typer(billing_cli.balance_app, name="balance")
+app.add_typer(billing_cli.usage_app, name="usage")
+app.command("demo")(billing_cli.demo)
 
 @stack_app.command("start")
 def stack_start() -> None:
