@@ -18,6 +18,8 @@ SQLSTATEs) to these types. Only app/client.py calls it.
 
 from __future__ import annotations
 
+import re
+
 
 class TokenmeterError(Exception):
     """Base of every tokenmeter error; `code` is the stable machine-readable code."""
@@ -114,12 +116,26 @@ SQLSTATE_TO_ERROR: dict[str, type[TokenmeterError]] = {
 }
 
 
+# The SQL names the offending field as the first word of `detail` ("input_tokens must be ...").
+_FIELD_IN_DETAIL = re.compile(r"^([a-z_][a-z0-9_]*) (?:must|is|has) ")
+
+
+def field_from_detail(detail: str | None) -> str | None:
+    """The argument an invalid_* detail names ("amount must be > 0" → "amount"), else None."""
+    match = _FIELD_IN_DETAIL.match(detail or "")
+    return match.group(1) if match else None
+
+
 def from_api_code(message_code: str, sqlstate: str | None, detail: str | None,
                   hint: str | None = None) -> TokenmeterError:
-    """The typed error for an API error body (`message` holds our code, `code` the SQLSTATE)."""
+    """The typed error for an API error body (`message` holds our code, `code` the SQLSTATE).
+    For InvalidInput errors `field` is the argument the detail names (the SQL sets no hint)."""
     error_type = CODE_TO_ERROR.get(message_code)
     if error_type is not None:
-        return error_type(message_code, code=message_code, detail=detail, field=hint)
+        field = hint
+        if field is None and issubclass(error_type, InvalidInput):
+            field = field_from_detail(detail if isinstance(detail, str) else None)
+        return error_type(message_code, code=message_code, detail=detail, field=field)
     error_type = SQLSTATE_TO_ERROR.get(sqlstate or "", TokenmeterError)
     if sqlstate and (sqlstate.startswith("08") or sqlstate.startswith("5")):
         error_type = Unavailable

@@ -266,6 +266,9 @@ class AsyncMeter(_Operations):
     async def estimate_cost(self, **kw: Any) -> CostEstimate:  # type: ignore[override]
         return await self._send(_Operations.estimate_cost(**kw))
 
+    async def user_id_for_email(self, **kw: Any) -> str:  # type: ignore[override]
+        return await self._send(_Operations.user_id_for_email(**kw))
+
     async def audit(self) -> list[dict[str, Any]]:  # type: ignore[override]
         return await self._send(_Operations.audit())
 
