@@ -6,11 +6,28 @@ reach or use the backend (stack down, not configured).
 
 from __future__ import annotations
 
+import sys
+from datetime import datetime
+from pathlib import Path
+
 import typer
+from rich.progress import Progress
 from rich.table import Table
 
 from app import billing_cli
-from app.output import console, fail, print_json
+from app.output import console, fail, handle_errors, print_json
+from app.pricing import (
+    ImportResult,
+    ModelPrice,
+    Pricing,
+    decimal_text,
+    dumps_exact,
+    merge_results,
+    parse_time,
+    prices_csv,
+    prices_from_file,
+    to_litellm,
+)
 from app.stack.manager import Stack, StackError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Pricing, balances and usage metering for LLM APIs.")
@@ -147,6 +164,264 @@ def db_test() -> None:
     except PgTapError as exc:
         fail(str(exc), 2)
     raise typer.Exit(code)
+
+
+# ── price: the price list (logic in app/pricing.py) ───────────────────────────────────────────
+price_app = typer.Typer(no_args_is_help=True, help="Model prices: list, set, alias, history, import, export, reprice.")
+app.add_typer(price_app, name="price")
+
+PROVIDER_HELP = "Provider id (openai, anthropic, google, …); default: the model's only provider."
+UNIT_HELP = "Unit of --input/--output/--cached-input: token, 1K or 1M (per 1M tokens by default)."
+
+
+def _pricing() -> Pricing:
+    with handle_errors():
+        return Pricing.from_env()
+    raise AssertionError("unreachable")  # handle_errors exits on error
+
+
+def _price_table(prices: list[ModelPrice], title: str | None = None,
+                 history: bool = False) -> Table:
+    table = Table(title=title)
+    for name in (["from", "until"] if history else ["provider", "model"]):
+        table.add_column(name, no_wrap=True)
+    for name in ("in/1M", "cached/1M", "out/1M", "per req", "type", "cur"):
+        table.add_column(name, justify="right" if "/" in name or name == "per req" else "left")
+    for p in prices:
+        first = ([_when(p.effective_from), _when(p.effective_until)] if history
+                 else [p.provider, p.model])
+        table.add_row(*first, decimal_text(p.input_per_1m), decimal_text(p.cached_input_per_1m),
+                      decimal_text(p.output_per_1m), decimal_text(p.price_per_request),
+                      p.pricing_type, p.currency)
+    return table
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "—"
+
+
+@price_app.command("list")
+def price_list(
+    provider: str | None = typer.Option(None, "--provider", help="Only this provider."),
+    fmt: str = typer.Option("table", "--format", help="table, json or csv."),
+) -> None:
+    """Current prices; the table shows them per 1M tokens, json/csv keep exact values."""
+
+    if fmt not in ("table", "json", "csv"):
+        fail(f"--format must be table, json or csv, got {fmt!r}")
+    pricing = _pricing()
+    with handle_errors():
+        prices = pricing.list_prices(provider=provider)
+    if fmt == "json":
+        print_json(prices)
+    elif fmt == "csv":
+        typer.echo(prices_csv(prices), nl=False)
+    else:
+        console.print(_price_table(prices, title="prices (USD per 1M tokens unless noted)"))
+
+
+@price_app.command("get")
+def price_get(
+    model: str = typer.Argument(..., help="Model id or alias."),
+    provider: str | None = typer.Option(None, "--provider", help=PROVIDER_HELP),
+    at: str | None = typer.Option(None, "--at", help="Price in effect at this ISO timestamp."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The price a model is charged at (aliases resolved)."""
+
+    pricing = _pricing()
+    with handle_errors():
+        price = pricing.get(model=model, provider=provider, at=parse_time(at, field="at"))
+    if as_json:
+        print_json(price)
+    else:
+        console.print(_price_table([price]))
+
+
+@price_app.command("set")
+def price_set(
+    model: str = typer.Argument(..., help="Model id to price (or to make an alias)."),
+    input_price: str | None = typer.Option(None, "--input", help="Input price per --unit."),
+    output_price: str | None = typer.Option(None, "--output", help="Output price per --unit."),
+    cached_input: str | None = typer.Option(None, "--cached-input", help="Cached input (cache read) price per --unit."),
+    unit: str = typer.Option("1M", "--unit", help=UNIT_HELP),
+    per_request: str | None = typer.Option(None, "--per-request", help="Price per request."),
+    per_image: str | None = typer.Option(None, "--per-image", help="Price per image."),
+    currency: str | None = typer.Option(None, "--currency", help="ISO currency (default USD)."),
+    effective_from: str | None = typer.Option(None, "--effective-from", help="ISO timestamp the price starts (default now)."),
+    provider: str | None = typer.Option(None, "--provider", help=PROVIDER_HELP),
+    pricing_type: str | None = typer.Option(None, "--type", help="paid, free, deprecated or missing."),
+    long_context_threshold: int | None = typer.Option(None, "--long-context-threshold", help="Prompt tokens above which the tier prices apply."),
+    input_above: str | None = typer.Option(None, "--input-above", help="Input price above the threshold, per --unit."),
+    output_above: str | None = typer.Option(None, "--output-above", help="Output price above the threshold, per --unit."),
+    alias: str | None = typer.Option(None, "--alias", help="Make MODEL an alias of this model instead."),
+    target_provider: str | None = typer.Option(None, "--alias-provider", help="Provider of the --alias target."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Set a model's price (a new version from --effective-from), or with --alias make MODEL cost what another model costs."""
+
+    if alias is not None:
+        if input_price is not None or output_price is not None or cached_input is not None:
+            fail("--alias cannot be combined with prices: an alias costs what its target costs")
+        pricing = _pricing()
+        with handle_errors():
+            made = pricing.alias(alias=model, target=alias, target_provider=target_provider,
+                                 provider=provider)
+        if as_json:
+            print_json(made)
+        else:
+            console.print(f"{model} is now an alias of {alias}", highlight=False)
+        return
+    if input_price is None or output_price is None:
+        fail("give --input and --output (prices per 1M tokens by default), or --alias MODEL")
+    pricing = _pricing()
+    with handle_errors():
+        price = pricing.set(
+            model=model, input=input_price, output=output_price, cached_input=cached_input,
+            unit=unit, per_request=per_request, per_image=per_image, currency=currency,
+            effective_from=effective_from, provider=provider, pricing_type=pricing_type,
+            long_context_threshold=long_context_threshold, input_above_threshold=input_above,
+            output_above_threshold=output_above)
+    if as_json:
+        print_json(price)
+    else:
+        console.print(_price_table([price], title="price set"))
+
+
+@price_app.command("unalias")
+def price_unalias(
+    alias: str = typer.Argument(..., help="The alias to remove."),
+    provider: str | None = typer.Option(None, "--provider", help="Provider of the alias."),
+) -> None:
+    """Remove an alias (the model then has no price unless it has its own)."""
+
+    pricing = _pricing()
+    with handle_errors():
+        pricing.remove_alias(alias=alias, provider=provider)
+    console.print(f"alias {alias} removed", highlight=False)
+
+
+@price_app.command("history")
+def price_history(
+    model: str = typer.Argument(..., help="Model id."),
+    provider: str | None = typer.Option(None, "--provider", help=PROVIDER_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Every price version of a model, newest first."""
+
+    pricing = _pricing()
+    with handle_errors():
+        versions = pricing.history(model=model, provider=provider)
+    if as_json:
+        print_json(versions)
+    else:
+        console.print(_price_table(versions, title=f"{model}: price history", history=True))
+
+
+@price_app.command("import")
+def price_import(
+    file: str = typer.Argument(..., help="LiteLLM model_prices_and_context_window.json, a JSON array of set_model_price arguments, or a CSV from `price export --format csv`."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Apply without asking (on a terminal)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the differences; change nothing."),
+    source: str = typer.Option("import", "--source", help="pricing_source recorded on changed prices."),
+    chunk_size: int = typer.Option(200, "--chunk-size", min=1, max=1000, help="Prices per transaction."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Import prices: the database compares every entry first (a dry run) and the diff is shown;
+    then the prices are applied in chunks. --dry-run stops after the diff. On a terminal you are
+    asked to confirm unless --yes; without a terminal (scripts, CI) the import applies after
+    printing the diff, like `db push`. Bad entries: nothing is applied, exit 1."""
+    with handle_errors():
+        mapping = prices_from_file(Path(file))
+    if not mapping.prices:
+        fail(f"{file}: no priceable entries ({len(mapping.skipped)} skipped)")
+    pricing = _pricing()
+    with handle_errors():
+        preview = pricing.import_prices(mapping.prices, source=source, dry_run=True)
+    preview = preview.model_copy(update={"skipped": mapping.skipped})
+    pending = preview.added + preview.changed
+    if as_json and (dry_run or pending == 0):
+        print_json(preview)
+        return
+    if not as_json:
+        _render_import(preview)
+    if dry_run or pending == 0:
+        if not as_json:
+            console.print("dry run: nothing applied" if dry_run else "prices are up to date")
+        return
+    if not yes and sys.stdin.isatty() and not typer.confirm(f"apply {pending} price changes?"):
+        fail("import cancelled; nothing applied")
+    results = []
+    with handle_errors(), Progress(console=console, transient=True) as progress:
+        task = progress.add_task("importing prices", total=len(mapping.prices))
+        for result in pricing.import_chunks(mapping.prices, source=source, chunk_size=chunk_size):
+            results.append(result)
+            progress.advance(task, result.added + result.changed + result.unchanged)
+    done = merge_results(results, mapping.skipped)
+    if as_json:
+        print_json(done)
+    else:
+        console.print(f"applied: {done.added} added, {done.changed} changed, "
+                      f"{done.unchanged} unchanged")
+
+
+def _render_import(result: ImportResult) -> None:
+    table = Table("provider", "model", "field", "old", "new", title="price changes")
+    for d in result.diff:
+        table.add_row(d.provider, d.model, d.field, "—" if d.old is None else str(d.old),
+                      "—" if d.new is None else str(d.new))
+    if result.diff:
+        console.print(table)
+    console.print(f"{result.added} to add, {result.changed} to change, {result.unchanged} unchanged, "
+                  f"{len(result.skipped)} skipped", highlight=False)
+    for skipped in result.skipped:
+        console.print(f"  skipped {skipped.key}: {skipped.reason}", highlight=False, markup=False)
+
+
+@price_app.command("export")
+def price_export(
+    fmt: str = typer.Option("json", "--format", help="json (LiteLLM catalog) or csv (per 1M)."),
+    provider: str | None = typer.Option(None, "--provider", help="Only this provider."),
+) -> None:
+    """The price list as a LiteLLM-compatible catalog (exact numbers) or CSV; to stdout."""
+
+    if fmt not in ("json", "csv"):
+        fail(f"--format must be json or csv, got {fmt!r}")
+    pricing = _pricing()
+    with handle_errors():
+        prices = pricing.list_prices(provider=provider)
+    typer.echo(dumps_exact(to_litellm(prices)) if fmt == "json" else prices_csv(prices),
+               nl=fmt == "json")
+
+
+@price_app.command("reprice")
+def price_reprice(
+    since: str = typer.Option(..., "--since", help="ISO timestamp, inclusive."),
+    until: str = typer.Option(..., "--until", help="ISO timestamp, exclusive."),
+    model: str | None = typer.Option(None, "--model", help="Only this model."),
+    provider: str | None = typer.Option(None, "--provider", help="Only this provider."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Compute the differences; change nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Re-price usage in a period at the prices effective then; balances get the difference."""
+
+    pricing = _pricing()
+    with handle_errors():
+        result = pricing.reprice(since=since, until=until, model=model, provider=provider,
+                                 dry_run=dry_run)
+    if as_json:
+        print_json(result)
+        return
+    verb = "would change" if dry_run else "changed"
+    console.print(f"{result.records} usage records, {verb} {result.changed}, total "
+                  f"{decimal_text(result.total_delta)}", highlight=False)
+    if result.adjustments:
+        table = Table("user", "delta")
+        for adj in result.adjustments:
+            table.add_row(adj.user_id, decimal_text(adj.delta))
+        console.print(table)
+    if result.audit_id is not None and not dry_run:
+        console.print(f"audit id {result.audit_id}", highlight=False)
 
 
 def _render_status(stack: Stack, as_json: bool) -> None:

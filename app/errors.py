@@ -96,6 +96,10 @@ CODE_TO_ERROR: dict[str, type[TokenmeterError]] = {
     "not_authenticated": PermissionDenied,
     "forbidden": PermissionDenied,
     "immutable_row": Conflict,
+    # pricing (migrations 20251101*)
+    "invalid_currency": InvalidInput,
+    "alias_loop": InvalidInput,
+    "consolidation_would_lose_prices": Conflict,
 }
 
 # SQLSTATE → error type, for errors raised by PostgreSQL itself rather than our functions.
