@@ -15,7 +15,8 @@
 -- input_per_token_above_threshold, output_per_token_above_threshold); pricing_source defaults
 -- to `source`. Each entry is compared with the version in effect at its effective_from
 -- (default now): none → added, different → changed (diff lists each field, old → new, money as
--- strings), same → unchanged. dry_run computes the diff and writes nothing.
+-- strings), same → unchanged. dry_run validates every entry exactly as the real run would (the
+-- write happens in a subtransaction that is rolled back) and leaves nothing behind.
 -- Who may call: service_role (DEFINER, caller checked).
 create function public.import_model_prices(
   prices jsonb, source text default 'import', dry_run boolean default false
@@ -92,17 +93,25 @@ begin
         counts[3] := counts[3] + 1;
       end if;
       diff := diff || field_diff;
-      if not dry_run and jsonb_array_length(field_diff) > 0 then
-        perform public.set_model_price(entry ->> 'provider', entry ->> 'model',
-          (entry ->> 'input_per_token')::numeric, (entry ->> 'output_per_token')::numeric,
-          (entry ->> 'cached_input_per_token')::numeric,
-          coalesce((entry ->> 'per_request')::numeric, 0),
-          coalesce((entry ->> 'per_image')::numeric, 0), coalesce(entry ->> 'currency', 'USD'),
-          eff, coalesce(entry ->> 'pricing_type', 'paid'),
-          coalesce(entry ->> 'pricing_source', import_model_prices.source),
-          (entry ->> 'long_context_threshold')::bigint,
-          (entry ->> 'input_per_token_above_threshold')::numeric,
-          (entry ->> 'output_per_token_above_threshold')::numeric);
+      if jsonb_array_length(field_diff) > 0 then
+        -- A dry run validates too: the write runs in a subtransaction that is rolled back.
+        begin
+          perform public.set_model_price(entry ->> 'provider', entry ->> 'model',
+            (entry ->> 'input_per_token')::numeric, (entry ->> 'output_per_token')::numeric,
+            (entry ->> 'cached_input_per_token')::numeric,
+            coalesce((entry ->> 'per_request')::numeric, 0),
+            coalesce((entry ->> 'per_image')::numeric, 0), coalesce(entry ->> 'currency', 'USD'),
+            eff, coalesce(entry ->> 'pricing_type', 'paid'),
+            coalesce(entry ->> 'pricing_source', import_model_prices.source),
+            (entry ->> 'long_context_threshold')::bigint,
+            (entry ->> 'input_per_token_above_threshold')::numeric,
+            (entry ->> 'output_per_token_above_threshold')::numeric);
+          if dry_run then
+            raise exception using errcode = 'PT000', message = 'dry_run';
+          end if;
+        exception when sqlstate 'PT000' then
+          null;  -- the dry run's write is undone; its validation passed
+        end;
       end if;
     exception when others then
       get stacked diagnostics err_state = returned_sqlstate, err_message = message_text,

@@ -5,7 +5,7 @@
 -- long-context tier); reprice_usage with its exact ledger effects; the audit trail.
 -- Timestamps are explicit: inside one test transaction now() never moves.
 BEGIN;
-SELECT plan(81);
+SELECT plan(84);
 
 -- ── Fixtures, as postgres ──────────────────────────────────────────────────────────────────
 insert into auth.users (id, email) values
@@ -120,6 +120,9 @@ select throws_ok($$select public.set_model_price('testco', 'x', 0.1, 0, long_con
 select throws_ok($$select public.set_model_alias('x-alias', 'no-such-model')$$, 'PT422', 'unknown_model', 'an alias to an unknown model raises unknown_model');
 select throws_ok($$select public.set_model_alias('gpt-4o-latest', 'chain-1')$$, '22023', 'alias_loop', 'an alias loop raises alias_loop');
 select throws_ok($$select public.import_model_prices('[{"provider":"testco","model":"ok","input_per_token":0,"output_per_token":0},{"provider":"testco","model":"bad","input_per_token":-1,"output_per_token":0}]')$$, '22023', 'invalid_amount', 'import: one bad entry aborts the chunk');
+select throws_ok($$select public.import_model_prices('[{"provider":"testco","model":"dry","input_per_token":0.000001,"output_per_token":0,"currency":"XYZ"}]', dry_run => true)$$, '22023', 'invalid_currency', 'import dry run validates each entry like the real run');
+select is((public.import_model_prices('[{"provider":"testco","model":"dry","input_per_token":0.000001,"output_per_token":0}]', dry_run => true) ->> 'added')::int, 1, 'import dry run counts an added model');
+select is_empty($$select 1 from public.model_pricing where model_id = 'dry'$$, 'import dry run writes nothing');
 select is(public.import_model_prices('[{"provider":"testco","model":"plain","input_per_token":0.000005,"output_per_token":0.00002}]', dry_run => true) -> 'diff',
   '[{"new": "0.000005", "old": "0.000004", "field": "input_per_token", "model": "plain", "provider": "testco"}]'::jsonb,
   'import dry run: the diff names the field, old → new');
