@@ -587,6 +587,26 @@ async def test_settle_real_cost_above_hold_charges_full_cost(meter, sign_up, db)
     assert stored_balance(db, user_id) == Decimal("0.9875")
 
 
+async def test_settle_already_recorded_request_releases_hold(meter, sign_up, db):
+    """settle_usage promises 'charges it and releases the hold': when the usage of the held
+    request was already recorded (record_usage with the same request_id, e.g. by another code
+    path), settling must still close the hold instead of leaving it counting until it expires
+    (charged AND held: the phantom hold of LiteLLM #27639 / #36926)."""
+    user_id = await funded_user(meter, sign_up, "1")
+    request_id = rid()
+    await run(meter, "reserve", user_id=user_id, request_id=request_id, amount=Decimal("0.5"),
+              model="gpt-4o")
+    recorded = await run(meter, "record_usage", user_id=user_id, model="gpt-4o",
+                         input_tokens=10, output_tokens=10, request_id=request_id)
+    settled = await run(meter, "settle", request_id=request_id, input_tokens=10,
+                        output_tokens=10)
+    assert settled.replayed and settled.cost == recorded.cost  # charged once
+    snapshot = await run(meter, "balance", user_id=user_id)
+    assert snapshot.balance == 1 - recorded.cost
+    assert (settled.reservation_status, snapshot.held) == ("settled", 0), (
+        "the hold still counts after settle_usage returned")
+
+
 async def test_settle_bad_tokens_raises_invalid_usage_and_keeps_hold(meter, sign_up, db):
     user_id = await funded_user(meter, sign_up, "1")
     request_id = rid()
@@ -764,6 +784,25 @@ def test_repair_missing_balances_recreates_a_lost_balance_row(sign_up, service, 
     assert created >= 1
     assert stored_balance(db, user_id) == 0
     assert ledger(db, user_id) == []
+
+
+def test_meter_from_env_uses_supabase_env_settings(monkeypatch, api_url, service_key):
+    monkeypatch.setenv("SUPABASE_URL", api_url)
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", service_key)
+    meter = Meter.from_env()
+    estimate = meter.estimate_cost(model="gpt-4.1-nano", input_tokens=10, max_output_tokens=10)
+    assert estimate.cost == Decimal("0.000005")
+    assert meter.audit() == []
+
+
+async def test_async_meter_from_env_uses_supabase_env_settings(monkeypatch, api_url,
+                                                               service_key):
+    monkeypatch.setenv("SUPABASE_URL", api_url)
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", service_key)
+    meter = await AsyncMeter.from_env()
+    estimate = await meter.estimate_cost(model="gpt-4.1-nano", input_tokens=10,
+                                         max_output_tokens=10)
+    assert estimate.cost == Decimal("0.000005")
 
 
 async def test_top_up_for_user_without_balance_row_creates_it(meter, sign_up, db):
