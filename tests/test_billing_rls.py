@@ -158,6 +158,14 @@ def test_anon_reads_billing_tables_is_denied(anon, table):
     denied(anon.table(table).select("*"))
 
 
+def test_anon_reads_price_list_and_estimates_cost(anon):
+    rows = anon.table("model_pricing").select("model_id").eq("provider_id", "anthropic").execute()
+    assert {"claude-sonnet-4-5", "claude-haiku-4-5"} <= {r["model_id"] for r in rows.data}
+    estimate = anon.rpc("estimate_cost", {"model": "claude-haiku-4-5", "input_tokens": 1000,
+                                          "max_output_tokens": 1000}).execute().data
+    assert estimate["cost"] == "0.006"
+
+
 def test_anon_calls_my_balance_is_denied(anon):
     denied(anon.rpc("my_balance", {}))
 

@@ -538,6 +538,30 @@ async def test_reserve_over_available_raises_insufficient_balance_and_holds_noth
     assert exact.available == 0
 
 
+@pytest.mark.parametrize(("overrides", "code", "field"), [
+    ({"amount": Decimal(0)}, "invalid_amount", "amount"),
+    ({"amount": Decimal("-0.5")}, "invalid_amount", "amount"),
+    ({"amount": Decimal("0.1000000000001")}, "invalid_amount", "amount"),
+    ({"amount": Decimal("NaN")}, "invalid_amount", "amount"),
+    ({"ttl_seconds": 0}, "invalid_argument", "ttl_seconds"),
+    ({"ttl_seconds": 86_401}, "invalid_argument", "ttl_seconds"),
+    ({"request_id": " "}, "invalid_argument", "request_id"),
+])
+async def test_reserve_bad_input_raises_invalid_input_and_holds_nothing(meter, sign_up, db,
+                                                                       overrides, code, field):
+    user_id = await funded_user(meter, sign_up, "1")
+    kwargs = {"user_id": user_id, "request_id": rid(), "amount": Decimal("0.1"), **overrides}
+    error = await fails(InvalidInput, meter, "reserve", **kwargs)
+    assert (error.code, error.field) == (code, field)
+    assert db.execute("select count(*) from public.credit_reservations where user_id = %s",
+                      (user_id,)).fetchone() == (0,)
+
+
+async def test_release_blank_request_raises_invalid_input(meter):
+    error = await fails(InvalidInput, meter, "release", request_id="")
+    assert (error.code, error.field) == ("invalid_argument", "request_id")
+
+
 async def test_reserve_unpriceable_model_raises_and_holds_nothing(meter, sign_up, db):
     user_id = await funded_user(meter, sign_up, "1")
     request_id = rid()
