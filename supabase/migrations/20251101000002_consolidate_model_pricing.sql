@@ -233,13 +233,16 @@ begin
                  'field', f.field, 'old', private.money(f.old), 'new', private.money(f.new))
                  as item
         from private.legacy_prices() l
-        cross join lateral private.current_price(l.provider_id, l.model_id) c
+        cross join lateral (select p.* from public.model_pricing p
+                            where p.provider_id = l.provider_id and p.model_id = l.model_id
+                              and p.effective_from <= now()
+                            order by p.effective_from desc limit 1) c
         cross join lateral (values
           ('price_per_input_token', l.input, c.price_per_input_token),
           ('price_per_output_token', l.output, c.price_per_output_token),
           ('price_per_image', l.image, c.price_per_image),
           ('price_per_request', l.request, c.price_per_request)) as f(field, old, new)
-        where c.id is not null and f.old is distinct from f.new) x;
+        where f.old is distinct from f.new) x;
   checks := checks || jsonb_build_object('name', 'legacy_price_differs', 'severity', 'error',
     'passed', cnt = 0, 'count', cnt, 'items', items);
 
