@@ -6,7 +6,9 @@ reach or use the backend (stack down, not configured).
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -174,10 +176,17 @@ PROVIDER_HELP = "Provider id (openai, anthropic, google, …); default: the mode
 UNIT_HELP = "Unit of --input/--output/--cached-input: token, 1K or 1M (per 1M tokens by default)."
 
 
-def _pricing() -> Pricing:
+@contextlib.contextmanager
+def _pricing() -> Iterator[Pricing]:
+    """The Pricing service for one command: our errors become a message and an exit code, and
+    its connections are closed afterwards."""
     with handle_errors():
-        return Pricing.from_env()
-    raise AssertionError("unreachable")  # handle_errors exits on error
+        pricing = Pricing.from_env()
+    try:
+        with handle_errors():
+            yield pricing
+    finally:
+        pricing.close()
 
 
 def _price_table(prices: list[ModelPrice], title: str | None = None,
@@ -209,8 +218,7 @@ def price_list(
 
     if fmt not in ("table", "json", "csv"):
         fail(f"--format must be table, json or csv, got {fmt!r}")
-    pricing = _pricing()
-    with handle_errors():
+    with _pricing() as pricing:
         prices = pricing.list_prices(provider=provider)
     if fmt == "json":
         print_json(prices)
@@ -229,8 +237,7 @@ def price_get(
 ) -> None:
     """The price a model is charged at (aliases resolved)."""
 
-    pricing = _pricing()
-    with handle_errors():
+    with _pricing() as pricing:
         price = pricing.get(model=model, provider=provider, at=parse_time(at, field="at"))
     if as_json:
         print_json(price)
@@ -254,17 +261,19 @@ def price_set(
     long_context_threshold: int | None = typer.Option(None, "--long-context-threshold", help="Prompt tokens above which the tier prices apply."),
     input_above: str | None = typer.Option(None, "--input-above", help="Input price above the threshold, per --unit."),
     output_above: str | None = typer.Option(None, "--output-above", help="Output price above the threshold, per --unit."),
+    reset: bool = typer.Option(False, "--reset", help="Do not keep cached/per-request/per-image/tier prices and currency from the current version."),
     alias: str | None = typer.Option(None, "--alias", help="Make MODEL an alias of this model instead."),
     target_provider: str | None = typer.Option(None, "--alias-provider", help="Provider of the --alias target."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Set a model's price (a new version from --effective-from), or with --alias make MODEL cost what another model costs."""
+    """Set a model's price (a new version from --effective-from), or with --alias make MODEL cost what another model costs.
 
+    Prices not given (cached input, per request/image, long-context tier, currency) are kept
+    from the version in effect unless --reset."""
     if alias is not None:
         if input_price is not None or output_price is not None or cached_input is not None:
             fail("--alias cannot be combined with prices: an alias costs what its target costs")
-        pricing = _pricing()
-        with handle_errors():
+        with _pricing() as pricing:
             made = pricing.alias(alias=model, target=alias, target_provider=target_provider,
                                  provider=provider)
         if as_json:
@@ -274,14 +283,13 @@ def price_set(
         return
     if input_price is None or output_price is None:
         fail("give --input and --output (prices per 1M tokens by default), or --alias MODEL")
-    pricing = _pricing()
-    with handle_errors():
+    with _pricing() as pricing:
         price = pricing.set(
             model=model, input=input_price, output=output_price, cached_input=cached_input,
             unit=unit, per_request=per_request, per_image=per_image, currency=currency,
             effective_from=effective_from, provider=provider, pricing_type=pricing_type,
             long_context_threshold=long_context_threshold, input_above_threshold=input_above,
-            output_above_threshold=output_above)
+            output_above_threshold=output_above, keep=not reset)
     if as_json:
         print_json(price)
     else:
@@ -295,10 +303,10 @@ def price_unalias(
 ) -> None:
     """Remove an alias (the model then has no price unless it has its own)."""
 
-    pricing = _pricing()
-    with handle_errors():
-        pricing.remove_alias(alias=alias, provider=provider)
-    console.print(f"alias {alias} removed", highlight=False)
+    with _pricing() as pricing:
+        removed = pricing.remove_alias(alias=alias, provider=provider)
+    console.print(f"alias {alias} removed" if removed else f"no alias {alias}; nothing removed",
+                  highlight=False)
 
 
 @price_app.command("history")
@@ -309,8 +317,7 @@ def price_history(
 ) -> None:
     """Every price version of a model, newest first."""
 
-    pricing = _pricing()
-    with handle_errors():
+    with _pricing() as pricing:
         versions = pricing.history(model=model, provider=provider)
     if as_json:
         print_json(versions)
@@ -335,35 +342,34 @@ def price_import(
         mapping = prices_from_file(Path(file))
     if not mapping.prices:
         fail(f"{file}: no priceable entries ({len(mapping.skipped)} skipped)")
-    pricing = _pricing()
-    with handle_errors():
+    with _pricing() as pricing:
         preview = pricing.import_prices(mapping.prices, source=source, dry_run=True)
-    preview = preview.model_copy(update={"skipped": mapping.skipped})
-    pending = preview.added + preview.changed
-    if as_json and (dry_run or pending == 0):
-        print_json(preview)
-        return
-    if not as_json:
-        _render_import(preview)
-    if dry_run or pending == 0:
+        preview = preview.model_copy(update={"skipped": mapping.skipped})
+        pending = preview.added + preview.changed
+        if as_json and (dry_run or pending == 0):
+            print_json(preview)
+            return
         if not as_json:
-            console.print("dry run: nothing applied" if dry_run else "prices are up to date")
-        return
-    if not yes and sys.stdin.isatty() and not typer.confirm(f"apply {pending} price changes?"):
-        fail("import cancelled; nothing applied")
-    results = []
-    with handle_errors(), Progress(console=console, transient=True) as progress:
-        task = progress.add_task("importing prices", total=len(mapping.prices))
-        for result in pricing.import_chunks(mapping.prices, source=source, chunk_size=chunk_size):
-            results.append(result)
-            progress.advance(task, result.added + result.changed + result.unchanged)
+            _render_import(preview)
+        if dry_run or pending == 0:
+            if not as_json:
+                console.print("dry run: nothing applied" if dry_run else "prices are up to date")
+            return
+        if not yes and sys.stdin.isatty() and not typer.confirm(f"apply {pending} price changes?"):
+            fail("import cancelled; nothing applied")
+        results = []
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("importing prices", total=len(mapping.prices))
+            for result in pricing.import_chunks(mapping.prices, source=source,
+                                                chunk_size=chunk_size):
+                results.append(result)
+                progress.advance(task, result.added + result.changed + result.unchanged)
     done = merge_results(results, mapping.skipped)
     if as_json:
         print_json(done)
     else:
         console.print(f"applied: {done.added} added, {done.changed} changed, "
                       f"{done.unchanged} unchanged")
-
 
 def _render_import(result: ImportResult) -> None:
     table = Table("provider", "model", "field", "old", "new", title="price changes")
@@ -387,8 +393,7 @@ def price_export(
 
     if fmt not in ("json", "csv"):
         fail(f"--format must be json or csv, got {fmt!r}")
-    pricing = _pricing()
-    with handle_errors():
+    with _pricing() as pricing:
         prices = pricing.list_prices(provider=provider)
     typer.echo(dumps_exact(to_litellm(prices)) if fmt == "json" else prices_csv(prices),
                nl=fmt == "json")
@@ -405,8 +410,7 @@ def price_reprice(
 ) -> None:
     """Re-price usage in a period at the prices effective then; balances get the difference."""
 
-    pricing = _pricing()
-    with handle_errors():
+    with _pricing() as pricing:
         result = pricing.reprice(since=since, until=until, model=model, provider=provider,
                                  dry_run=dry_run)
     if as_json:

@@ -23,9 +23,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+)
 
 from app.client import call, service_client
 from app.config import Settings
@@ -137,6 +144,12 @@ class _Result(BaseModel):
         # printed for every price we store (<= 17 significant digits), so go through str.
         return Decimal(repr(value)) if isinstance(value, float) else value
 
+    @field_serializer("*", when_used="json")
+    @classmethod
+    def _exact_money(cls, value: Any) -> Any:
+        # '0.000003', never '0.000003000000' or '5.000E-9'
+        return decimal_text(value) if isinstance(value, Decimal) else value
+
 
 class ModelPrice(_Result):
     """One price of a (provider, model): per-token prices, as `model_pricing` / `price_for`."""
@@ -163,7 +176,10 @@ class ModelPrice(_Result):
         default=None, validation_alias=AliasChoices(
             "price_per_output_token_above_threshold", "output_per_token_above_threshold"))
     version_id: str | int | None = None
-    alias_of: str | None = None
+    # set_model_price: False when the price in effect already had these values (no new version)
+    created: bool | None = None
+    # price_history: whether price_for would use this version now
+    in_effect: bool | None = None
 
     @property
     def input_per_1m(self) -> Decimal | None:
@@ -316,7 +332,10 @@ def _number(entry: Mapping[str, Any], name: str) -> Decimal | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (Decimal, int, str)):
         raise ValueError(f"{name} is not a number")  # noqa: TRY004 (reported, not raised)
-    amount = Decimal(str(value))
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"{name} is not a number: {value!r}") from None
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"{name} must be a finite number >= 0")
     return plain(amount)
@@ -334,6 +353,8 @@ def map_litellm_entry(key: str, entry: Mapping[str, Any], *,
     if mode not in TOKEN_MODES | IMAGE_MODES:
         raise ValueError(f"mode {mode} is not priced per token or per image")
     provider = LITELLM_PROVIDERS.get(litellm_provider, litellm_provider)
+    if provider.startswith("vertex_ai-"):  # vertex_ai-language-models, vertex_ai-image-models…
+        provider = "vertex_ai"
     model = _litellm_model(key, litellm_provider, provider)
     input_cost = _number(entry, "input_cost_per_token")
     output_cost = _number(entry, "output_cost_per_token")
@@ -551,6 +572,45 @@ def prices_csv(prices: Iterable[ModelPrice]) -> str:
     return out.getvalue()
 
 
+PER_TOKEN_ARGS = ("input_per_token", "output_per_token", "cached_input_per_token",
+                  "input_per_token_above_threshold", "output_per_token_above_threshold")
+AMOUNT_ARGS = ("per_request", "per_image")
+
+
+def check_import(prices: Sequence[Mapping[str, Any]]) -> None:
+    """Validate every import entry before anything is sent: the database compares a dry run
+    without validating, and chunks commit one by one, so a bad entry must fail up front.
+    Raises InvalidInput whose detail names the entry (prices[i])."""
+    for index, entry in enumerate(prices):
+        try:
+            if not isinstance(entry, Mapping) or not entry.get("provider") or not entry.get("model"):
+                raise InvalidInput("invalid_argument", code="invalid_argument",
+                                   detail="needs provider and model")
+            for name in PER_TOKEN_ARGS + AMOUNT_ARGS:
+                value = entry.get(name)
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+                    raise InvalidInput("invalid_amount", code="invalid_amount", field=name,
+                                       detail=f"{name} must be a number, got {value!r}")
+                amount = parse_amount(value, field=name)
+                if amount >= MAX_PER_TOKEN:
+                    raise InvalidInput("invalid_amount", code="invalid_amount", field=name,
+                                       detail=f"{name} must be less than 1000, got {value}")
+            if entry.get("currency") is not None:
+                check_currency(str(entry["currency"]))
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, code=exc.code, field=exc.field,
+                               detail=f"prices[{index}] ({_entry_name(entry)}): "
+                                      f"{exc.detail or exc.message}") from None
+
+
+def _entry_name(entry: Any) -> str:
+    if isinstance(entry, Mapping):
+        return f"{entry.get('provider')}/{entry.get('model')}"
+    return "?"
+
+
 # ── The service ──────────────────────────────────────────────────────────────────────────────
 def _json_value(value: Any) -> Any:
     """rpc parameters as JSON: Decimal as its exact text, datetimes ISO 8601."""
@@ -585,13 +645,26 @@ class Pricing:
     InvalidInput (bad amount, currency, alias loop, …: nothing written), UnknownModel,
     PermissionDenied, Unavailable."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, owns_client: bool = False) -> None:
         self.client = client
+        self._owns_client = owns_client
 
     @classmethod
     def from_env(cls) -> Pricing:
-        """A Pricing service using SUPABASE_URL and the service role key (raises ConfigError)."""
-        return cls(service_client(Settings.load()))
+        """A Pricing service using SUPABASE_URL and the service role key (raises ConfigError).
+        Call close() (or use it as a context manager) to release its connections."""
+        return cls(service_client(Settings.load()), owns_client=True)
+
+    def close(self) -> None:
+        """Close the HTTP connections of a client this service created."""
+        if self._owns_client:
+            self.client.postgrest.aclose()  # sync despite the name: closes the httpx.Client
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _rpc(self, name: str, params: dict[str, Any], select: str | None = None) -> Any:
         def run() -> Any:
@@ -650,9 +723,13 @@ class Pricing:
             provider: str | None = None, pricing_type: str | None = None,
             pricing_source: str | None = "manual", long_context_threshold: int | None = None,
             input_above_threshold: str | Decimal | None = None,
-            output_above_threshold: str | Decimal | None = None) -> ModelPrice:
+            output_above_threshold: str | Decimal | None = None,
+            keep: bool = True) -> ModelPrice:
         """Set a model's price; token prices are per `unit` (token, 1K, 1M), per-request and
         per-image prices are plain amounts. Without provider, the model's current provider.
+        With `keep` (default), what is not given — cached input, per-request and per-image
+        prices, the long-context tier, the currency — is kept from the version in effect, so
+        changing the input price never silently drops a cache discount; keep=False resets them.
         Raises InvalidInput (invalid_amount, invalid_currency, …) before writing anything."""
         args: dict[str, Any] = {
             "input_per_token": to_per_token(input, unit=unit, field="input"),
@@ -680,14 +757,22 @@ class Pricing:
         if pricing_type is not None and pricing_type not in PRICING_TYPES:
             raise InvalidInput("invalid_argument", code="invalid_argument", field="pricing_type",
                                detail=f"pricing_type must be one of {', '.join(PRICING_TYPES)}")
+        checked_currency = check_currency(currency) if currency is not None else None
+        start = parse_time(effective_from, field="effective_from")
+        provider = provider or self._provider_of(model)
+        if keep:
+            current = next((v for v in self.history(model=model, provider=provider)
+                            if v.in_effect), None)
+            if current is not None:
+                args = {**_kept(current), **args}
+                checked_currency = checked_currency or current.currency
         data = self._rpc("set_model_price", _params(
-            provider=provider or self._provider_of(model), model=model, **args,
-            currency=check_currency(currency) if currency is not None else None,
-            effective_from=parse_time(effective_from, field="effective_from"),
-            pricing_type=pricing_type, pricing_source=pricing_source))
+            provider=provider, model=model, **args, currency=checked_currency,
+            effective_from=start, pricing_type=pricing_type, pricing_source=pricing_source))
         return ModelPrice.model_validate(data)
 
     def _provider_of(self, model: str) -> str:
+        """The provider of an existing model (UnknownModel for a new one: pass provider)."""
         try:
             return self.get(model=model).provider
         except InvalidInput as exc:
@@ -707,14 +792,16 @@ class Pricing:
                                           "target_provider": target_provider,
                                           "provider": provider, **data})
 
-    def remove_alias(self, *, alias: str, provider: str | None = None) -> Any:
-        """Remove an alias; raises NotFound/UnknownModel when there is none."""
-        return self._rpc("remove_model_alias", _params(alias=alias, provider=provider))
+    def remove_alias(self, *, alias: str, provider: str | None = None) -> bool:
+        """Remove an alias; False when there was none (idempotent)."""
+        data = self._rpc("remove_model_alias", _params(alias=alias, provider=provider))
+        return bool(data.get("removed")) if isinstance(data, dict) else bool(data)
 
     def import_prices(self, prices: Sequence[Mapping[str, Any]], *, source: str = "import",
                       dry_run: bool = False) -> ImportResult:
         """Apply (or with dry_run, only compare) a list of `set_model_price` argument objects in
         ONE transaction. Raises InvalidInput naming the bad entry; then nothing was written."""
+        check_import(prices)
         data = self._rpc("import_model_prices", {
             "prices": _json_value(list(prices)), "source": source, "dry_run": dry_run})
         return ImportResult.model_validate({**data, "dry_run": dry_run})
@@ -746,6 +833,22 @@ class Pricing:
     def export_litellm(self, *, provider: str | None = None) -> dict[str, dict[str, Any]]:
         """The current price list as a LiteLLM catalog."""
         return to_litellm(self.list_prices(provider=provider))
+
+
+def _kept(current: ModelPrice) -> dict[str, Any]:
+    """set_model_price arguments carried over from the version in effect."""
+    kept: dict[str, Any] = {}
+    if current.price_per_cached_input_token is not None:
+        kept["cached_input_per_token"] = current.price_per_cached_input_token
+    if current.price_per_request:
+        kept["per_request"] = current.price_per_request
+    if current.price_per_image:
+        kept["per_image"] = current.price_per_image
+    if current.long_context_threshold is not None:
+        kept["long_context_threshold"] = current.long_context_threshold
+        kept["input_per_token_above_threshold"] = current.price_per_input_token_above_threshold
+        kept["output_per_token_above_threshold"] = current.price_per_output_token_above_threshold
+    return kept
 
 
 def merge_results(results: Iterable[ImportResult], skipped: Sequence[SkippedEntry] = (),

@@ -1,0 +1,310 @@
+"""LiteLLM's price catalog in and out: the mapper (exact Decimals, provider prefixes, cache and
+long-context prices, images, skipped entries) and `import_model_prices` through supabase-py
+and `tokenmeter price import` (dry-run diff, apply, re-import = unchanged, export round trip).
+
+The sample (tests/fixtures/litellm_sample.json) holds real catalog entries; integration tests
+rename its models with a random suffix so each test owns its rows and never re-prices the seed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app
+from app.errors import InvalidInput
+from app.pricing import (
+    Pricing,
+    dumps_exact,
+    load_litellm,
+    map_litellm,
+    map_litellm_entry,
+    merge_results,
+    prices_from_file,
+    to_litellm,
+)
+from supabase import Client, ClientOptions, create_client
+
+SAMPLE = Path(__file__).parent / "fixtures" / "litellm_sample.json"
+TODAY = date(2026, 6, 1)
+WIDE = {"COLUMNS": "200"}
+
+
+def sample() -> dict[str, Any]:
+    return load_litellm(SAMPLE.read_text())
+
+
+def by_model(prices: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(p["provider"], p["model"]): p for p in prices}
+
+
+# ── The mapper (no database) ────────────────────────────────────────────────────────────────
+def test_map_litellm_sample_floats_stay_exact_decimals():
+    prices = by_model(map_litellm(sample(), today=TODAY).prices)
+    gpt = prices[("openai", "gpt-4o")]
+    # 2.5e-06 parsed with parse_float=Decimal: exactly 0.0000025, never 2.4999999999999998e-06
+    assert gpt["input_per_token"] == Decimal("0.0000025")
+    assert str(gpt["input_per_token"]) == "0.0000025"
+    assert gpt["output_per_token"] == Decimal("0.00001")
+    assert gpt["cached_input_per_token"] == Decimal("0.00000125")
+    assert all(isinstance(v, (str, int, Decimal)) for p in prices.values() for v in p.values())
+
+
+def test_map_litellm_provider_prefixed_keys_map_to_provider_and_model():
+    prices = by_model(map_litellm(sample(), today=TODAY).prices)
+    assert ("anthropic", "claude-sonnet-4-5") in prices
+    assert ("google", "gemini-2.5-pro") in prices          # litellm_provider gemini → google
+    assert ("deepseek", "deepseek-chat") in prices
+    assert ("vertex_ai", "imagen-3.0-generate-002") in prices  # vertex_ai-image-models
+    assert ("openai", "text-embedding-3-small") in prices
+
+
+def test_map_litellm_above_200k_tier_becomes_long_context_threshold():
+    prices = by_model(map_litellm(sample(), today=TODAY).prices)
+    claude = prices[("anthropic", "claude-sonnet-4-5")]
+    assert claude["long_context_threshold"] == 200000
+    assert claude["input_per_token_above_threshold"] == Decimal("0.000006")
+    assert claude["output_per_token_above_threshold"] == Decimal("0.0000225")
+    assert claude["cached_input_per_token"] == Decimal("0.0000003")
+    assert "long_context_threshold" not in prices[("openai", "gpt-4o")]
+
+
+def test_map_litellm_image_model_priced_per_image():
+    prices = by_model(map_litellm(sample(), today=TODAY).prices)
+    imagen = prices[("vertex_ai", "imagen-3.0-generate-002")]
+    assert imagen["per_image"] == Decimal("0.04")
+    assert imagen["input_per_token"] == 0 and imagen["output_per_token"] == 0
+    assert imagen.get("pricing_type", "paid") == "paid"
+
+
+def test_map_litellm_past_deprecation_date_marks_deprecated():
+    prices = by_model(map_litellm(sample(), today=TODAY).prices)
+    assert prices[("anthropic", "claude-3-opus-20240229")]["pricing_type"] == "deprecated"
+    earlier = by_model(map_litellm(sample(), today=date(2025, 1, 1)).prices)
+    assert "pricing_type" not in earlier[("anthropic", "claude-3-opus-20240229")]
+
+
+def test_map_litellm_sample_spec_non_chat_and_duplicates_are_skipped_and_reported():
+    mapping = map_litellm(sample(), today=TODAY)
+    skipped = {s.key: s.reason for s in mapping.skipped}
+    assert set(skipped) == {"sample_spec", "whisper-1", "openai/gpt-4o"}
+    assert "audio_transcription" in skipped["whisper-1"]
+    assert "gpt-4o" in skipped["openai/gpt-4o"]
+    assert len(mapping.prices) == 7
+
+
+@pytest.mark.parametrize("entry, reason", [
+    ({"litellm_provider": "openai", "mode": "rerank", "input_cost_per_query": 0.001}, "rerank"),
+    ({"litellm_provider": "openai", "mode": "chat", "output_cost_per_token": 1e-6},
+     "input_cost_per_token"),
+    ({"mode": "chat", "input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6},
+     "litellm_provider"),
+    ({"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": "abc",
+      "output_cost_per_token": 1e-6}, "input_cost_per_token"),
+    ({"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": -1,
+      "output_cost_per_token": 1e-6}, "input_cost_per_token"),
+    ({"litellm_provider": "openai", "mode": "image_generation",
+      "input_cost_per_pixel": 3.81469e-08, "output_cost_per_pixel": 0.0}, "per-image"),
+])
+def test_map_litellm_entry_unpriceable_raises_value_error_naming_reason(entry, reason):
+    with pytest.raises(ValueError, match=reason):
+        map_litellm_entry("x", load_litellm(json.dumps(entry)))
+
+
+def test_load_litellm_not_json_or_not_object_raises_invalid_input():
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        load_litellm("{not json")
+    with pytest.raises(InvalidInput, match="keyed by model"):
+        load_litellm("[1, 2]")
+
+
+def test_export_to_litellm_round_trips_exactly_through_the_mapper():
+    from app.pricing import ModelPrice
+
+    prices = [ModelPrice.model_validate({
+        "provider_id": "google", "model_id": "gemini-2.5-pro",
+        "price_per_input_token": "0.00000125", "price_per_output_token": "0.00001",
+        "price_per_cached_input_token": "0.0000003125", "long_context_threshold": 200000,
+        "price_per_input_token_above_threshold": "0.0000025",
+        "price_per_output_token_above_threshold": "0.000015", "price_per_request": "0",
+        "price_per_image": "0"})]
+    text = dumps_exact(to_litellm(prices))
+    assert '"input_cost_per_token": 0.00000125' in text  # a JSON number, digit for digit
+    back = by_model(map_litellm(load_litellm(text)).prices)[("google", "gemini-2.5-pro")]
+    assert back["cached_input_per_token"] == Decimal("0.0000003125")
+    assert back["long_context_threshold"] == 200000
+    assert back["output_per_token_above_threshold"] == Decimal("0.000015")
+
+
+# ── Against the stack ───────────────────────────────────────────────────────────────────────
+@pytest.fixture()
+def service(api_url: str, service_key: str) -> Iterator[Client]:
+    http = httpx.Client(timeout=30)
+    yield create_client(api_url, service_key,
+                        ClientOptions(auto_refresh_token=False, httpx_client=http))
+    http.close()
+
+
+@pytest.fixture()
+def pricing(service: Client) -> Pricing:
+    return Pricing(service)
+
+
+@pytest.fixture()
+def own_sample(tmp_path: Path) -> Callable[..., tuple[Path, str]]:
+    """The sample with every model renamed '<name>-<suffix>' (keys keep their prefixes)."""
+    def make(edit: Callable[[dict[str, Any]], None] | None = None) -> tuple[Path, str]:
+        suffix = uuid.uuid4().hex[:8]
+        data = json.loads(SAMPLE.read_text())
+        renamed = {key if key == "sample_spec" else f"{key}-{suffix}": value
+                   for key, value in data.items()}
+        if edit:
+            edit(renamed)
+        path = tmp_path / f"litellm-{suffix}.json"
+        path.write_text(json.dumps(renamed, indent=2))
+        return path, suffix
+    return make
+
+
+def stored(pricing: Pricing, suffix: str) -> dict[tuple[str, str], Any]:
+    return {(p.provider, p.model): p for p in pricing.list_prices() if p.model.endswith(suffix)}
+
+
+def test_import_dry_run_shows_diff_and_writes_nothing(pricing: Pricing, own_sample):
+    path, suffix = own_sample()
+    mapping = prices_from_file(path)
+    result = pricing.import_prices(mapping.prices, dry_run=True)
+    assert (result.added, result.changed, result.unchanged) == (7, 0, 0)
+    fields = {(d.model, d.field): d for d in result.diff}
+    gpt = fields[(f"gpt-4o-{suffix}", "input_per_token")]
+    assert gpt.old is None and Decimal(str(gpt.new)) == Decimal("0.0000025")
+    assert stored(pricing, suffix) == {}
+
+
+def test_import_apply_then_reimport_is_unchanged(pricing: Pricing, own_sample):
+    path, suffix = own_sample()
+    mapping = prices_from_file(path)
+    applied = merge_results(pricing.import_chunks(mapping.prices, chunk_size=3))
+    assert (applied.added, applied.changed, applied.unchanged) == (7, 0, 0)
+    rows = stored(pricing, suffix)
+    assert len(rows) == 7
+    claude = rows[("anthropic", f"claude-sonnet-4-5-{suffix}")]
+    assert claude.price_per_input_token == Decimal("0.000003")
+    assert claude.long_context_threshold == 200000
+    assert claude.price_per_output_token_above_threshold == Decimal("0.0000225")
+    assert claude.pricing_source == "import"
+    assert rows[("vertex_ai", f"imagen-3.0-generate-002-{suffix}")].price_per_image == \
+        Decimal("0.04")
+    assert rows[("anthropic", f"claude-3-opus-20240229-{suffix}")].pricing_type == "deprecated"
+    again = pricing.import_prices(mapping.prices, dry_run=False)
+    assert (again.added, again.changed, again.unchanged) == (0, 0, 7)
+    assert again.diff == []
+
+
+def test_import_changed_price_reports_old_and_new(pricing: Pricing, own_sample):
+    path, suffix = own_sample()
+    pricing.import_prices(prices_from_file(path).prices)
+
+    def cheaper(data: dict[str, Any]) -> None:
+        data[f"deepseek/deepseek-chat-{suffix}"]["input_cost_per_token"] = Decimal("2.8e-07")
+
+    data = json.loads(path.read_text(), parse_float=Decimal)
+    cheaper(data)
+    path.write_text(dumps_exact(data))
+    result = pricing.import_prices(prices_from_file(path).prices, dry_run=True)
+    assert (result.added, result.changed, result.unchanged) == (0, 1, 6)
+    [diff] = result.diff
+    assert (diff.provider, diff.model, diff.field) == (
+        "deepseek", f"deepseek-chat-{suffix}", "input_per_token")
+    assert Decimal(str(diff.old)) == Decimal("0.00000027")
+    assert Decimal(str(diff.new)) == Decimal("0.00000028")
+
+
+def test_import_bad_entry_raises_invalid_input_and_writes_nothing(pricing: Pricing, own_sample):
+    path, suffix = own_sample()
+    prices = prices_from_file(path).prices
+    prices[-1] = {**prices[-1], "input_per_token": Decimal("-0.000001")}
+    with pytest.raises(InvalidInput):
+        pricing.import_prices(prices)
+    assert stored(pricing, suffix) == {}
+
+
+def test_cli_import_dry_run_then_apply_then_reimport_unchanged(pricing: Pricing, own_sample):
+    path, suffix = own_sample()
+    runner = CliRunner()
+    dry = runner.invoke(app, ["price", "import", str(path), "--dry-run"], env=WIDE)
+    assert dry.exit_code == 0, dry.output
+    assert "7 to add, 0 to change, 0 unchanged, 3 skipped" in dry.stdout
+    assert f"claude-sonnet-4-5-{suffix}" in dry.stdout
+    assert "skipped whisper-1" in dry.stdout and "dry run: nothing applied" in dry.stdout
+    assert stored(pricing, suffix) == {}
+
+    applied = runner.invoke(app, ["price", "import", str(path), "--yes"], env=WIDE)
+    assert applied.exit_code == 0, applied.output
+    assert "applied: 7 added, 0 changed, 0 unchanged" in applied.stdout
+    assert len(stored(pricing, suffix)) == 7
+
+    again = runner.invoke(app, ["price", "import", str(path), "--json"])
+    assert again.exit_code == 0, again.output
+    body = json.loads(again.stdout)
+    assert (body["added"], body["changed"], body["unchanged"]) == (0, 0, 7)
+
+
+def test_cli_import_bad_file_exits_1_with_one_line_and_writes_nothing(tmp_path: Path,
+                                                                       pricing: Pricing):
+    runner = CliRunner()
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"gpt-4o": {"input_cost_per_token": 2.5e-06,')
+    result = runner.invoke(app, ["price", "import", str(broken), "--yes"])
+    assert result.exit_code == 1
+    assert "not valid JSON" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+    missing = runner.invoke(app, ["price", "import", str(tmp_path / "nope.json")])
+    assert missing.exit_code == 1 and "cannot read" in missing.stderr
+
+    suffix = uuid.uuid4().hex[:8]
+    negative = tmp_path / "negative.json"
+    negative.write_text(json.dumps({
+        f"ok-{suffix}": {"litellm_provider": "openai", "mode": "chat",
+                         "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06},
+        f"bad-{suffix}": {"litellm_provider": "openai", "mode": "chat",
+                          "input_cost_per_token": 1e-06, "output_cost_per_token": 2000},
+    }))
+    refused = runner.invoke(app, ["price", "import", str(negative), "--yes"])
+    assert refused.exit_code == 1, refused.output
+    assert "invalid_amount" in refused.stderr
+    assert stored(pricing, suffix) == {}
+
+    nothing = tmp_path / "nothing.json"
+    nothing.write_text(json.dumps({"whisper-1": {"litellm_provider": "openai",
+                                                 "mode": "audio_transcription"}}))
+    empty = runner.invoke(app, ["price", "import", str(nothing)])
+    assert empty.exit_code == 1 and "no priceable entries" in empty.stderr
+
+
+def test_cli_export_json_is_litellm_format_and_reimports_unchanged(pricing: Pricing,
+                                                                    own_sample, tmp_path: Path):
+    path, suffix = own_sample()
+    pricing.import_prices(prices_from_file(path).prices)
+    runner = CliRunner()
+    exported = runner.invoke(app, ["price", "export", "--provider", "deepseek"])
+    assert exported.exit_code == 0, exported.output
+    catalog = json.loads(exported.stdout, parse_float=Decimal)
+    entry = catalog[f"deepseek/deepseek-chat-{suffix}"]
+    assert entry["litellm_provider"] == "deepseek" and entry["mode"] == "chat"
+    assert entry["input_cost_per_token"] == Decimal("0.00000027")
+    assert entry["cache_read_input_token_cost"] == Decimal("0.00000007")
+    out = tmp_path / "export.json"
+    out.write_text(exported.stdout)
+    back = pricing.import_prices(prices_from_file(out).prices, dry_run=True)
+    assert back.added == 0 and back.changed == 0 and back.unchanged == len(catalog)
