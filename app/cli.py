@@ -17,7 +17,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from app import billing_cli
-from app.output import console, fail, handle_errors, print_json
+from app.output import console, err_console, fail, handle_errors, print_json
 from app.pricing import (
     ImportResult,
     ModelPrice,
@@ -358,7 +358,8 @@ def price_import(
         if not yes and sys.stdin.isatty() and not typer.confirm(f"apply {pending} price changes?"):
             fail("import cancelled; nothing applied")
         results = []
-        with Progress(console=console, transient=True) as progress:
+        # On stderr, so `--json` output stays one JSON document.
+        with Progress(console=err_console, transient=True) as progress:
             task = progress.add_task("importing prices", total=len(mapping.prices))
             for result in pricing.import_chunks(mapping.prices, source=source,
                                                 chunk_size=chunk_size):

@@ -253,10 +253,24 @@ def test_cli_import_dry_run_then_apply_then_reimport_unchanged(pricing: Pricing,
     assert "applied: 7 added, 0 changed, 0 unchanged" in applied.stdout
     assert len(stored(pricing, suffix)) == 7
 
+    assert "applied" not in applied.stderr  # the progress bar is on stderr, transient
+
     again = runner.invoke(app, ["price", "import", str(path), "--json"])
     assert again.exit_code == 0, again.output
     body = json.loads(again.stdout)
     assert (body["added"], body["changed"], body["unchanged"]) == (0, 0, 7)
+
+
+def test_cli_import_json_apply_prints_one_json_document(pricing: Pricing, own_sample):
+    path, suffix = own_sample()
+    result = CliRunner().invoke(app, ["price", "import", str(path), "--yes", "--json",
+                                      "--chunk-size", "2"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert (body["added"], body["changed"], body["unchanged"]) == (7, 0, 0)
+    assert {s["key"] for s in body["skipped"]} == {"sample_spec", f"whisper-1-{suffix}",
+                                                   f"openai/gpt-4o-{suffix}"}
+    assert len(stored(pricing, suffix)) == 7
 
 
 def test_cli_import_bad_file_exits_1_with_one_line_and_writes_nothing(tmp_path: Path,

@@ -151,6 +151,34 @@ def test_price_set_units_are_equivalent(pricing: Pricing, model, unit, value, pe
     assert pricing.get(model=name, provider=provider).price_per_input_token == Decimal(per_token)
 
 
+def test_price_set_without_cached_price_keeps_it_and_reset_clears_it(pricing: Pricing, model):
+    provider, name = model
+    assert price("set", name, "--provider", provider, "--input", "2", "--output", "8",
+                 "--cached-input", "0.5", "--per-request", "0.001").exit_code == 0
+    assert price("set", name, "--provider", provider, "--input", "3", "--output", "9").exit_code == 0
+    kept = pricing.get(model=name, provider=provider)
+    assert kept.price_per_input_token == Decimal("0.000003")
+    assert kept.price_per_cached_input_token == Decimal("0.0000005")
+    assert kept.price_per_request == Decimal("0.001")
+    assert price("set", name, "--provider", provider, "--input", "3", "--output", "9",
+                 "--reset").exit_code == 0
+    reset = pricing.get(model=name, provider=provider)
+    assert reset.price_per_cached_input_token is None and reset.price_per_request == 0
+
+
+def test_price_list_shows_the_version_in_effect_not_a_future_one(model):
+    provider, name = model
+    future = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    assert price("set", name, "--provider", provider, "--input", "1", "--output", "2").exit_code == 0
+    assert price("set", name, "--provider", provider, "--input", "5", "--output", "6",
+                 "--effective-from", future).exit_code == 0
+    listed = price("list", "--provider", provider, "--format", "json")
+    [row] = json.loads(listed.stdout)
+    assert row["price_per_input_token"] == "0.000001"
+    at = price("get", name, "--provider", provider, "--at", future, "--json")
+    assert json.loads(at.stdout)["price_per_input_token"] == "0.000005"
+
+
 def test_price_set_without_provider_uses_the_models_provider(pricing: Pricing, model):
     provider, name = model
     assert price("set", name, "--provider", provider, "--input", "1", "--output", "2").exit_code == 0
