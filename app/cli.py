@@ -319,6 +319,8 @@ def price_history(
 
     with _pricing() as pricing:
         versions = pricing.history(model=model, provider=provider)
+    if not versions:
+        fail(f"unknown_model: no price versions for {provider}/{model}")
     if as_json:
         print_json(versions)
     else:

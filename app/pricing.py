@@ -707,8 +707,11 @@ class Pricing:
         return ModelPrice.model_validate(data)
 
     def history(self, *, model: str, provider: str | None = None) -> list[ModelPrice]:
-        """Every price version of a model, newest first."""
-        provider = provider or self.get(model=model).provider
+        """Every price version of a model, newest first (empty for an unknown exact key).
+        Without provider, the model is resolved as price_for does (aliases, prefixes)."""
+        if provider is None:
+            resolved = self.get(model=model)
+            provider, model = resolved.provider, resolved.model
         data = self._rpc("price_history", _params(provider=provider, model=model))
         if isinstance(data, dict):
             data = data.get("versions") or data.get("history") or [data]

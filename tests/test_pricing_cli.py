@@ -58,8 +58,8 @@ def pricing(service: Client) -> Pricing:
 
 
 @pytest.fixture()
-def model() -> tuple[str, str]:
-    """A random (provider, model) nobody else prices."""
+def model(stack) -> tuple[str, str]:
+    """A random (provider, model) nobody else prices (on the running test stack)."""
     tag = uuid.uuid4().hex[:8]
     return f"prov-{tag}", f"model-{tag}"
 
@@ -269,8 +269,18 @@ def test_price_history_lists_versions_newest_first(model):
 
 
 def test_price_history_unknown_model_exits_1(model):
-    _, name = model
+    provider, name = model
     assert_refused(price("history", name), "unknown_model")
+    assert_refused(price("history", name, "--provider", provider), "unknown_model")
+
+
+def test_price_history_of_alias_shows_the_targets_versions(model):
+    provider, name = model
+    assert price("set", name, "--provider", provider, "--input", "1", "--output", "2").exit_code == 0
+    assert price("set", f"{name}-alias", "--alias", name, "--alias-provider", provider).exit_code == 0
+    result = price("history", f"{name}-alias", "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["model"] for r in json.loads(result.stdout)] == [name]
 
 
 # ── export ──────────────────────────────────────────────────────────────────────────────────
