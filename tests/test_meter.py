@@ -240,22 +240,39 @@ async def test_record_usage_same_request_retried_replays_without_second_charge(
     assert stored_balance(db, user_id) == Decimal(1) - first.cost
 
 
+@pytest.mark.parametrize("change", [
+    {"input_tokens": 101}, {"output_tokens": 49}, {"cached_input_tokens": 1},
+    {"model": "gpt-4o"}, {"provider": "anthropic"}, {"user_id": "other"},
+], ids=["input_tokens", "output_tokens", "cached_input_tokens", "model", "provider", "user"])
 async def test_record_usage_conflicting_retry_raises_conflict_and_writes_nothing(
-        meter, sign_up, db):
+        meter, sign_up, db, change):
     user_id = await funded_user(meter, sign_up, "1")
     other_user = sign_up()
     request_id = rid()
-    first = await run(meter, "record_usage", user_id=user_id, model="gpt-4o-mini",
-                      input_tokens=100, output_tokens=50, request_id=request_id)
-    for change in ({"input_tokens": 101}, {"output_tokens": 49}, {"cached_input_tokens": 1},
-                   {"model": "gpt-4o"}, {"user_id": other_user}):
-        kwargs = {"user_id": user_id, "model": "gpt-4o-mini", "input_tokens": 100,
-                  "output_tokens": 50, "request_id": request_id, **change}
-        error = await fails(IdempotencyConflict, meter, "record_usage", **kwargs)
-        assert error.code == "idempotency_conflict"
+    original = {"user_id": user_id, "model": "gpt-4o-mini", "input_tokens": 100,
+                "output_tokens": 50, "request_id": request_id}
+    first = await run(meter, "record_usage", **original)
+    retry = {**original, **change}
+    if retry["user_id"] == "other":
+        retry["user_id"] = other_user
+    # Same request_id, another payload: refused, never answered as a replay of the original.
+    error = await fails(IdempotencyConflict, meter, "record_usage", **retry)
+    assert error.code == "idempotency_conflict"
     assert usage_count(db, request_id) == 1
     assert stored_balance(db, user_id) == Decimal(1) - first.cost
     assert stored_balance(db, other_user) == 0 and ledger(db, other_user) == []
+
+
+async def test_settle_conflicting_retry_other_model_raises_conflict(meter, sign_up, db):
+    user_id = await funded_user(meter, sign_up, "1")
+    request_id = rid()
+    await run(meter, "reserve", user_id=user_id, request_id=request_id, amount=Decimal("0.1"),
+              model="gpt-4o-mini", provider="openai")
+    first = await run(meter, "settle", request_id=request_id, input_tokens=100,
+                      output_tokens=50)
+    await fails(IdempotencyConflict, meter, "settle", request_id=request_id, model="gpt-4o",
+                input_tokens=100, output_tokens=50)
+    assert stored_balance(db, user_id) == Decimal(1) - first.cost
 
 
 async def test_record_usage_unknown_model_raises_and_writes_nothing(meter, sign_up, db):
@@ -814,9 +831,13 @@ def test_meter_from_env_uses_supabase_env_settings(monkeypatch, api_url, service
     monkeypatch.setenv("SUPABASE_URL", api_url)
     monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", service_key)
     meter = Meter.from_env()
-    estimate = meter.estimate_cost(model="gpt-4.1-nano", input_tokens=10, max_output_tokens=10)
-    assert estimate.cost == Decimal("0.000005")
-    assert meter.audit() == []
+    try:
+        estimate = meter.estimate_cost(model="gpt-4.1-nano", input_tokens=10,
+                                       max_output_tokens=10)
+        assert estimate.cost == Decimal("0.000005")
+        assert meter.audit() == []
+    finally:
+        meter.client.postgrest.aclose()  # the sync client's close (supabase-py's naming)
 
 
 async def test_async_meter_from_env_uses_supabase_env_settings(monkeypatch, api_url,
@@ -824,9 +845,12 @@ async def test_async_meter_from_env_uses_supabase_env_settings(monkeypatch, api_
     monkeypatch.setenv("SUPABASE_URL", api_url)
     monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", service_key)
     meter = await AsyncMeter.from_env()
-    estimate = await meter.estimate_cost(model="gpt-4.1-nano", input_tokens=10,
-                                         max_output_tokens=10)
-    assert estimate.cost == Decimal("0.000005")
+    try:
+        estimate = await meter.estimate_cost(model="gpt-4.1-nano", input_tokens=10,
+                                             max_output_tokens=10)
+        assert estimate.cost == Decimal("0.000005")
+    finally:
+        await meter.client.postgrest.aclose()
 
 
 async def test_top_up_for_user_without_balance_row_creates_it(meter, sign_up, db):
