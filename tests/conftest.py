@@ -81,3 +81,10 @@ def db(db_url: str) -> Iterator[psycopg.Connection]:
 
 def random_email() -> str:
     return f"user-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the pgTAP files first, on the freshly migrated database: some of them assert on
+    database-wide state (e.g. the pricing consolidation report passes), which rows left behind by
+    the Python tests' own (random) users and models would otherwise change."""
+    items.sort(key=lambda item: 0 if item.path.name == "test_pgtap.py" else 1)
