@@ -141,10 +141,15 @@ class _Operations:
 
     @staticmethod
     def estimate_cost(*, model: str, input_tokens: int, max_output_tokens: int,
-                      provider: str | None = None) -> _Call[CostEstimate]:
+                      provider: str | None = None,
+                      cached_input_tokens: int = 0) -> _Call[CostEstimate]:
+        # cached_input_tokens is part of input_tokens, as in record_usage: the estimate then
+        # prices the cached part at the cached price, exactly as the charge will.
         return _Call("estimate_cost", _params(model=model, input_tokens=input_tokens,
                                               max_output_tokens=max_output_tokens,
-                                              provider=provider), CostEstimate.model_validate)
+                                              provider=provider,
+                                              cached_input_tokens=cached_input_tokens),
+                     CostEstimate.model_validate)
 
     @staticmethod
     def user_id_for_email(*, email: str) -> _Call[str]:

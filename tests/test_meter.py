@@ -93,13 +93,20 @@ def custom_model(db: psycopg.Connection) -> Iterator[Callable[..., tuple[str, st
 
     def make(input_price: str, output_price: str, *, cached_price: str | None = None,
              request_price: str = "0", model: str | None = None,
-             pricing_type: str = "paid") -> tuple[str, str]:
+             pricing_type: str = "paid",
+             long_context: tuple[int, str, str] | None = None) -> tuple[str, str]:
         key = (f"test-{uuid.uuid4().hex[:8]}", model or f"model-{uuid.uuid4().hex[:8]}")
         db.execute(
             "insert into public.model_pricing (provider_id, model_id, price_per_input_token,"
             " price_per_output_token, price_per_cached_input_token, price_per_request,"
             " pricing_type) values (%s, %s, %s, %s, %s, %s, %s)",
             (*key, input_price, output_price, cached_price, request_price, pricing_type))
+        if long_context is not None:
+            db.execute(
+                "update public.model_pricing set long_context_threshold = %s,"
+                " price_per_input_token_above_threshold = %s,"
+                " price_per_output_token_above_threshold = %s"
+                " where provider_id = %s and model_id = %s", (*long_context, *key))
         made.append(key)
         return key
 
@@ -130,7 +137,8 @@ def price(db: psycopg.Connection, provider: str, model: str) -> dict[str, Decima
     row = db.execute(
         "select price_per_input_token, price_per_output_token,"
         " coalesce(price_per_cached_input_token, price_per_input_token), price_per_request"
-        " from public.model_pricing where provider_id = %s and model_id = %s",
+        " from public.model_pricing where provider_id = %s and model_id = %s"
+        " and effective_from <= now() order by effective_from desc limit 1",
         (provider, model)).fetchone()
     assert row is not None
     return dict(zip(("input", "output", "cached", "request"), row, strict=True))
@@ -440,6 +448,36 @@ async def test_estimate_cost_same_tokens_matches_recorded_charge(meter, sign_up,
                         input_tokens=4321, output_tokens=1234, request_id=rid())
     assert estimate.cost == charged.cost == expected_cost(price(db, provider, model), 4321, 1234)
     assert (estimate.provider, estimate.model, estimate.currency) == (provider, model, "USD")
+
+
+async def test_estimate_cost_with_cached_tokens_matches_recorded_charge(meter, sign_up, db):
+    user_id = sign_up()
+    estimate = await run(meter, "estimate_cost", model="gpt-5", input_tokens=10_000,
+                         cached_input_tokens=8_000, max_output_tokens=500)
+    charged = await run(meter, "record_usage", user_id=user_id, model="gpt-5",
+                        input_tokens=10_000, cached_input_tokens=8_000, output_tokens=500,
+                        request_id=rid())
+    assert estimate.cost == charged.cost == expected_cost(price(db, "openai", "gpt-5"),
+                                                          10_000, 500, 8_000)
+
+
+@pytest.mark.parametrize("input_tokens", [1000, 1001])
+async def test_estimate_cost_long_context_tier_matches_recorded_charge(meter, sign_up,
+                                                                      custom_model,
+                                                                      input_tokens):
+    # Above 1000 prompt tokens the whole request moves to the tier's prices.
+    provider, model = custom_model("0.000001", "0.000004",
+                                   long_context=(1000, "0.000002", "0.000008"))
+    user_id = sign_up()
+    estimate = await run(meter, "estimate_cost", model=model, provider=provider,
+                         input_tokens=input_tokens, max_output_tokens=100)
+    charged = await run(meter, "record_usage", user_id=user_id, model=model,
+                        provider=provider, input_tokens=input_tokens, output_tokens=100,
+                        request_id=rid())
+    tier = input_tokens > 1000
+    unit_in, unit_out = (Decimal("0.000002"), Decimal("0.000008")) if tier else (
+        Decimal("0.000001"), Decimal("0.000004"))
+    assert estimate.cost == charged.cost == input_tokens * unit_in + 100 * unit_out
 
 
 def test_estimate_cost_as_anon_and_signed_in_user_matches_service(sync_client, anon_key,
