@@ -127,6 +127,17 @@ def test_user_reads_own_balance_usage_ledger_and_holds_only(sign_up, service):
     assert (mine["balance"], mine["held"], mine["available"]) == ("1.99979", "0.25", "1.74979")
 
 
+def test_user_meter_usage_reads_own_records_exactly_and_nobody_elses(sign_up, service):
+    alice, alice_client = sign_up()
+    bob, _ = sign_up()
+    alice_request = activity(service, alice)
+    activity(service, bob)
+    as_alice = Meter(alice_client)
+    [record] = as_alice.usage(user_id=alice)
+    assert (record.request_id, record.cost) == (alice_request, Decimal("0.00021"))
+    assert as_alice.usage(user_id=bob) == []
+
+
 @pytest.mark.parametrize("table", ["user_balances", "usage_records", "ledger_entries",
                                    "credit_reservations"])
 def test_user_filters_on_other_user_reads_nothing(sign_up, service, table):

@@ -112,8 +112,10 @@ def custom_model(db: psycopg.Connection) -> Iterator[Callable[..., tuple[str, st
 
     yield make
     for provider, model in made:
-        db.execute("delete from public.model_pricing where provider_id = %s and model_id = %s",
-                   (provider, model))
+        # The price row, then the catalog row its insert created (the audit trail stays).
+        for table in ("model_pricing", "models"):
+            db.execute(f"delete from public.{table} where provider_id = %s and model_id = %s",
+                       (provider, model))
 
 
 async def run(meter: Meter | AsyncMeter, method: str, **kwargs: Any) -> Any:
