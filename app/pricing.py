@@ -19,7 +19,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -775,12 +775,9 @@ class Pricing:
         return ModelPrice.model_validate(data)
 
     def _provider_of(self, model: str) -> str:
-        """The provider of an existing model (UnknownModel for a new one: pass provider)."""
-        try:
-            return self.get(model=model).provider
-        except InvalidInput as exc:
-            raise InvalidInput(exc.message, code=exc.code, field="provider",
-                               detail=f"{exc.detail}") from exc
+        """The provider of an existing model. Raises UnknownModel for a new one and
+        InvalidInput (ambiguous_model) for one priced at several providers: pass provider."""
+        return self.get(model=model).provider
 
     def alias(self, *, alias: str, target: str, target_provider: str | None = None,
               provider: str | None = None) -> ModelAlias:
@@ -868,8 +865,6 @@ def merge_results(results: Iterable[ImportResult], skipped: Sequence[SkippedEntr
                         skipped=list(skipped), dry_run=dry_run)
 
 
-ProgressCallback = Callable[[int], None]
-
 __all__ = [
     "REMEDIES",
     "ConsolidationReport",
@@ -882,11 +877,15 @@ __all__ = [
     "ReportCheck",
     "RepriceResult",
     "SkippedEntry",
+    "check_import",
+    "decimal_text",
     "dumps_exact",
     "load_litellm",
     "map_litellm",
     "map_litellm_entry",
     "merge_results",
+    "parse_amount",
+    "parse_time",
     "per_million",
     "prices_csv",
     "prices_from_file",
