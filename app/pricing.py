@@ -445,9 +445,11 @@ def to_litellm(prices: Iterable[ModelPrice]) -> dict[str, dict[str, Any]]:
     for price in prices:
         if price.pricing_type == "missing" or price.price_per_input_token is None:
             continue
+        image_only = (price.price_per_image and not price.price_per_input_token
+                      and not price.price_per_output_token)
         entry: dict[str, Any] = {
             "litellm_provider": OUR_TO_LITELLM.get(price.provider, price.provider),
-            "mode": "chat",
+            "mode": "image_generation" if image_only else "chat",
             "input_cost_per_token": plain(price.price_per_input_token),
             "output_cost_per_token": plain(price.price_per_output_token or Decimal(0)),
         }
@@ -490,7 +492,8 @@ def dumps_exact(data: Any) -> str:
 
 # ── Files: LiteLLM JSON, our argument arrays, our CSV ────────────────────────────────────────
 CSV_COLUMNS = ("provider", "model", "input_per_1m", "output_per_1m", "cached_input_per_1m",
-               "per_request", "per_image", "currency", "pricing_type")
+               "per_request", "per_image", "currency", "pricing_type", "long_context_threshold",
+               "input_above_threshold_per_1m", "output_above_threshold_per_1m")
 
 
 def prices_from_file(path: Path) -> LiteLLMMapping:
@@ -552,6 +555,17 @@ def _csv_prices(raw: bytes) -> list[dict[str, Any]]:
                 args["currency"] = check_currency(row["currency"])
             if row.get("pricing_type"):
                 args["pricing_type"] = row["pricing_type"]
+            if row.get("long_context_threshold"):
+                try:
+                    args["long_context_threshold"] = int(row["long_context_threshold"])
+                except ValueError:
+                    raise InvalidInput("invalid_argument", code="invalid_argument",
+                                       detail="long_context_threshold must be an integer") from None
+                for column, name in (("input_above_threshold_per_1m",
+                                      "input_per_token_above_threshold"),
+                                     ("output_above_threshold_per_1m",
+                                      "output_per_token_above_threshold")):
+                    args[name] = to_per_token(row.get(column) or "0", field=column)
         except InvalidInput as exc:
             raise InvalidInput("invalid_argument", code="invalid_argument", field="file",
                                detail=f"line {line}: {exc.detail or exc.message}") from None
@@ -568,7 +582,9 @@ def prices_csv(prices: Iterable[ModelPrice]) -> str:
         writer.writerow([p.provider, p.model, decimal_text(p.input_per_1m),
                          decimal_text(p.output_per_1m), decimal_text(p.cached_input_per_1m),
                          decimal_text(p.price_per_request), decimal_text(p.price_per_image),
-                         p.currency, p.pricing_type])
+                         p.currency, p.pricing_type, p.long_context_threshold or "",
+                         decimal_text(per_million(p.price_per_input_token_above_threshold)),
+                         decimal_text(per_million(p.price_per_output_token_above_threshold))])
     return out.getvalue()
 
 

@@ -322,3 +322,25 @@ def test_cli_export_json_is_litellm_format_and_reimports_unchanged(pricing: Pric
     out.write_text(exported.stdout)
     back = pricing.import_prices(prices_from_file(out).prices, dry_run=True)
     assert back.added == 0 and back.changed == 0 and back.unchanged == len(catalog)
+
+
+def test_cli_import_without_yes_and_no_terminal_applies_after_the_diff(pricing: Pricing,
+                                                                        own_sample):
+    path, suffix = own_sample()
+    result = CliRunner().invoke(app, ["price", "import", str(path)], env=WIDE)  # stdin: no TTY
+    assert result.exit_code == 0, result.output
+    assert "7 to add" in result.stdout and "applied: 7 added" in result.stdout
+    assert len(stored(pricing, suffix)) == 7
+
+
+def test_cli_export_csv_reimports_unchanged(pricing: Pricing, own_sample, tmp_path: Path):
+    path, suffix = own_sample()
+    pricing.import_prices(prices_from_file(path).prices)
+    exported = CliRunner().invoke(app, ["price", "export", "--format", "csv", "--provider",
+                                        "anthropic"])
+    assert exported.exit_code == 0, exported.output
+    mine = [line for line in exported.stdout.splitlines()[1:] if line.split(",")[1].endswith(suffix)]
+    out = tmp_path / "prices.csv"
+    out.write_text(exported.stdout.splitlines()[0] + "\n" + "\n".join(mine) + "\n")
+    back = pricing.import_prices(prices_from_file(out).prices, dry_run=True)
+    assert (back.added, back.changed, back.unchanged) == (0, 0, 2), back.diff
