@@ -499,6 +499,25 @@ async def test_estimate_cost_bad_tokens_raises_invalid_usage(meter, overrides):
     assert error.field == next(iter(overrides))
 
 
+# ── price_for ─────────────────────────────────────────────────────────────────────────────
+def test_price_for_known_model_returns_its_price_row(service):
+    row = call(lambda: service.rpc("price_for", {"provider": None, "model": "o3"})
+               .select("provider_id,model_id,price_per_output_token::text").execute()).data
+    assert row == {"provider_id": "openai", "model_id": "o3",
+                   "price_per_output_token": "0.000008000000"}
+
+
+@pytest.mark.parametrize(("args", "error_type", "code"), [
+    ({"provider": None, "model": "no-such-model-xyz"}, UnknownModel, "unknown_model"),
+    ({"provider": "google", "model": "gpt-4o"}, UnknownModel, "unknown_model"),
+    ({"provider": None, "model": " "}, InvalidUsage, "invalid_usage"),
+])
+def test_price_for_unpriceable_model_raises_typed_error(service, args, error_type, code):
+    with pytest.raises(error_type) as info:
+        call(lambda: service.rpc("price_for", args).execute())
+    assert info.value.code == code
+
+
 # ── top_up, adjust_balance, check_balance ────────────────────────────────────────────────
 async def test_top_up_same_reference_retried_credits_once(meter, sign_up, db):
     user_id = sign_up()
