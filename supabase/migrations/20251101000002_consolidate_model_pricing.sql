@@ -31,7 +31,8 @@ $$;
 create or replace function private.legacy_prices()
 returns table (provider_id text, model_id text, input numeric, output numeric, image numeric,
                request numeric)
-language plpgsql stable set search_path = '' as $$
+-- rows: the planner must expect a catalog-sized result (hash joins, not 100k index probes).
+language plpgsql stable rows 100000 set search_path = '' as $$
 begin
   if not private.has_legacy_pricing() then
     return;
@@ -49,7 +50,7 @@ $$;
 create or replace function private.legacy_tiers()
 returns table (id bigint, provider_id text, model_id text, min_input_tokens bigint,
                input numeric, output numeric)
-language plpgsql stable set search_path = '' as $$
+language plpgsql stable rows 10000 set search_path = '' as $$
 begin
   if to_regclass('public.pricing_tiers') is null then
     return;
@@ -191,6 +192,7 @@ $$;
 -- storage (dynamic SQL, identifiers through format('%I')). items: at most 1000 per check
 -- (count is the full number), money as exact decimal strings. Checks:
 --   legacy_price_not_in_model_pricing (error)  {provider, model, legacy: {pricing_prompt, ...}}
+--       (no model_pricing version in effect now)
 --   legacy_price_differs (error)  one item per field: {provider, model, field, old, new}
 --                                 old = legacy column, new = model_pricing (version now)
 --   paid_model_priced_zero (error)  current version 'paid' with every price 0
@@ -201,50 +203,74 @@ $$;
 --       chargeable version at occurred_at
 -- Who may call: service_role, postgres (dashboard SQL editor). SECURITY DEFINER: reads every
 -- user's usage and the legacy tables. Raises: 42501 forbidden.
+-- jit off / work_mem: each check is one scan over a catalog-sized table; JIT compilation cost
+-- more than it saved (~250 ms per check at 100k models) and sorts spilled to disk.
 create or replace function public.pricing_consolidation_report() returns jsonb
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer
+set search_path = '' set jit = off set work_mem = '64MB' as $$
 declare
   checks jsonb := '[]'::jsonb;
   cnt integer;
   items jsonb;
+  cnt2 integer;
+  items2 jsonb;
 begin
   perform private.assert_service_role();
 
-  -- legacy_price_not_in_model_pricing
-  select count(*), coalesce(jsonb_agg(x.item) filter (where x.n <= 1000), '[]')
-  into cnt, items
-  from (select row_number() over (order by l.provider_id, l.model_id) as n,
-               jsonb_build_object('provider', l.provider_id, 'model', l.model_id, 'legacy',
-                 jsonb_build_object('pricing_prompt', private.money(l.input),
-                   'pricing_completion', private.money(l.output),
-                   'pricing_image', private.money(l.image),
-                   'pricing_request', private.money(l.request))) as item
-        from private.legacy_prices() l
-        where not exists (select 1 from public.model_pricing p
-                          where p.provider_id = l.provider_id and p.model_id = l.model_id)) x;
-  checks := checks || jsonb_build_object('name', 'legacy_price_not_in_model_pricing',
-    'severity', 'error', 'passed', cnt = 0, 'count', cnt, 'items', items);
-
-  -- legacy_price_differs
-  select count(*), coalesce(jsonb_agg(x.item) filter (where x.n <= 1000), '[]')
-  into cnt, items
-  from (select row_number() over (order by l.provider_id, l.model_id, f.field) as n,
-               jsonb_build_object('provider', l.provider_id, 'model', l.model_id,
-                 'field', f.field, 'old', private.money(f.old), 'new', private.money(f.new))
-                 as item
-        from private.legacy_prices() l
-        cross join lateral (select p.* from public.model_pricing p
-                            where p.provider_id = l.provider_id and p.model_id = l.model_id
-                              and p.effective_from <= now()
-                            order by p.effective_from desc limit 1) c
+  -- legacy_price_not_in_model_pricing / legacy_price_differs: one pass over the legacy
+  -- columns (dynamic SQL: they may be gone) against the version in effect now.
+  if private.has_legacy_pricing() then
+    execute format($q$
+      with l as materialized (
+        select m.provider_id, m.model_id, coalesce(m.%1$I, 0)::numeric as input,
+               coalesce(m.%2$I, 0)::numeric as output, coalesce(m.%3$I, 0)::numeric as image,
+               coalesce(m.%4$I, 0)::numeric as request
+        from public.models m where m.%1$I is not null or m.%2$I is not null),
+      c as (
+        select distinct on (p.provider_id, p.model_id) p.provider_id, p.model_id,
+               p.price_per_input_token, p.price_per_output_token, p.price_per_image,
+               p.price_per_request
+        from public.model_pricing p
+        where p.effective_from <= now()
+          and (p.provider_id, p.model_id) in (select l.provider_id, l.model_id from l)
+        order by p.provider_id, p.model_id, p.effective_from desc),
+      missing as (
+        select l.* from l
+        where not exists (select 1 from c where c.provider_id = l.provider_id
+                                           and c.model_id = l.model_id)),
+      differs as (
+        select l.provider_id, l.model_id, f.field, f.old, f.new
+        from l join c using (provider_id, model_id)
         cross join lateral (values
           ('price_per_input_token', l.input, c.price_per_input_token),
           ('price_per_output_token', l.output, c.price_per_output_token),
           ('price_per_image', l.image, c.price_per_image),
           ('price_per_request', l.request, c.price_per_request)) as f(field, old, new)
-        where f.old is distinct from f.new) x;
+        where f.old is distinct from f.new)
+      select (select count(*)::int from missing),
+             (select coalesce(jsonb_agg(jsonb_build_object('provider', x.provider_id,
+                       'model', x.model_id, 'legacy', jsonb_build_object(
+                         'pricing_prompt', private.money(x.input),
+                         'pricing_completion', private.money(x.output),
+                         'pricing_image', private.money(x.image),
+                         'pricing_request', private.money(x.request)))
+                       order by x.provider_id, x.model_id), '[]')
+              from (select * from missing order by provider_id, model_id limit 1000) x),
+             (select count(*)::int from differs),
+             (select coalesce(jsonb_agg(jsonb_build_object('provider', x.provider_id,
+                       'model', x.model_id, 'field', x.field, 'old', private.money(x.old),
+                       'new', private.money(x.new))
+                       order by x.provider_id, x.model_id, x.field), '[]')
+              from (select * from differs order by provider_id, model_id, field limit 1000) x)
+      $q$, 'pricing_prompt', 'pricing_completion', 'pricing_image', 'pricing_request')
+    into cnt, items, cnt2, items2;
+  else
+    cnt := 0; items := '[]'; cnt2 := 0; items2 := '[]';
+  end if;
+  checks := checks || jsonb_build_object('name', 'legacy_price_not_in_model_pricing',
+    'severity', 'error', 'passed', cnt = 0, 'count', cnt, 'items', items);
   checks := checks || jsonb_build_object('name', 'legacy_price_differs', 'severity', 'error',
-    'passed', cnt = 0, 'count', cnt, 'items', items);
+    'passed', cnt2 = 0, 'count', cnt2, 'items', items2);
 
   -- paid_model_priced_zero / active_model_without_price: one pass over the current versions
   select count(*), coalesce(jsonb_agg(x.item) filter (where x.n <= 1000), '[]')
@@ -267,10 +293,11 @@ begin
                jsonb_build_object('provider', m.provider_id, 'model', m.model_id,
                  'pricing_type', 'missing') as item
         from public.models m
-        left join lateral (select p.pricing_type from public.model_pricing p
-                           where p.provider_id = m.provider_id and p.model_id = m.model_id
-                             and p.effective_from <= now()
-                           order by p.effective_from desc limit 1) c on true
+        left join (select distinct on (p.provider_id, p.model_id) p.provider_id, p.model_id,
+                          p.pricing_type
+                   from public.model_pricing p where p.effective_from <= now()
+                   order by p.provider_id, p.model_id, p.effective_from desc) c
+          using (provider_id, model_id)
         where m.is_active and (c.pricing_type is null or c.pricing_type = 'missing')) x;
   checks := checks || jsonb_build_object('name', 'active_model_without_price',
     'severity', 'warning', 'passed', cnt = 0, 'count', cnt, 'items', items);
@@ -287,7 +314,9 @@ begin
   checks := checks || jsonb_build_object('name', 'pricing_tiers_not_empty', 'severity', 'error',
     'passed', cnt = 0, 'count', cnt, 'items', items);
 
-  -- usage_without_price
+  -- usage_without_price. Fast path per (provider, model): when a chargeable version starts at
+  -- or before its first usage and the model has no 'missing' version, every record is priced;
+  -- only the other models are checked record by record.
   select count(*), coalesce(jsonb_agg(x.item) filter (where x.n <= 1000), '[]')
   into cnt, items
   from (select row_number() over (order by u.provider_id, u.model_id) as n,
@@ -295,6 +324,19 @@ begin
                  'records', u.records) as item
         from (select r.provider_id, r.model_id, count(*) as records
               from public.usage_records r
+              join (select g.provider_id, g.model_id
+                    from (select r2.provider_id, r2.model_id, min(r2.occurred_at) as first_at
+                          from public.usage_records r2 group by 1, 2) g
+                    where not exists (select 1 from public.model_pricing p
+                                      where p.provider_id = g.provider_id
+                                        and p.model_id = g.model_id
+                                        and p.effective_from <= g.first_at
+                                        and p.pricing_type <> 'missing')
+                       or exists (select 1 from public.model_pricing p
+                                  where p.provider_id = g.provider_id
+                                    and p.model_id = g.model_id
+                                    and p.pricing_type = 'missing')) suspect
+                using (provider_id, model_id)
               where not exists (
                 select 1 from (select p.pricing_type from public.model_pricing p
                                where p.provider_id = r.provider_id and p.model_id = r.model_id

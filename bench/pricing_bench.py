@@ -1,0 +1,212 @@
+"""Price lookup cost inside record_usage, and the consolidation report at scale.
+
+Part 1 — record_usage throughput (8 clients over psycopg, 200 users, `--seconds` per scenario),
+in ONE run, alternating per round so machine noise hits both sides alike:
+  base     the catalog as seeded (~25 models)
+  loaded   + 10,000 extra models (two price versions each) and 10,000 aliases
+  alias    loaded, charging an alias name            (step 2 of price_for)
+  pattern  loaded, charging 'openai/gpt-4o-mini-2024-07-18'  (steps 3-5: prefix + date suffix)
+Target: loaded within 5% of base (price_for stays an index probe).
+
+Part 2 — pricing_consolidation_report() on 100,000 models in the legacy state (legacy columns
+filled, 1% of them with a differing price, 1% without a model_pricing row), inside a transaction
+that is rolled back afterwards. Target: < 2 s.
+
+    .venv/bin/tokenmeter stack start
+    .venv/bin/python bench/pricing_bench.py --seconds 8 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from app.stack.paths import StackPaths
+
+console = Console(stderr=True)
+CLIENTS = 8
+EXTRA_MODELS = 10_000
+
+LOAD_SQL = """
+insert into public.model_pricing (provider_id, model_id, price_per_input_token,
+  price_per_output_token, effective_from)
+select 'benchco', 'bench-model-' || g, 0.000001, 0.000002, v.eff
+from generate_series(1, %(n)s) g,
+     (values ('1970-01-01'::timestamptz), (now() - interval '30 days')) as v(eff);
+insert into public.model_aliases (alias, provider_id, target_provider_id, target_model_id)
+select 'bench-alias-' || g, null, 'benchco', 'bench-model-' || g
+from generate_series(1, %(n)s) g;
+insert into public.model_aliases (alias, target_provider_id, target_model_id)
+values ('bench-hot-alias', 'openai', 'gpt-4o-mini');
+analyze public.model_pricing;
+analyze public.model_aliases;
+analyze public.models;
+"""
+UNLOAD_SQL = """
+delete from public.model_aliases where alias like 'bench-%';
+delete from public.models where provider_id = 'benchco';
+analyze public.model_pricing;
+analyze public.model_aliases;
+analyze public.models;
+"""
+
+
+def make_users(conn: psycopg.Connection, count: int) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into auth.users (id, aud, role, email, created_at, updated_at) "
+            "values (%s, 'authenticated', 'authenticated', %s, now(), now())",
+            [(uid, f"pricing-bench-{uid}@example.com") for uid in ids])
+        cur.executemany("select public.top_up(user_id => %s, amount => 1000000, reference => %s)",
+                        [(uid, f"pricing-bench-{uid}") for uid in ids])
+    return ids
+
+
+def timed(seconds: float, make_worker: Callable[[int], Callable[[], int]]) -> float:
+    counts = [0] * CLIENTS
+    barrier = threading.Barrier(CLIENTS + 1)
+    deadline = [float("inf")]
+
+    def loop(slot: int) -> None:
+        work = make_worker(slot)
+        barrier.wait()
+        done = 0
+        while time.perf_counter() < deadline[0]:
+            done += work()
+        counts[slot] = done
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    began = time.perf_counter()
+    deadline[0] = began + seconds
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - began)
+
+
+def record_usage_worker(dsn: str, users: list[str], model: str,
+                        provider: str | None) -> Callable[[int], Callable[[], int]]:
+    def make(slot: int) -> Callable[[], int]:
+        conn = psycopg.connect(dsn, autocommit=True)
+        cycle = itertools.cycle(users[slot::CLIENTS] or users)
+        seq = itertools.count()
+
+        def work() -> int:
+            conn.execute(
+                "select public.record_usage(user_id => %s, model => %s, input_tokens => 1000, "
+                "output_tokens => 200, request_id => %s, provider => %s)",
+                (next(cycle), model, f"pb-{slot}-{next(seq)}-{uuid.uuid4().hex[:8]}", provider))
+            return 1
+        return work
+    return make
+
+
+def report_at_scale(dsn: str, models: int) -> tuple[float, float, dict[str, int]]:
+    """Seconds for populate-free report on `models` legacy models (median of 3 calls), plus the
+    seconds the fixture took, and the check counts. Everything is rolled back."""
+    with psycopg.connect(dsn) as conn:
+        began = time.perf_counter()
+        conn.execute("""
+          alter table public.models add column if not exists pricing_prompt numeric(20,10),
+            add column if not exists pricing_completion numeric(20,10),
+            add column if not exists pricing_image numeric(20,10),
+            add column if not exists pricing_request numeric(10,6)""")
+        conn.execute("""
+          insert into public.models (provider_id, model_id, pricing_prompt, pricing_completion)
+          select 'scaleco', 'scale-model-' || g, 0.000001, 0.000002
+          from generate_series(1, %(n)s) g""", {"n": models})
+        conn.execute("""
+          insert into public.model_pricing (provider_id, model_id, price_per_input_token,
+            price_per_output_token)
+          select 'scaleco', 'scale-model-' || g,
+                 case when g %% 100 = 0 then 0.0000011 else 0.000001 end, 0.000002
+          from generate_series(1, %(n)s) g where g %% 100 <> 1""", {"n": models})
+        conn.execute("analyze public.models")
+        conn.execute("analyze public.model_pricing")
+        setup = time.perf_counter() - began
+        timings = []
+        report: dict[str, object] = {}
+        for _ in range(3):
+            began = time.perf_counter()
+            report = conn.execute("select public.pricing_consolidation_report()").fetchone()[0]
+            timings.append(time.perf_counter() - began)
+        conn.rollback()
+    counts = {c["name"]: c["count"] for c in report["checks"]}  # type: ignore[index]
+    return statistics.median(timings), setup, counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--report-models", type=int, default=100_000)
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    dsn = StackPaths.from_env().db_url()
+    if args.report_only:
+        report_s, setup_s, counts = report_at_scale(dsn, args.report_models)
+        print(f"report: {report_s:.2f} s (fixture {setup_s:.1f} s) {counts}")
+        return
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(UNLOAD_SQL)
+        users = make_users(conn, 200)
+
+    def load() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(LOAD_SQL % {"n": EXTRA_MODELS})
+
+    def unload() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(UNLOAD_SQL)
+
+    exact = record_usage_worker(dsn, users, "gpt-4o-mini", None)
+    results: dict[str, list[float]] = {"base": [], "loaded": [], "alias": [], "pattern": []}
+    for run in range(args.runs):
+        console.log(f"run {run + 1}/{args.runs}: base")
+        results["base"].append(timed(args.seconds, exact))
+        load()
+        console.log(f"run {run + 1}/{args.runs}: loaded (+{EXTRA_MODELS:,} models and aliases)")
+        results["loaded"].append(timed(args.seconds, exact))
+        results["alias"].append(timed(args.seconds, record_usage_worker(
+            dsn, users, "bench-hot-alias", None)))
+        results["pattern"].append(timed(args.seconds, record_usage_worker(
+            dsn, users, "openai/gpt-4o-mini-2024-07-18", None)))
+        unload()
+
+    console.log(f"report on {args.report_models:,} legacy models")
+    report_s, setup_s, counts = report_at_scale(dsn, args.report_models)
+
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    ratio = medians["loaded"] / medians["base"]
+    if args.json:
+        print(json.dumps({"medians": medians, "runs": results, "loaded_ratio": ratio,
+                          "report_seconds": report_s, "report_setup_seconds": setup_s,
+                          "report_counts": counts}, indent=2))
+        return
+    table = Table("scenario", "median calls/s", "runs",
+                  title=f"record_usage, {args.runs} runs × {args.seconds:g} s, {CLIENTS} clients")
+    for name, values in results.items():
+        table.add_row(name, f"{medians[name]:,.0f}", ", ".join(f"{v:,.0f}" for v in values))
+    table.add_row("loaded / base (target ≥ 0.95)", f"{ratio:.3f}×", "")
+    Console().print(table)
+    Console().print(f"pricing_consolidation_report() on {args.report_models:,} models: "
+                    f"{report_s:.2f} s (median of 3; fixture {setup_s:.1f} s); counts {counts}")
+
+
+if __name__ == "__main__":
+    main()
