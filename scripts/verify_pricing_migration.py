@@ -52,7 +52,8 @@ def report_via_api() -> ConsolidationReport:
     from app.pricing import Pricing
 
     try:
-        return Pricing.from_env().report()
+        with Pricing.from_env() as pricing:
+            return pricing.report()
     except ConfigError as exc:
         raise CannotCheck(str(exc)) from exc
     except TokenmeterError as exc:
