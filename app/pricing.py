@@ -779,7 +779,7 @@ class Pricing:
         checked_currency = check_currency(currency) if currency is not None else None
         start = parse_time(effective_from, field="effective_from")
         provider = provider or self._provider_of(model)
-        if keep:
+        if keep and pricing_type != "free":  # a free model has every price 0: nothing to keep
             current = next((v for v in self.history(model=model, provider=provider)
                             if v.in_effect), None)
             if current is not None:

@@ -166,6 +166,17 @@ def test_price_set_without_cached_price_keeps_it_and_reset_clears_it(pricing: Pr
     assert reset.price_per_cached_input_token is None and reset.price_per_request == 0
 
 
+def test_price_set_free_model_does_not_keep_paid_extras(pricing: Pricing, model):
+    provider, name = model
+    assert price("set", name, "--provider", provider, "--input", "2", "--output", "8",
+                 "--cached-input", "0.5").exit_code == 0
+    result = price("set", name, "--provider", provider, "--input", "0", "--output", "0",
+                   "--type", "free")
+    assert result.exit_code == 0, result.output
+    free = pricing.get(model=name, provider=provider)
+    assert free.pricing_type == "free" and free.price_per_cached_input_token is None
+
+
 def test_price_list_shows_the_version_in_effect_not_a_future_one(model):
     provider, name = model
     future = (datetime.now(UTC) + timedelta(days=30)).isoformat()
