@@ -81,7 +81,29 @@ begin
     raise exception using errcode = '22023', message = 'invalid_usage',
       detail = 'model must be a non-empty string of at most 255 characters';
   end if;
-  -- Candidate keys, in precedence order (steps 3-5 only add names; no table access here).
+  -- Fast path, the common case: the exact name has a version in effect at `at` (one query).
+  -- Without a provider, the name must be priced at `at` by exactly one provider.
+  hops := 0;
+  for found_row in
+    select distinct on (p.provider_id) p.* from public.model_pricing p
+    where p.model_id = price_for.model
+      and (price_for.provider is null or p.provider_id = price_for.provider)
+      and p.effective_from <= coalesce(price_for.at, now())
+    order by p.provider_id, p.effective_from desc
+    limit 2
+  loop
+    hops := hops + 1;
+    exit when hops > 1;
+    key_provider := found_row.provider_id;
+  end loop;
+  if hops = 1 then
+    return found_row;
+  elsif hops > 1 then
+    raise exception using errcode = 'PT422', message = 'ambiguous_model',
+      detail = format('model %s exists at several providers; pass provider', price_for.model);
+  end if;
+  key_provider := null;
+  -- Slow path: candidate keys, in precedence order (steps 3-5 only add names; no table access here).
   if position('/' in price_for.model) > 1 then
     prefix := split_part(price_for.model, '/', 1);
     if price_for.provider is null or price_for.provider = prefix then

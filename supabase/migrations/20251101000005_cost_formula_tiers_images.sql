@@ -63,12 +63,17 @@ create function private.usage_cost(
   cached_input_tokens bigint, images bigint
 ) returns numeric
 language sql immutable set search_path = '' as $$
-  select (input_tokens - cached_input_tokens) * p.price_per_input_token
-       + cached_input_tokens * coalesce(p.price_per_cached_input_token, p.price_per_input_token)
-       + output_tokens * p.price_per_output_token
-       + p.price_per_request
-       + coalesce(images, 0) * p.price_per_image
-  from (select (private.effective_price(price, input_tokens)).*) p
+  select (input_tokens - cached_input_tokens) * t.input_price
+       + cached_input_tokens * coalesce(price.price_per_cached_input_token, t.input_price)
+       + output_tokens * t.output_price
+       + price.price_per_request
+       + coalesce(images, 0) * price.price_per_image
+  from (select case when long_context then price.price_per_input_token_above_threshold
+                    else price.price_per_input_token end as input_price,
+               case when long_context then price.price_per_output_token_above_threshold
+                    else price.price_per_output_token end as output_price
+        from (select coalesce(input_tokens > price.long_context_threshold, false)
+                as long_context) l) t
 $$;
 
 -- The 4-argument form (estimate_cost) is the same formula without images.
@@ -97,9 +102,13 @@ begin
       detail = 'metadata.images must be an integer between 0 and 100000';
   end if;
   item.images := coalesce(images_text::int, 0);
-  item.price := private.effective_price(
-    private.chargeable_price(prepare_usage.provider, prepare_usage.model,
-                             prepare_usage.occurred_at), prepare_usage.input_tokens);
+  item.price := private.chargeable_price(prepare_usage.provider, prepare_usage.model,
+                                         prepare_usage.occurred_at);
+  if (item.price).long_context_threshold is not null
+     and prepare_usage.input_tokens > (item.price).long_context_threshold then
+    -- snapshot the prices actually used (same rule as private.effective_price)
+    item.price := private.effective_price(item.price, prepare_usage.input_tokens);
+  end if;
   item.user_id := prepare_usage.user_id;
   item.request_id := prepare_usage.request_id;
   item.input_tokens := prepare_usage.input_tokens;
