@@ -288,3 +288,74 @@ def test_top_up_same_reference_concurrently_credits_once(sign_up, service_meter,
                       (reference,)).fetchone() == (1,)
 
 
+
+
+def test_reserve_same_request_concurrently_replays_the_one_hold(sign_up, service_meter, db):
+    """Retries of one reservation racing the original (a client retrying on a timeout) get the
+    original hold back (replayed), never insufficient_balance because of their own hold."""
+    threads = 10
+    user_id = sign_up()
+    service_meter().top_up(user_id=user_id, amount=Decimal(1), reference=rid())
+    request_id = rid()
+
+    def work(_i: int, barrier: threading.Barrier) -> Reservation | TokenmeterError:
+        meter = service_meter()
+        barrier.wait()
+        try:
+            return meter.reserve(user_id=user_id, request_id=request_id, amount=Decimal(1))
+        except TokenmeterError as error:
+            return error
+
+    outcomes = run_threads(threads, work)
+    refused = [o for o in outcomes if not isinstance(o, Reservation)]
+    assert refused == [], f"{len(refused)} retries refused: {refused[:1]}"
+    holds = [o for o in outcomes if isinstance(o, Reservation)]
+    assert len({h.reservation_id for h in holds}) == 1
+    assert sum(not h.replayed for h in holds) == 1
+    assert db.execute("select count(*) from public.credit_reservations where request_id = %s",
+                      (request_id,)).fetchone() == (1,)
+
+
+def test_reserve_retry_while_original_uncommitted_replays_the_hold(sign_up, service_meter,
+                                                                    db_url):
+    """The same race made deterministic on two SQL sessions as service_role: the original
+    reservation is inserted but not yet committed when its retry arrives; once the original
+    commits, the retry must answer with that hold (replayed), not insufficient_balance."""
+    user_id = sign_up()
+    service_meter().top_up(user_id=user_id, amount=Decimal(1), reference=rid())
+    request_id = rid()
+    with psycopg.connect(db_url) as original, psycopg.connect(db_url, autocommit=True) as retry:
+        original.execute("set role service_role")
+        retry.execute("set role service_role")
+        original.execute("select public.reserve_credit(%s, %s, 1)", (user_id, request_id))
+
+        def send_retry(_i: int, _barrier: threading.Barrier) -> dict[str, Any] | str:
+            try:
+                row = retry.execute("select public.reserve_credit(%s, %s, 1)",
+                                    (user_id, request_id)).fetchone()
+                assert row is not None
+                return dict(row[0])
+            except psycopg.Error as error:
+                return error.diag.message_primary or "?"
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(send_retry, 0, threading.Barrier(1))
+            # The retry is now waiting for the original's lock on the balance row.
+            waiting = False
+            for _ in range(100):
+                waiting = _waiting_on_lock(db_url, retry.info.backend_pid)
+                if waiting:
+                    break
+                threading.Event().wait(0.05)
+            assert waiting, "the retry never waited for the original's lock"
+            original.commit()
+            outcome = pending.result(timeout=TIMEOUT)
+    assert isinstance(outcome, dict), f"the retry was refused: {outcome}"
+    assert outcome["replayed"] is True and outcome["status"] == "held"
+
+
+def _waiting_on_lock(db_url: str, pid: int) -> bool:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("select wait_event_type = 'Lock' from pg_stat_activity"
+                           " where pid = %s", (pid,)).fetchone()
+    return bool(row and row[0])
