@@ -7,6 +7,7 @@ that never finishes, a duplicate row or a non-empty `balance_audit()`.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import uuid
@@ -22,9 +23,9 @@ import pytest
 from conftest import random_email
 
 from app.errors import InsufficientBalance, TokenmeterError
-from app.meter import Meter
+from app.meter import AsyncMeter, Meter
 from app.models import Reservation, UsageResult
-from supabase import Client, ClientOptions, create_client
+from supabase import AsyncClientOptions, Client, ClientOptions, acreate_client, create_client
 
 PASSWORD = "correct-horse-9"
 TIMEOUT = 90  # seconds for a whole concurrent run: far above normal (a few s), below hanging
@@ -359,3 +360,25 @@ def _waiting_on_lock(db_url: str, pid: int) -> bool:
         row = conn.execute("select wait_event_type = 'Lock' from pg_stat_activity"
                            " where pid = %s", (pid,)).fetchone()
     return bool(row and row[0])
+
+
+async def test_async_meter_gathered_reservations_against_five_exactly_five_succeed(
+        sign_up, service_meter, api_url, service_key):
+    """AsyncMeter under asyncio.gather: 30 holds of 1 in flight on one client, balance 5."""
+    user_id = sign_up()
+    service_meter().top_up(user_id=user_id, amount=Decimal(5), reference=rid())
+    http = httpx.AsyncClient(timeout=60)
+    try:
+        client = await acreate_client(api_url, service_key, AsyncClientOptions(
+            auto_refresh_token=False, httpx_client=http))
+        meter = AsyncMeter(client)
+        outcomes = await asyncio.wait_for(asyncio.gather(
+            *(meter.reserve(user_id=user_id, request_id=rid(), amount=Decimal(1))
+              for _ in range(30)), return_exceptions=True), timeout=TIMEOUT)
+    finally:
+        await http.aclose()
+    holds = [o for o in outcomes if isinstance(o, Reservation)]
+    assert len(holds) == 5
+    assert all(isinstance(o, InsufficientBalance) for o in outcomes if o not in holds)
+    snapshot = service_meter().balance(user_id=user_id)
+    assert (snapshot.held, snapshot.available) == (5, 0)
