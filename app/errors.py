@@ -141,6 +141,8 @@ def from_api_code(message_code: str, sqlstate: str | None, detail: str | None,
             field = field_from_detail(detail if isinstance(detail, str) else None)
         return error_type(message_code, code=message_code, detail=detail, field=field)
     error_type = SQLSTATE_TO_ERROR.get(sqlstate or "", TokenmeterError)
-    if sqlstate and (sqlstate.startswith("08") or sqlstate.startswith("5")):
+    # 08 connection, 40 transaction rollback (deadlock, serialization failure), 5x resources
+    # and operator intervention: nothing is wrong with the request, so retrying can succeed.
+    if sqlstate and sqlstate.startswith(("08", "40", "5")):
         error_type = Unavailable
     return error_type(message_code, detail=detail)

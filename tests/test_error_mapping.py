@@ -170,6 +170,7 @@ def test_from_api_code_invalid_input_detail_names_the_field(detail, field):
     ("42501", PermissionDenied), ("23505", Conflict), ("23503", NotFound),
     ("23514", InvalidInput), ("22P02", InvalidInput), ("PGRST202", NotFound),
     ("PGRST301", PermissionDenied), ("08006", Unavailable), ("57014", Unavailable),
+    ("40P01", Unavailable), ("40001", Unavailable), ("53300", Unavailable),
     ("XX999", TokenmeterError),
 ])
 def test_from_api_code_unknown_message_falls_back_to_sqlstate(sqlstate, expected):
