@@ -138,6 +138,24 @@ def record_usage_worker(dsn: str, users: list[str], model: str,
     return make
 
 
+def lookup_micros(dsn: str, model: str, calls: int = 20_000) -> float:
+    """Microseconds per price_for() call, looped inside one backend (no client, no network)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"""
+          do $$
+          declare began timestamptz := clock_timestamp();
+          begin
+            for i in 1 .. {calls} loop
+              perform public.price_for(null, '{model}', now());
+            end loop;
+            perform set_config('bench.micros',
+              (extract(epoch from clock_timestamp() - began) * 1e6 / {calls})::text, false);
+          end $$""")
+        row = conn.execute("select current_setting('bench.micros')").fetchone()
+        assert row is not None
+        return float(row[0])
+
+
 def report_at_scale(dsn: str, models: int) -> tuple[float, float, dict[str, int]]:
     """Seconds for populate-free report on `models` legacy models (median of 3 calls), plus the
     seconds the fixture took, and the check counts. Everything is rolled back."""
@@ -204,6 +222,8 @@ def main() -> None:
     exact = record_usage_worker(dsn, users, "gpt-4o-mini", None)
     results: dict[str, list[float]] = {"core": [], "base": [], "loaded": [], "alias": [],
                                        "pattern": []}
+    lookups: dict[str, list[float]] = {"core exact": [], "loaded exact": [], "loaded alias": [],
+                                       "loaded pattern": []}
     for run in range(args.runs):
         console.log(f"run {run + 1}/{args.runs}: core (billing core only)")
         results["core"].append(timed(args.seconds, record_usage_worker(
@@ -217,6 +237,10 @@ def main() -> None:
             dsn, users, "bench-hot-alias", None)))
         results["pattern"].append(timed(args.seconds, record_usage_worker(
             dsn, users, "openai/gpt-4o-mini-2024-07-18", None)))
+        lookups["core exact"].append(lookup_micros(core_dsn, "gpt-4o-mini"))
+        lookups["loaded exact"].append(lookup_micros(dsn, "gpt-4o-mini"))
+        lookups["loaded alias"].append(lookup_micros(dsn, "bench-hot-alias"))
+        lookups["loaded pattern"].append(lookup_micros(dsn, "openai/gpt-4o-mini-2024-07-18"))
         unload()
 
     console.log(f"report on {args.report_models:,} legacy models")
@@ -226,7 +250,8 @@ def main() -> None:
     ratio = medians["loaded"] / medians["core"]
     ratio_base = medians["loaded"] / medians["base"]
     if args.json:
-        print(json.dumps({"medians": medians, "runs": results, "loaded_vs_core": ratio,
+        print(json.dumps({"medians": medians, "runs": results, "lookup_micros": lookups,
+                          "loaded_vs_core": ratio,
                           "loaded_vs_base": ratio_base,
                           "report_seconds": report_s, "report_setup_seconds": setup_s,
                           "report_counts": counts}, indent=2))
@@ -238,6 +263,11 @@ def main() -> None:
     table.add_row("loaded / core (target ≥ 0.95)", f"{ratio:.3f}×", "")
     table.add_row("loaded / base", f"{ratio_base:.3f}×", "")
     Console().print(table)
+    micro = Table("price_for(null, model) alone", "median µs/call", "runs")
+    for name, values in lookups.items():
+        micro.add_row(name, f"{statistics.median(values):.1f}",
+                      ", ".join(f"{v:.1f}" for v in values))
+    Console().print(micro)
     Console().print(f"pricing_consolidation_report() on {args.report_models:,} models: "
                     f"{report_s:.2f} s (median of 3; fixture {setup_s:.1f} s); counts {counts}")
 
