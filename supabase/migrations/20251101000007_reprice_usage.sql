@@ -77,6 +77,9 @@ begin
            or r.requested_model = reprice_usage.model)
       and (reprice_usage.provider is null or r.provider_id = reprice_usage.provider)
     order by r.id
+    -- Two runs over the same window serialise here (in id order: no deadlock); the second
+    -- re-reads the costs the first wrote and finds nothing left to adjust.
+    for update
   loop
     counts[1] := counts[1] + 1;
     begin
