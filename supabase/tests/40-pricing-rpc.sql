@@ -5,7 +5,7 @@
 -- long-context tier); reprice_usage with its exact ledger effects; the audit trail.
 -- Timestamps are explicit: inside one test transaction now() never moves.
 BEGIN;
-SELECT plan(84);
+SELECT plan(91);
 
 -- ── Fixtures, as postgres ──────────────────────────────────────────────────────────────────
 insert into auth.users (id, email) values
@@ -162,10 +162,10 @@ create temporary table balances_before as select user_id, balance from public.us
 select is(public.reprice_usage(now() - interval '4 days', now() - interval '2 days', model => 'repriced', dry_run => true) - 'audit_id',
   '{"changed": 3, "dry_run": true, "records": 3, "skipped": 0, "adjustments": [{"delta": "0.002", "user_id": "dddddddd-0000-4000-8000-00000000000a"}, {"delta": "0.005", "user_id": "dddddddd-0000-4000-8000-00000000000b"}], "total_delta": "0.007"}'::jsonb,
   'dry run: per-user deltas and the total');
-select is((select count(*)::int from public.ledger_entries where reference like 'reprice:%'), 0, 'dry run writes nothing');
+select is((select count(*)::int from public.ledger_entries where reference like 'reprice:%' and user_id::text like 'dddddddd%'), 0, 'dry run writes nothing');
 create temporary table rp as select public.reprice_usage(now() - interval '4 days', now() - interval '2 days', model => 'repriced') as r;
 select is((select r ->> 'total_delta' from rp), '0.007', 'reprice: total delta');
-select is((select array_agg(l.amount order by l.user_id) from public.ledger_entries l where l.kind = 'adjustment' and l.reference like 'reprice:%'),
+select is((select array_agg(l.amount order by l.user_id) from public.ledger_entries l where l.kind = 'adjustment' and l.reference like 'reprice:%' and l.user_id::text like 'dddddddd%'),
   array[-0.002, -0.005]::numeric[], 'one ledger adjustment per user, for the sum of their differences');
 select is((select l.reference from public.ledger_entries l where l.user_id = 'dddddddd-0000-4000-8000-00000000000a' and l.reference like 'reprice:%'),
   format('reprice:%s:dddddddd-0000-4000-8000-00000000000a', (select r ->> 'audit_id' from rp)), 'the adjustment reference names the run and the user');
@@ -179,6 +179,20 @@ select is((select a.action || ' ' || (a.new ->> 'changed') from public.price_aud
 select is(public.reprice_usage(now() - interval '4 days', now() - interval '2 days', model => 'repriced') ->> 'changed', '0', 'repricing again changes nothing');
 select throws_ok($$update public.usage_records set cost = 0 where request_id = 'pricing-rp-b1'$$, '55000', 'immutable_row', 'usage records stay immutable outside a reprice');
 select throws_ok($$select public.reprice_usage(now(), now() - interval '1 day')$$, '22023', 'invalid_argument', 'since must be before until');
+
+-- ── Catalog bookkeeping kept by the database ───────────────────────────────────────────────
+select throws_ok($$select public.set_model_alias('gpt-4o', 'gpt-4o-mini', 'openai', 'openai')$$, '22023', 'invalid_argument', 'an alias named like a priced model is refused (exact names win)');
+select is((public.remove_model_alias('never-set') ->> 'removed')::boolean, false, 'removing a missing alias is a no-op');
+insert into public.model_pricing (provider_id, model_id, price_per_input_token, price_per_output_token, pricing_source)
+values ('testco', 'direct', 0.000001, 0.000001, 'https://example.test/pricing');
+select is((select row(p.pricing_source, p.source_detail)::text from public.model_pricing p where p.model_id = 'direct'),
+  '(provider,https://example.test/pricing)', 'a URL given as pricing_source becomes source provider + source_detail');
+select ok(exists (select 1 from public.models m where m.provider_id = 'testco' and m.model_id = 'direct'), 'a price for an unknown model creates its catalog row');
+update public.model_pricing set last_updated = '2000-01-01' where model_id = 'direct';
+update public.model_pricing set price_per_input_token = 0.000002 where model_id = 'direct';
+select is((select p.last_updated from public.model_pricing p where p.model_id = 'direct'), now(), 'a price change moves last_updated');
+select is((select pricing_classification from public.models_pricing_classified where provider_id = 'openai' and model_id = 'gpt-image-1'), 'missing', 'classification: missing');
+select is((select pricing_classification from public.models_pricing_classified where model_id = 'gpt-4.5-preview'), 'deprecated', 'classification: deprecated');
 
 -- ── Audit of direct SQL ────────────────────────────────────────────────────────────────────
 update public.model_pricing set price_per_output_token = 0.000003 where provider_id = 'testco' and model_id = 'svc';
