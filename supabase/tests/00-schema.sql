@@ -2,12 +2,13 @@
 -- exactly as intended for every table × role and every function × role, nothing is executable
 -- by PUBLIC, every SECURITY DEFINER function pins search_path, the signup trigger is in place.
 BEGIN;
-SELECT plan(97);
+SELECT plan(103);
 
 -- ── Tables and RLS ─────────────────────────────────────────────────────────────────────────
 select tables_are('public', array['model_pricing', 'billing_settings', 'user_balances',
-  'ledger_entries', 'usage_records', 'credit_reservations', 'signup_errors'],
-  'public holds exactly the billing tables');
+  'ledger_entries', 'usage_records', 'credit_reservations', 'signup_errors',
+  'models', 'model_aliases', 'price_audit'],
+  'public holds exactly the billing and pricing tables (pricing: see 40-pricing-schema.sql)');
 select ok((select c.relrowsecurity from pg_class c where c.oid = ('public.' || t)::regclass),
           'RLS is enabled on public.' || t)
 from unnest(array['model_pricing', 'billing_settings', 'user_balances', 'ledger_entries',
@@ -85,8 +86,11 @@ select policy_roles_are('public', 'model_pricing', 'Visitors read the price list
 -- ── Functions: exactly these in public, each executable by exactly the intended roles ──────
 select functions_are('public', array['price_for', 'check_balance', 'my_balance', 'top_up',
   'adjust_balance', 'balance_audit', 'record_usage', 'record_usage_batch', 'reserve_credit',
-  'settle_usage', 'release_reservation', 'refund_usage', 'repair_missing_balances'],
-  'public exposes exactly the billing API functions');
+  'settle_usage', 'release_reservation', 'refund_usage', 'repair_missing_balances',
+  'estimate_cost', 'user_id_for_email', 'set_model_price', 'set_model_alias',
+  'remove_model_alias', 'price_history', 'reprice_usage', 'import_model_prices',
+  'populate_model_pricing', 'pricing_consolidation_report'],
+  'public exposes exactly the billing and pricing API functions');
 
 create temporary table expected_function_privs (fn text, args text[], roles text[]);
 insert into expected_function_privs values
@@ -106,7 +110,10 @@ insert into expected_function_privs values
    'timestamp with time zone', 'integer', 'text'], array['service_role']),
   ('release_reservation', array['text'], array['service_role']),
   ('refund_usage', array['text', 'text', 'numeric'], array['service_role']),
-  ('repair_missing_balances', array[]::text[], array['service_role']);
+  ('repair_missing_balances', array[]::text[], array['service_role']),
+  ('estimate_cost', array['text', 'bigint', 'bigint', 'text', 'bigint'],
+   array['anon', 'authenticated', 'service_role']),
+  ('user_id_for_email', array['text'], array['service_role']);
 
 select function_privs_are('public', e.fn, e.args, r.role,
   case when r.role = any (e.roles) then array['EXECUTE'] else array[]::text[] end,
@@ -131,10 +138,13 @@ select is(
   (select array_agg(p.proname::text order by p.proname) from pg_proc p
    where p.prosecdef
      and p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)),
-  array['adjust_balance', 'check_balance', 'handle_new_user', 'record_usage',
-        'record_usage_batch', 'refund_usage', 'release_reservation', 'repair_missing_balances',
-        'reserve_credit', 'settle_usage', 'top_up'],
-  'SECURITY DEFINER is used by exactly the writers, check_balance and the signup trigger');
+  array['adjust_balance', 'audit_price_change', 'check_balance', 'estimate_cost',
+        'handle_new_user', 'import_model_prices', 'populate_model_pricing', 'price_history',
+        'pricing_consolidation_report', 'record_usage', 'record_usage_batch', 'refund_usage',
+        'release_reservation', 'remove_model_alias', 'repair_missing_balances', 'reprice_usage',
+        'reserve_credit', 'set_model_alias', 'set_model_price', 'settle_usage', 'top_up',
+        'user_id_for_email'],
+  'SECURITY DEFINER is used by exactly the writers, the readers of private data and triggers');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
   where p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)
