@@ -6,3 +6,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 .venv/bin/tokenmeter stack start
 .venv/bin/tokenmeter demo
+# The pricing consolidation check (exit 0 = no errors): the same report a team with a legacy
+# database runs before `db push` drops the legacy price columns (docs/pricing.md).
+.venv/bin/python scripts/verify_pricing_migration.py
