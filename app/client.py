@@ -6,7 +6,9 @@ network failures reach callers only as `app.errors` types (raised `from` the ori
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import httpx
@@ -59,3 +61,22 @@ async def acall(operation: Callable[[], Awaitable[T]]) -> T:
 def rpc_data(response: Any) -> Any:
     """The JSON an rpc returned (supabase-py wraps it in an APIResponse)."""
     return response.data
+
+
+def json_value(value: Any) -> Any:
+    """A value as JSON for an rpc: Decimal as its exact plain text (never a float), datetimes in
+    ISO 8601, containers recursively."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {k: json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    return value
+
+
+def rpc_params(**kwargs: Any) -> dict[str, Any]:
+    """Named rpc arguments as JSON; None means 'use the SQL default' and is left out."""
+    return {k: json_value(v) for k, v in kwargs.items() if v is not None}

@@ -16,7 +16,6 @@ Typical flow for one LLM call::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +24,8 @@ from typing import Any, Generic, TypeVar
 
 from supabase import AsyncClient, Client
 
-from app.client import acall, async_service_client, call, service_client
+from app.client import acall, async_service_client, call, json_value, service_client
+from app.client import rpc_params as _params
 from app.config import Settings
 from app.models import (
     BalanceCheck,
@@ -52,24 +52,6 @@ class _Call(Generic[T]):
     rpc: str
     params: dict[str, Any]
     parse: Callable[[Any], T]
-
-
-def _json_value(value: Any) -> Any:
-    """Parameters as JSON: Decimal as its exact string, datetimes as ISO 8601."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    return value
-
-
-def _params(**kwargs: Any) -> dict[str, Any]:
-    """Named rpc arguments; None means 'use the SQL default' and is left out."""
-    return {k: _json_value(v) for k, v in kwargs.items() if v is not None}
 
 
 def _batch(data: Any) -> BatchResult:
@@ -125,7 +107,7 @@ class _Operations:
 
     @staticmethod
     def record_usage_batch(*, records: Iterable[Mapping[str, Any]]) -> _Call[BatchResult]:
-        return _Call("record_usage_batch", {"records": _json_value(list(records))}, _batch)
+        return _Call("record_usage_batch", {"records": json_value(list(records))}, _batch)
 
     @staticmethod
     def top_up(*, user_id: str, amount: Decimal, reference: str) -> _Call[LedgerMovement]:
@@ -284,4 +266,4 @@ class AsyncMeter(_Operations):
         return _usage_rows(response.data)
 
 
-__all__ = ["AsyncMeter", "Meter", "json"]
+__all__ = ["AsyncMeter", "Meter"]

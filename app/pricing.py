@@ -34,7 +34,8 @@ from pydantic import (
     field_validator,
 )
 
-from app.client import call, service_client
+from app.client import call, json_value, service_client
+from app.client import rpc_params as _params
 from app.config import Settings
 from app.errors import InvalidInput
 from supabase import Client
@@ -628,24 +629,6 @@ def _entry_name(entry: Any) -> str:
 
 
 # ── The service ──────────────────────────────────────────────────────────────────────────────
-def _json_value(value: Any) -> Any:
-    """rpc parameters as JSON: Decimal as its exact text, datetimes ISO 8601."""
-    if isinstance(value, Decimal):
-        return decimal_text(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    return value
-
-
-def _params(**kwargs: Any) -> dict[str, Any]:
-    """Named rpc arguments; None means 'use the SQL default' and is left out."""
-    return {k: _json_value(v) for k, v in kwargs.items() if v is not None}
-
-
 # model_pricing read with money as text, so no float ever touches a price.
 PRICE_COLUMNS = (
     "provider_id,model_id,price_per_input_token::text,price_per_output_token::text,"
@@ -819,7 +802,7 @@ class Pricing:
         ONE transaction. Raises InvalidInput naming the bad entry; then nothing was written."""
         check_import(prices)
         data = self._rpc("import_model_prices", {
-            "prices": _json_value(list(prices)), "source": source, "dry_run": dry_run})
+            "prices": json_value(list(prices)), "source": source, "dry_run": dry_run})
         return ImportResult.model_validate({**data, "dry_run": dry_run})
 
     def import_chunks(self, prices: Sequence[Mapping[str, Any]], *, source: str = "import",

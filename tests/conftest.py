@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
+from supabase import Client, ClientOptions, create_client
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TOKENMETER_PROJECT_DIR", str(ROOT))
@@ -77,6 +80,25 @@ def admin_dsn(stack: Stack) -> str:
 def db(db_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(db_url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture()
+def new_client(api_url: str) -> Iterator[Callable[[str], Client]]:
+    """Builds sync supabase-py clients (thread-safe) on HTTP clients closed after the test, with
+    no background token-refresh timer."""
+    opened: list[httpx.Client] = []
+    lock = threading.Lock()
+
+    def build(key: str) -> Client:
+        http = httpx.Client(timeout=60)
+        with lock:
+            opened.append(http)
+        return create_client(api_url, key,
+                             ClientOptions(auto_refresh_token=False, httpx_client=http))
+
+    yield build
+    for http in opened:
+        http.close()
 
 
 def random_email() -> str:

@@ -19,9 +19,7 @@ from supabase import (
     AClient,
     AsyncClientOptions,
     Client,
-    ClientOptions,
     acreate_client,
-    create_client,
 )
 from supabase_auth.errors import AuthApiError, AuthWeakPasswordError
 
@@ -31,22 +29,6 @@ from conftest import random_email
 PASSWORD = "correct-horse-9"
 CLAIMS = {"sub", "aud", "role", "email", "phone", "app_metadata", "user_metadata", "aal", "amr",
           "session_id", "is_anonymous", "iat", "exp"}
-
-
-@pytest.fixture()
-def new_client(api_url: str) -> Iterator[Callable[[str], Client]]:
-    """Builds sync clients on HTTP clients the test closes (no background refresh timer)."""
-    opened: list[httpx.Client] = []
-
-    def build(key: str) -> Client:
-        http = httpx.Client(timeout=10)
-        opened.append(http)
-        return create_client(api_url, key,
-                             ClientOptions(auto_refresh_token=False, httpx_client=http))
-
-    yield build
-    for http in opened:
-        http.close()
 
 
 @pytest.fixture()

@@ -12,7 +12,7 @@ import random
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -25,28 +25,11 @@ from conftest import random_email
 from app.errors import InsufficientBalance, TokenmeterError
 from app.meter import AsyncMeter, Meter
 from app.models import Reservation, UsageResult
-from supabase import AsyncClientOptions, Client, ClientOptions, acreate_client, create_client
+from supabase import AsyncClientOptions, Client, acreate_client
 
 PASSWORD = "correct-horse-9"
 TIMEOUT = 90  # seconds for a whole concurrent run: far above normal (a few s), below hanging
 T = TypeVar("T")
-
-
-@pytest.fixture()
-def new_client(api_url: str) -> Iterator[Callable[[str], Client]]:
-    opened: list[httpx.Client] = []
-    lock = threading.Lock()
-
-    def build(key: str) -> Client:
-        http = httpx.Client(timeout=60)
-        with lock:
-            opened.append(http)
-        return create_client(api_url, key,
-                             ClientOptions(auto_refresh_token=False, httpx_client=http))
-
-    yield build
-    for http in opened:
-        http.close()
 
 
 @pytest.fixture()

@@ -9,38 +9,22 @@ What the denied calls did NOT write is checked in the database (`db`, as postgre
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from conftest import random_email
 from postgrest import APIError
 
 from app.meter import Meter
-from supabase import Client, ClientOptions, create_client
+from supabase import Client
 
 PASSWORD = "correct-horse-9"
 
 
 # ── fixtures and helpers ──────────────────────────────────────────────────────────────────
-@pytest.fixture()
-def new_client(api_url: str) -> Iterator[Callable[[str], Client]]:
-    opened: list[httpx.Client] = []
-
-    def build(key: str) -> Client:
-        http = httpx.Client(timeout=30)
-        opened.append(http)
-        return create_client(api_url, key,
-                             ClientOptions(auto_refresh_token=False, httpx_client=http))
-
-    yield build
-    for http in opened:
-        http.close()
-
-
 @pytest.fixture()
 def sign_up(new_client: Callable[[str], Client], anon_key: str
             ) -> Callable[[], tuple[str, Client]]:

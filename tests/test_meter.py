@@ -34,7 +34,7 @@ from app.errors import (
 )
 from app.meter import AsyncMeter, Meter
 from app.models import BatchResult, UsageResult
-from supabase import AsyncClientOptions, Client, ClientOptions, acreate_client, create_client
+from supabase import AsyncClientOptions, Client, acreate_client
 
 PASSWORD = "correct-horse-9"
 FREE_MODEL = ("openrouter", "meta-llama/llama-3.3-70b-instruct:free")
@@ -42,25 +42,10 @@ FREE_MODEL = ("openrouter", "meta-llama/llama-3.3-70b-instruct:free")
 
 # ── fixtures and helpers ──────────────────────────────────────────────────────────────────
 @pytest.fixture()
-def sync_client(api_url: str) -> Iterator[Callable[[str], Client]]:
-    opened: list[httpx.Client] = []
-
-    def build(key: str) -> Client:
-        http = httpx.Client(timeout=30)
-        opened.append(http)
-        return create_client(api_url, key,
-                             ClientOptions(auto_refresh_token=False, httpx_client=http))
-
-    yield build
-    for http in opened:
-        http.close()
-
-
-@pytest.fixture()
-def sign_up(sync_client: Callable[[str], Client], anon_key: str) -> Callable[[], str]:
+def sign_up(new_client: Callable[[str], Client], anon_key: str) -> Callable[[], str]:
     """Signs a new user up through the Auth API (as the demo does); returns their id."""
     def make() -> str:
-        response = sync_client(anon_key).auth.sign_up(
+        response = new_client(anon_key).auth.sign_up(
             {"email": random_email(), "password": PASSWORD})
         assert response.user is not None
         return response.user.id
@@ -68,8 +53,8 @@ def sign_up(sync_client: Callable[[str], Client], anon_key: str) -> Callable[[],
 
 
 @pytest.fixture()
-def service(sync_client: Callable[[str], Client], service_key: str) -> Client:
-    return sync_client(service_key)
+def service(new_client: Callable[[str], Client], service_key: str) -> Client:
+    return new_client(service_key)
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -482,13 +467,13 @@ async def test_estimate_cost_long_context_tier_matches_recorded_charge(meter, si
     assert estimate.cost == charged.cost == input_tokens * unit_in + 100 * unit_out
 
 
-def test_estimate_cost_as_anon_and_signed_in_user_matches_service(sync_client, anon_key,
+def test_estimate_cost_as_anon_and_signed_in_user_matches_service(new_client, anon_key,
                                                                   service):
-    signed_in = sync_client(anon_key)
+    signed_in = new_client(anon_key)
     signed_in.auth.sign_up({"email": random_email(), "password": PASSWORD})
     costs = {Meter(client).estimate_cost(model="o4-mini", input_tokens=999,
                                          max_output_tokens=111).cost
-             for client in (sync_client(anon_key), signed_in, service)}
+             for client in (new_client(anon_key), signed_in, service)}
     assert costs == {999 * Decimal("0.0000011") + 111 * Decimal("0.0000044")}
 
 
