@@ -52,26 +52,39 @@ def _decimal(value: str, name: str) -> Decimal:
 
 def _balance_table(check: BalanceCheck) -> Table:
     table = Table("user", "balance", "held", "available")
-    table.add_row(check.user_id[:8] + "…", money(check.balance, check.currency),
-                  money(check.held, check.currency), money(check.available, check.currency))
+    table.add_row(
+        check.user_id[:8] + "…",
+        money(check.balance, check.currency),
+        money(check.held, check.currency),
+        money(check.available, check.currency),
+    )
     return table
 
 
 def _usage_table(rows: list[UsageRecord] | list[UsageResult], title: str = "usage") -> Table:
     currency = rows[0].currency if rows else "USD"
-    table = Table("request", "model", "in", "cached", "out", f"cost {currency}", "at (UTC)",
-                  title=title)
+    table = Table(
+        "request", "model", "in", "cached", "out", f"cost {currency}", "at (UTC)", title=title
+    )
     for row in rows:
         model = row.model_id if isinstance(row, UsageRecord) else row.model
-        table.add_row(row.request_id, model, f"{row.input_tokens:,}",
-                      f"{row.cached_input_tokens:,}", f"{row.output_tokens:,}",
-                      format(row.cost.normalize(), "f"), row.occurred_at.strftime("%H:%M:%S"))
+        table.add_row(
+            row.request_id,
+            model,
+            f"{row.input_tokens:,}",
+            f"{row.cached_input_tokens:,}",
+            f"{row.output_tokens:,}",
+            format(row.cost.normalize(), "f"),
+            row.occurred_at.strftime("%H:%M:%S"),
+        )
     return table
 
 
 @balance_app.command("show")
-def balance_show(user: str = typer.Argument(..., help=USER_HELP),
-                 as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+def balance_show(
+    user: str = typer.Argument(..., help=USER_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
     """Balance, credit held by open reservations, and what is available."""
     meter = _meter()
     with handle_errors():
@@ -86,9 +99,12 @@ def balance_show(user: str = typer.Argument(..., help=USER_HELP),
 def balance_top_up(
     user: str = typer.Argument(..., help=USER_HELP),
     amount: str = typer.Argument(..., help="Amount to add, e.g. 10 or 2.50."),
-    reference: str = typer.Option(..., "--reference", "-r",
-                                  help="Idempotency key, e.g. the payment id: the same reference "
-                                       "twice credits once."),
+    reference: str = typer.Option(
+        ...,
+        "--reference",
+        "-r",
+        help="Idempotency key, e.g. the payment id: the same reference twice credits once.",
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Credit a user's balance (recorded in the ledger)."""
@@ -100,8 +116,10 @@ def balance_top_up(
         print_json(movement)
         return
     note = " (already applied earlier: not credited again)" if movement.replayed else ""
-    console.print(f"topped up {money(movement.amount, movement.currency)}; "
-                  f"balance {money(movement.balance, movement.currency)}{note}")
+    console.print(
+        f"topped up {money(movement.amount, movement.currency)}; "
+        f"balance {money(movement.balance, movement.currency)}{note}"
+    )
 
 
 @usage_app.command("record")
@@ -112,29 +130,39 @@ def usage_record(
     output_tokens: int = typer.Option(..., "--output"),
     cached_input_tokens: int = typer.Option(0, "--cached"),
     provider: str | None = typer.Option(None, "--provider", "-p"),
-    request_id: str | None = typer.Option(None, "--request-id",
-                                          help="Idempotency key (default: a new uuid)."),
+    request_id: str | None = typer.Option(
+        None, "--request-id", help="Idempotency key (default: a new uuid)."
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Record (and charge) one request's usage."""
     meter = _meter()
     with handle_errors():
         result = meter.record_usage(
-            user_id=_user_id(meter, user), model=model, input_tokens=input_tokens,
-            output_tokens=output_tokens, cached_input_tokens=cached_input_tokens,
-            provider=provider, request_id=request_id or str(uuid.uuid4()))
+            user_id=_user_id(meter, user),
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_input_tokens=cached_input_tokens,
+            provider=provider,
+            request_id=request_id or str(uuid.uuid4()),
+        )
     if as_json:
         print_json(result)
         return
-    console.print(_usage_table([result], title="recorded" + (" (replayed)" if result.replayed else "")))
+    console.print(
+        _usage_table([result], title="recorded" + (" (replayed)" if result.replayed else ""))
+    )
     warning = "  [bold yellow]negative balance[/]" if result.negative_balance else ""
     console.print(f"balance {money(result.balance, result.currency)}{warning}")
 
 
 @usage_app.command("list")
-def usage_list(user: str = typer.Argument(..., help=USER_HELP),
-               limit: int = typer.Option(20, "--limit", "-n", min=1, max=1000),
-               as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+def usage_list(
+    user: str = typer.Argument(..., help=USER_HELP),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, max=1000),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
     """A user's most recent usage records with their costs."""
     meter = _meter()
     with handle_errors():

@@ -32,14 +32,23 @@ from app.pricing import (
 )
 from app.stack.manager import Stack, StackError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Pricing, balances and usage metering for LLM APIs.")
-stack_app = typer.Typer(no_args_is_help=True, help="The local Supabase-compatible stack (no Docker).")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Pricing, balances and usage metering for LLM APIs.",
+)
+stack_app = typer.Typer(
+    no_args_is_help=True, help="The local Supabase-compatible stack (no Docker)."
+)
 app.add_typer(stack_app, name="stack")
-db_app = typer.Typer(no_args_is_help=True, help="Migrations, seeds and database tests (Supabase CLI compatible).")
+db_app = typer.Typer(
+    no_args_is_help=True, help="Migrations, seeds and database tests (Supabase CLI compatible)."
+)
 app.add_typer(db_app, name="db")
 app.add_typer(billing_cli.balance_app, name="balance")
 app.add_typer(billing_cli.usage_app, name="usage")
 app.command("demo")(billing_cli.demo)
+
 
 @stack_app.command("start")
 def stack_start() -> None:
@@ -69,7 +78,9 @@ def stack_stop() -> None:
 
 
 @stack_app.command("status")
-def stack_status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def stack_status(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Show URLs, keys and which parts are running."""
     try:
         _render_status(Stack(), as_json=as_json)
@@ -93,9 +104,15 @@ DB_URL_HELP = "Target any PostgreSQL (e.g. a hosted project); default: the local
 @db_app.command("push")
 def db_push(
     db_url: str | None = typer.Option(None, "--db-url", help=DB_URL_HELP),
-    include_seed: bool = typer.Option(False, "--include-seed", help="Also run seed.sql if new or changed."),
-    include_all: bool = typer.Option(False, "--include-all", help="Apply pending files older than the newest applied one."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be applied; change nothing."),
+    include_seed: bool = typer.Option(
+        False, "--include-seed", help="Also run seed.sql if new or changed."
+    ),
+    include_all: bool = typer.Option(
+        False, "--include-all", help="Apply pending files older than the newest applied one."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Show what would be applied; change nothing."
+    ),
 ) -> None:
     """Apply pending migrations, each file in one transaction with its history row."""
     from app.migrations import MigrationError, Migrator
@@ -103,7 +120,9 @@ def db_push(
     try:
         with console.status("pushing migrations") as status:
             plan = Migrator.local(db_url=db_url).push(
-                include_all=include_all, include_seed=include_seed, dry_run=dry_run,
+                include_all=include_all,
+                include_seed=include_seed,
+                dry_run=dry_run,
                 progress=lambda msg: status.update(msg),
             )
     except MigrationError as exc:
@@ -126,7 +145,9 @@ def db_reset() -> None:
     try:
         with console.status("resetting local database") as status:
             stack.reset_database(progress=lambda msg: status.update(msg))
-            Migrator.local(stack.paths).push(include_seed=True, progress=lambda msg: status.update(msg))
+            Migrator.local(stack.paths).push(
+                include_seed=True, progress=lambda msg: status.update(msg)
+            )
     except (StackError, MigrationError) as exc:
         fail(str(exc), 2 if isinstance(exc, StackError) else 1)
     console.print("Finished db reset.")
@@ -150,7 +171,9 @@ def db_status(
     table = Table("version", "name", "local", "applied")
     for row in rows:
         table.add_row(
-            str(row["version"]), str(row["name"]), "yes" if row["local"] else "[red]missing[/]",
+            str(row["version"]),
+            str(row["name"]),
+            "yes" if row["local"] else "[red]missing[/]",
             "[green]applied[/]" if row["applied"] else "[yellow]pending[/]",
         )
     console.print(table)
@@ -169,7 +192,9 @@ def db_test() -> None:
 
 
 # ── price: the price list (logic in app/pricing.py) ───────────────────────────────────────────
-price_app = typer.Typer(no_args_is_help=True, help="Model prices: list, set, alias, history, import, export, reprice.")
+price_app = typer.Typer(
+    no_args_is_help=True, help="Model prices: list, set, alias, history, import, export, reprice."
+)
 app.add_typer(price_app, name="price")
 
 PROVIDER_HELP = "Provider id (openai, anthropic, google, …); default: the model's only provider."
@@ -189,19 +214,29 @@ def _pricing() -> Iterator[Pricing]:
         pricing.close()
 
 
-def _price_table(prices: list[ModelPrice], title: str | None = None,
-                 history: bool = False) -> Table:
+def _price_table(
+    prices: list[ModelPrice], title: str | None = None, history: bool = False
+) -> Table:
     table = Table(title=title)
-    for name in (["from", "until"] if history else ["provider", "model"]):
+    for name in ["from", "until"] if history else ["provider", "model"]:
         table.add_column(name, no_wrap=True)
     for name in ("in/1M", "cached/1M", "out/1M", "per req", "type", "cur"):
         table.add_column(name, justify="right" if "/" in name or name == "per req" else "left")
     for p in prices:
-        first = ([_when(p.effective_from), _when(p.effective_until)] if history
-                 else [p.provider, p.model])
-        table.add_row(*first, decimal_text(p.input_per_1m), decimal_text(p.cached_input_per_1m),
-                      decimal_text(p.output_per_1m), decimal_text(p.price_per_request),
-                      p.pricing_type, p.currency)
+        first = (
+            [_when(p.effective_from), _when(p.effective_until)]
+            if history
+            else [p.provider, p.model]
+        )
+        table.add_row(
+            *first,
+            decimal_text(p.input_per_1m),
+            decimal_text(p.cached_input_per_1m),
+            decimal_text(p.output_per_1m),
+            decimal_text(p.price_per_request),
+            p.pricing_type,
+            p.currency,
+        )
     return table
 
 
@@ -250,20 +285,40 @@ def price_set(
     model: str = typer.Argument(..., help="Model id to price (or to make an alias)."),
     input_price: str | None = typer.Option(None, "--input", help="Input price per --unit."),
     output_price: str | None = typer.Option(None, "--output", help="Output price per --unit."),
-    cached_input: str | None = typer.Option(None, "--cached-input", help="Cached input (cache read) price per --unit."),
+    cached_input: str | None = typer.Option(
+        None, "--cached-input", help="Cached input (cache read) price per --unit."
+    ),
     unit: str = typer.Option("1M", "--unit", help=UNIT_HELP),
     per_request: str | None = typer.Option(None, "--per-request", help="Price per request."),
     per_image: str | None = typer.Option(None, "--per-image", help="Price per image."),
     currency: str | None = typer.Option(None, "--currency", help="ISO currency (default USD)."),
-    effective_from: str | None = typer.Option(None, "--effective-from", help="ISO timestamp the price starts (default now)."),
+    effective_from: str | None = typer.Option(
+        None, "--effective-from", help="ISO timestamp the price starts (default now)."
+    ),
     provider: str | None = typer.Option(None, "--provider", help=PROVIDER_HELP),
-    pricing_type: str | None = typer.Option(None, "--type", help="paid, free, deprecated or missing."),
-    long_context_threshold: int | None = typer.Option(None, "--long-context-threshold", help="Prompt tokens above which the tier prices apply."),
-    input_above: str | None = typer.Option(None, "--input-above", help="Input price above the threshold, per --unit."),
-    output_above: str | None = typer.Option(None, "--output-above", help="Output price above the threshold, per --unit."),
-    reset: bool = typer.Option(False, "--reset", help="Do not keep cached/per-request/per-image/tier prices and currency from the current version."),
-    alias: str | None = typer.Option(None, "--alias", help="Make MODEL an alias of this model instead."),
-    target_provider: str | None = typer.Option(None, "--alias-provider", help="Provider of the --alias target."),
+    pricing_type: str | None = typer.Option(
+        None, "--type", help="paid, free, deprecated or missing."
+    ),
+    long_context_threshold: int | None = typer.Option(
+        None, "--long-context-threshold", help="Prompt tokens above which the tier prices apply."
+    ),
+    input_above: str | None = typer.Option(
+        None, "--input-above", help="Input price above the threshold, per --unit."
+    ),
+    output_above: str | None = typer.Option(
+        None, "--output-above", help="Output price above the threshold, per --unit."
+    ),
+    reset: bool = typer.Option(
+        False,
+        "--reset",
+        help="Do not keep cached/per-request/per-image/tier prices and currency from the current version.",
+    ),
+    alias: str | None = typer.Option(
+        None, "--alias", help="Make MODEL an alias of this model instead."
+    ),
+    target_provider: str | None = typer.Option(
+        None, "--alias-provider", help="Provider of the --alias target."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Set a model's price (a new version from --effective-from), or with --alias make MODEL cost what another model costs.
@@ -274,8 +329,9 @@ def price_set(
         if input_price is not None or output_price is not None or cached_input is not None:
             fail("--alias cannot be combined with prices: an alias costs what its target costs")
         with _pricing() as pricing:
-            made = pricing.alias(alias=model, target=alias, target_provider=target_provider,
-                                 provider=provider)
+            made = pricing.alias(
+                alias=model, target=alias, target_provider=target_provider, provider=provider
+            )
         if as_json:
             print_json(made)
         else:
@@ -285,11 +341,22 @@ def price_set(
         fail("give --input and --output (prices per 1M tokens by default), or --alias MODEL")
     with _pricing() as pricing:
         price = pricing.set(
-            model=model, input=input_price, output=output_price, cached_input=cached_input,
-            unit=unit, per_request=per_request, per_image=per_image, currency=currency,
-            effective_from=effective_from, provider=provider, pricing_type=pricing_type,
-            long_context_threshold=long_context_threshold, input_above_threshold=input_above,
-            output_above_threshold=output_above, keep=not reset)
+            model=model,
+            input=input_price,
+            output=output_price,
+            cached_input=cached_input,
+            unit=unit,
+            per_request=per_request,
+            per_image=per_image,
+            currency=currency,
+            effective_from=effective_from,
+            provider=provider,
+            pricing_type=pricing_type,
+            long_context_threshold=long_context_threshold,
+            input_above_threshold=input_above,
+            output_above_threshold=output_above,
+            keep=not reset,
+        )
     if as_json:
         print_json(price)
     else:
@@ -305,8 +372,10 @@ def price_unalias(
 
     with _pricing() as pricing:
         removed = pricing.remove_alias(alias=alias, provider=provider)
-    console.print(f"alias {alias} removed" if removed else f"no alias {alias}; nothing removed",
-                  highlight=False)
+    console.print(
+        f"alias {alias} removed" if removed else f"no alias {alias}; nothing removed",
+        highlight=False,
+    )
 
 
 @price_app.command("history")
@@ -329,11 +398,18 @@ def price_history(
 
 @price_app.command("import")
 def price_import(
-    file: str = typer.Argument(..., help="LiteLLM model_prices_and_context_window.json, a JSON array of set_model_price arguments, or a CSV from `price export --format csv`."),
+    file: str = typer.Argument(
+        ...,
+        help="LiteLLM model_prices_and_context_window.json, a JSON array of set_model_price arguments, or a CSV from `price export --format csv`.",
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Apply without asking (on a terminal)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the differences; change nothing."),
-    source: str = typer.Option("import", "--source", help="pricing_source recorded on changed prices."),
-    chunk_size: int = typer.Option(200, "--chunk-size", min=1, max=1000, help="Prices per transaction."),
+    source: str = typer.Option(
+        "import", "--source", help="pricing_source recorded on changed prices."
+    ),
+    chunk_size: int = typer.Option(
+        200, "--chunk-size", min=1, max=1000, help="Prices per transaction."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Import prices: the database compares every entry first (a dry run) and the diff is shown;
@@ -363,26 +439,37 @@ def price_import(
         # On stderr, so `--json` output stays one JSON document.
         with Progress(console=err_console, transient=True) as progress:
             task = progress.add_task("importing prices", total=len(mapping.prices))
-            for result in pricing.import_chunks(mapping.prices, source=source,
-                                                chunk_size=chunk_size):
+            for result in pricing.import_chunks(
+                mapping.prices, source=source, chunk_size=chunk_size
+            ):
                 results.append(result)
                 progress.advance(task, result.added + result.changed + result.unchanged)
     done = merge_results(results, mapping.skipped)
     if as_json:
         print_json(done)
     else:
-        console.print(f"applied: {done.added} added, {done.changed} changed, "
-                      f"{done.unchanged} unchanged")
+        console.print(
+            f"applied: {done.added} added, {done.changed} changed, {done.unchanged} unchanged"
+        )
+
 
 def _render_import(result: ImportResult) -> None:
     table = Table("provider", "model", "field", "old", "new", title="price changes")
     for d in result.diff:
-        table.add_row(d.provider, d.model, d.field, "—" if d.old is None else str(d.old),
-                      "—" if d.new is None else str(d.new))
+        table.add_row(
+            d.provider,
+            d.model,
+            d.field,
+            "—" if d.old is None else str(d.old),
+            "—" if d.new is None else str(d.new),
+        )
     if result.diff:
         console.print(table)
-    console.print(f"{result.added} to add, {result.changed} to change, {result.unchanged} unchanged, "
-                  f"{len(result.skipped)} skipped", highlight=False)
+    console.print(
+        f"{result.added} to add, {result.changed} to change, {result.unchanged} unchanged, "
+        f"{len(result.skipped)} skipped",
+        highlight=False,
+    )
     for skipped in result.skipped:
         console.print(f"  skipped {skipped.key}: {skipped.reason}", highlight=False, markup=False)
 
@@ -398,8 +485,9 @@ def price_export(
         fail(f"--format must be json or csv, got {fmt!r}")
     with _pricing() as pricing:
         prices = pricing.list_prices(provider=provider)
-    typer.echo(dumps_exact(to_litellm(prices)) if fmt == "json" else prices_csv(prices),
-               nl=fmt == "json")
+    typer.echo(
+        dumps_exact(to_litellm(prices)) if fmt == "json" else prices_csv(prices), nl=fmt == "json"
+    )
 
 
 @price_app.command("reprice")
@@ -408,20 +496,26 @@ def price_reprice(
     until: str = typer.Option(..., "--until", help="ISO timestamp, exclusive."),
     model: str | None = typer.Option(None, "--model", help="Only this model."),
     provider: str | None = typer.Option(None, "--provider", help="Only this provider."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Compute the differences; change nothing."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Compute the differences; change nothing."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Re-price usage in a period at the prices effective then; balances get the difference."""
 
     with _pricing() as pricing:
-        result = pricing.reprice(since=since, until=until, model=model, provider=provider,
-                                 dry_run=dry_run)
+        result = pricing.reprice(
+            since=since, until=until, model=model, provider=provider, dry_run=dry_run
+        )
     if as_json:
         print_json(result)
         return
     verb = "would change" if dry_run else "changed"
-    console.print(f"{result.records} usage records, {verb} {result.changed}, total "
-                  f"{decimal_text(result.total_delta)}", highlight=False)
+    console.print(
+        f"{result.records} usage records, {verb} {result.changed}, total "
+        f"{decimal_text(result.total_delta)}",
+        highlight=False,
+    )
     if result.adjustments:
         table = Table("user", "delta")
         for adj in result.adjustments:

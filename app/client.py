@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 import httpx
 from postgrest import APIError
-from supabase import AsyncClient, Client, acreate_client, create_client
 from supabase_auth.errors import AuthError
 
 from app.config import Settings
 from app.errors import TokenmeterError, Unavailable, from_api_code
+from supabase import AsyncClient, Client, acreate_client, create_client
 
 T = TypeVar("T")
 

@@ -37,8 +37,11 @@ class Settings:
         values.update({k: v for k, v in os.environ.items() if k.startswith("SUPABASE_") and v})
         url = values.get("SUPABASE_URL")
         key = values.get("SUPABASE_SERVICE_ROLE_KEY")
-        missing = [name for name, value in (("SUPABASE_URL", url),
-                                            ("SUPABASE_SERVICE_ROLE_KEY", key)) if not value]
+        missing = [
+            name
+            for name, value in (("SUPABASE_URL", url), ("SUPABASE_SERVICE_ROLE_KEY", key))
+            if not value
+        ]
         if missing:
             raise ConfigError(
                 f"missing {', '.join(missing)}: set it in the environment or .env "

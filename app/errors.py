@@ -26,8 +26,14 @@ class TokenmeterError(Exception):
 
     code = "error"
 
-    def __init__(self, message: str, *, code: str | None = None, detail: str | None = None,
-                 field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        detail: str | None = None,
+        field: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail
@@ -130,8 +136,9 @@ def field_from_detail(detail: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def from_api_code(message_code: str, sqlstate: str | None, detail: str | None,
-                  hint: str | None = None) -> TokenmeterError:
+def from_api_code(
+    message_code: str, sqlstate: str | None, detail: str | None, hint: str | None = None
+) -> TokenmeterError:
     """The typed error for an API error body (`message` holds our code, `code` the SQLSTATE).
     For InvalidInput errors `field` is the argument the detail names (the SQL sets no hint)."""
     error_type = CODE_TO_ERROR.get(message_code)

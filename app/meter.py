@@ -22,8 +22,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from supabase import AsyncClient, Client
-
 from app.client import acall, async_service_client, call, json_value, service_client
 from app.client import rpc_params as _params
 from app.config import Settings
@@ -37,6 +35,7 @@ from app.models import (
     UsageRecord,
     UsageResult,
 )
+from supabase import AsyncClient, Client
 
 T = TypeVar("T")
 
@@ -59,8 +58,9 @@ def _batch(data: Any) -> BatchResult:
     for item in data["results"]:
         usage = UsageResult.model_validate(item) if item.get("ok") else None
         items.append(BatchItem.model_validate({**item, "usage": usage}))
-    return BatchResult(results=items, recorded=data["recorded"], replayed=data["replayed"],
-                       failed=data["failed"])
+    return BatchResult(
+        results=items, recorded=data["recorded"], replayed=data["replayed"], failed=data["failed"]
+    )
 
 
 class _Operations:
@@ -68,42 +68,102 @@ class _Operations:
 
     @staticmethod
     def check_balance(*, user_id: str, estimated_cost: Decimal = Decimal(0)) -> _Call[BalanceCheck]:
-        return _Call("check_balance", _params(user_id=user_id, estimated_cost=estimated_cost),
-                     BalanceCheck.model_validate)
+        return _Call(
+            "check_balance",
+            _params(user_id=user_id, estimated_cost=estimated_cost),
+            BalanceCheck.model_validate,
+        )
 
     @staticmethod
-    def reserve(*, user_id: str, request_id: str, amount: Decimal, ttl_seconds: int = 600,
-                model: str | None = None, provider: str | None = None) -> _Call[Reservation]:
-        return _Call("reserve_credit", _params(
-            user_id=user_id, request_id=request_id, amount=amount, ttl_seconds=ttl_seconds,
-            model=model, provider=provider), Reservation.model_validate)
+    def reserve(
+        *,
+        user_id: str,
+        request_id: str,
+        amount: Decimal,
+        ttl_seconds: int = 600,
+        model: str | None = None,
+        provider: str | None = None,
+    ) -> _Call[Reservation]:
+        return _Call(
+            "reserve_credit",
+            _params(
+                user_id=user_id,
+                request_id=request_id,
+                amount=amount,
+                ttl_seconds=ttl_seconds,
+                model=model,
+                provider=provider,
+            ),
+            Reservation.model_validate,
+        )
 
     @staticmethod
-    def settle(*, request_id: str, input_tokens: int, output_tokens: int,
-               cached_input_tokens: int = 0, model: str | None = None,
-               provider: str | None = None, metadata: Mapping[str, Any] | None = None,
-               latency_ms: int | None = None, status: str | None = None) -> _Call[UsageResult]:
-        return _Call("settle_usage", _params(
-            request_id=request_id, input_tokens=input_tokens, output_tokens=output_tokens,
-            cached_input_tokens=cached_input_tokens, model=model, provider=provider,
-            metadata=metadata, latency_ms=latency_ms, status=status), UsageResult.model_validate)
+    def settle(
+        *,
+        request_id: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int = 0,
+        model: str | None = None,
+        provider: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        latency_ms: int | None = None,
+        status: str | None = None,
+    ) -> _Call[UsageResult]:
+        return _Call(
+            "settle_usage",
+            _params(
+                request_id=request_id,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cached_input_tokens=cached_input_tokens,
+                model=model,
+                provider=provider,
+                metadata=metadata,
+                latency_ms=latency_ms,
+                status=status,
+            ),
+            UsageResult.model_validate,
+        )
 
     @staticmethod
     def release(*, request_id: str) -> _Call[Reservation]:
-        return _Call("release_reservation", _params(request_id=request_id),
-                     Reservation.model_validate)
+        return _Call(
+            "release_reservation", _params(request_id=request_id), Reservation.model_validate
+        )
 
     @staticmethod
-    def record_usage(*, user_id: str, model: str, input_tokens: int, output_tokens: int,
-                     request_id: str, provider: str | None = None, cached_input_tokens: int = 0,
-                     metadata: Mapping[str, Any] | None = None,
-                     occurred_at: datetime | None = None, latency_ms: int | None = None,
-                     status: str | None = None) -> _Call[UsageResult]:
-        return _Call("record_usage", _params(
-            user_id=user_id, model=model, input_tokens=input_tokens, output_tokens=output_tokens,
-            request_id=request_id, provider=provider, cached_input_tokens=cached_input_tokens,
-            metadata=metadata, occurred_at=occurred_at, latency_ms=latency_ms, status=status),
-            UsageResult.model_validate)
+    def record_usage(
+        *,
+        user_id: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        request_id: str,
+        provider: str | None = None,
+        cached_input_tokens: int = 0,
+        metadata: Mapping[str, Any] | None = None,
+        occurred_at: datetime | None = None,
+        latency_ms: int | None = None,
+        status: str | None = None,
+    ) -> _Call[UsageResult]:
+        return _Call(
+            "record_usage",
+            _params(
+                user_id=user_id,
+                model=model,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                request_id=request_id,
+                provider=provider,
+                cached_input_tokens=cached_input_tokens,
+                metadata=metadata,
+                occurred_at=occurred_at,
+                latency_ms=latency_ms,
+                status=status,
+            ),
+            UsageResult.model_validate,
+        )
 
     @staticmethod
     def record_usage_batch(*, records: Iterable[Mapping[str, Any]]) -> _Call[BatchResult]:
@@ -111,27 +171,44 @@ class _Operations:
 
     @staticmethod
     def top_up(*, user_id: str, amount: Decimal, reference: str) -> _Call[LedgerMovement]:
-        return _Call("top_up", _params(user_id=user_id, amount=amount, reference=reference),
-                     LedgerMovement.model_validate)
+        return _Call(
+            "top_up",
+            _params(user_id=user_id, amount=amount, reference=reference),
+            LedgerMovement.model_validate,
+        )
 
     @staticmethod
-    def adjust_balance(*, user_id: str, amount: Decimal, reason: str,
-                       reference: str) -> _Call[LedgerMovement]:
-        return _Call("adjust_balance", _params(user_id=user_id, amount=amount, reason=reason,
-                                               reference=reference),
-                     LedgerMovement.model_validate)
+    def adjust_balance(
+        *, user_id: str, amount: Decimal, reason: str, reference: str
+    ) -> _Call[LedgerMovement]:
+        return _Call(
+            "adjust_balance",
+            _params(user_id=user_id, amount=amount, reason=reason, reference=reference),
+            LedgerMovement.model_validate,
+        )
 
     @staticmethod
-    def estimate_cost(*, model: str, input_tokens: int, max_output_tokens: int,
-                      provider: str | None = None,
-                      cached_input_tokens: int = 0) -> _Call[CostEstimate]:
+    def estimate_cost(
+        *,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int,
+        provider: str | None = None,
+        cached_input_tokens: int = 0,
+    ) -> _Call[CostEstimate]:
         # cached_input_tokens is part of input_tokens, as in record_usage: the estimate then
         # prices the cached part at the cached price, exactly as the charge will.
-        return _Call("estimate_cost", _params(model=model, input_tokens=input_tokens,
-                                              max_output_tokens=max_output_tokens,
-                                              provider=provider,
-                                              cached_input_tokens=cached_input_tokens),
-                     CostEstimate.model_validate)
+        return _Call(
+            "estimate_cost",
+            _params(
+                model=model,
+                input_tokens=input_tokens,
+                max_output_tokens=max_output_tokens,
+                provider=provider,
+                cached_input_tokens=cached_input_tokens,
+            ),
+            CostEstimate.model_validate,
+        )
 
     @staticmethod
     def user_id_for_email(*, email: str) -> _Call[str]:
@@ -203,9 +280,17 @@ class Meter(_Operations):
 
     def usage(self, *, user_id: str, limit: int = 50) -> list[UsageRecord]:
         """The user's most recent usage records, newest first."""
-        response = call(lambda: self.client.table("usage_records").select(USAGE_COLUMNS)
-                        .eq("user_id", user_id).order("occurred_at", desc=True)
-                        .order("id", desc=True).limit(limit).execute())
+        response = call(
+            lambda: (
+                self.client.table("usage_records")
+                .select(USAGE_COLUMNS)
+                .eq("user_id", user_id)
+                .order("occurred_at", desc=True)
+                .order("id", desc=True)
+                .limit(limit)
+                .execute()
+            )
+        )
         return _usage_rows(response.data)
 
 
@@ -260,9 +345,17 @@ class AsyncMeter(_Operations):
         return await self._send(_Operations.audit())
 
     async def usage(self, *, user_id: str, limit: int = 50) -> list[UsageRecord]:
-        response = await acall(lambda: self.client.table("usage_records").select(USAGE_COLUMNS)
-                               .eq("user_id", user_id).order("occurred_at", desc=True)
-                               .order("id", desc=True).limit(limit).execute())
+        response = await acall(
+            lambda: (
+                self.client.table("usage_records")
+                .select(USAGE_COLUMNS)
+                .eq("user_id", user_id)
+                .order("occurred_at", desc=True)
+                .order("id", desc=True)
+                .limit(limit)
+                .execute()
+            )
+        )
         return _usage_rows(response.data)
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import psycopg
 from pglast import parser as pg_parser
@@ -124,12 +124,14 @@ class Migrator:
         rows = []
         for version in sorted(set(applied) | set(local), key=int):
             file = local.get(version)
-            rows.append({
-                "version": version,
-                "name": file.name if file else applied.get(version),
-                "local": file is not None,
-                "applied": version in applied,
-            })
+            rows.append(
+                {
+                    "version": version,
+                    "name": file.name if file else applied.get(version),
+                    "local": file is not None,
+                    "applied": version in applied,
+                }
+            )
         return rows
 
     def plan(self, conn: psycopg.Connection, include_all: bool, include_seed: bool) -> PushPlan:
@@ -216,8 +218,10 @@ class Migrator:
             position = diag.statement_position
             if position:
                 offset = int(position) - 1
-                where = f"{path.name}, statement {index} (line " \
-                        f"{statement.line + statement.sql[:offset].count(chr(10))})"
+                where = (
+                    f"{path.name}, statement {index} (line "
+                    f"{statement.line + statement.sql[:offset].count(chr(10))})"
+                )
             first_line = statement.sql.splitlines()[0][:120]
             detail = f"\n  detail: {diag.message_detail}" if diag.message_detail else ""
             raise MigrationError(

@@ -53,27 +53,49 @@ def unit_exponent(unit: str) -> int:
     """Powers of ten of tokens a unit stands for; raises InvalidInput for an unknown unit."""
     exponent = UNITS.get(unit.strip().lower())
     if exponent is None:
-        raise InvalidInput("invalid_argument", code="invalid_argument", field="unit",
-                           detail=f"unit must be one of token, 1K, 1M (got {unit!r})")
+        raise InvalidInput(
+            "invalid_argument",
+            code="invalid_argument",
+            field="unit",
+            detail=f"unit must be one of token, 1K, 1M (got {unit!r})",
+        )
     return exponent
 
 
-def parse_amount(value: str | int | Decimal, *, field: str, allow_negative: bool = False) -> Decimal:
+def parse_amount(
+    value: str | int | Decimal, *, field: str, allow_negative: bool = False
+) -> Decimal:
     """A money amount from text, exactly; raises InvalidInput (invalid_amount) naming `field`."""
     if isinstance(value, float):  # a float has already lost the decimal the user typed
-        raise InvalidInput("invalid_amount", code="invalid_amount", field=field,
-                           detail=f"{field} must be given as text or Decimal, not float")
+        raise InvalidInput(
+            "invalid_amount",
+            code="invalid_amount",
+            field=field,
+            detail=f"{field} must be given as text or Decimal, not float",
+        )
     try:
         amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
     except InvalidOperation:
-        raise InvalidInput("invalid_amount", code="invalid_amount", field=field,
-                           detail=f"{field} must be a number, got {value!r}") from None
+        raise InvalidInput(
+            "invalid_amount",
+            code="invalid_amount",
+            field=field,
+            detail=f"{field} must be a number, got {value!r}",
+        ) from None
     if not amount.is_finite():
-        raise InvalidInput("invalid_amount", code="invalid_amount", field=field,
-                           detail=f"{field} must be a finite number, got {value!r}")
+        raise InvalidInput(
+            "invalid_amount",
+            code="invalid_amount",
+            field=field,
+            detail=f"{field} must be a finite number, got {value!r}",
+        )
     if amount < 0 and not allow_negative:
-        raise InvalidInput("invalid_amount", code="invalid_amount", field=field,
-                           detail=f"{field} must be >= 0, got {value}")
+        raise InvalidInput(
+            "invalid_amount",
+            code="invalid_amount",
+            field=field,
+            detail=f"{field} must be >= 0, got {value}",
+        )
     return amount
 
 
@@ -86,12 +108,20 @@ def to_per_token(value: str | int | Decimal, *, unit: str = "1M", field: str = "
     amount = parse_amount(value, field=field)
     per_token = amount.scaleb(-unit_exponent(unit))
     if per_token != 0 and per_token.normalize().as_tuple().exponent < -MAX_SCALE:  # type: ignore[operator]
-        raise InvalidInput("invalid_amount", code="invalid_amount", field=field,
-                           detail=f"{field} {value} per {unit} is more precise than "
-                                  f"{MAX_SCALE} decimals per token")
+        raise InvalidInput(
+            "invalid_amount",
+            code="invalid_amount",
+            field=field,
+            detail=f"{field} {value} per {unit} is more precise than "
+            f"{MAX_SCALE} decimals per token",
+        )
     if per_token >= MAX_PER_TOKEN:
-        raise InvalidInput("invalid_amount", code="invalid_amount", field=field,
-                           detail=f"{field} {value} per {unit} is too large")
+        raise InvalidInput(
+            "invalid_amount",
+            code="invalid_amount",
+            field=field,
+            detail=f"{field} {value} per {unit} is too large",
+        )
     return plain(per_token)
 
 
@@ -117,8 +147,12 @@ def check_currency(currency: str) -> str:
     """An ISO 4217 code in capitals; raises InvalidInput (invalid_currency)."""
     code = currency.strip().upper()
     if not CURRENCY.match(code):
-        raise InvalidInput("invalid_currency", code="invalid_currency", field="currency",
-                           detail=f"currency must be a 3-letter ISO code like USD, got {currency!r}")
+        raise InvalidInput(
+            "invalid_currency",
+            code="invalid_currency",
+            field="currency",
+            detail=f"currency must be a 3-letter ISO code like USD, got {currency!r}",
+        )
     return code
 
 
@@ -129,8 +163,12 @@ def parse_time(value: str | datetime | None, *, field: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise InvalidInput("invalid_argument", code="invalid_argument", field=field,
-                           detail=f"{field} must be an ISO 8601 timestamp, got {value!r}") from None
+        raise InvalidInput(
+            "invalid_argument",
+            code="invalid_argument",
+            field=field,
+            detail=f"{field} must be an ISO 8601 timestamp, got {value!r}",
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -171,11 +209,17 @@ class ModelPrice(_Result):
     last_updated: datetime | None = None
     long_context_threshold: int | None = None
     price_per_input_token_above_threshold: Decimal | None = Field(
-        default=None, validation_alias=AliasChoices(
-            "price_per_input_token_above_threshold", "input_per_token_above_threshold"))
+        default=None,
+        validation_alias=AliasChoices(
+            "price_per_input_token_above_threshold", "input_per_token_above_threshold"
+        ),
+    )
     price_per_output_token_above_threshold: Decimal | None = Field(
-        default=None, validation_alias=AliasChoices(
-            "price_per_output_token_above_threshold", "output_per_token_above_threshold"))
+        default=None,
+        validation_alias=AliasChoices(
+            "price_per_output_token_above_threshold", "output_per_token_above_threshold"
+        ),
+    )
     version_id: str | int | None = None
     # set_model_price: False when the price in effect already had these values (no new version)
     created: bool | None = None
@@ -198,8 +242,9 @@ class ModelPrice(_Result):
 class ModelAlias(_Result):
     alias: str
     provider: str | None = None
-    target_model: str | None = Field(default=None, validation_alias=AliasChoices(
-        "target_model", "model", "target"))
+    target_model: str | None = Field(
+        default=None, validation_alias=AliasChoices("target_model", "model", "target")
+    )
     target_provider: str | None = None
 
 
@@ -269,25 +314,19 @@ ImportResult.model_rebuild()
 
 # What to do about each failed check of pricing_consolidation_report().
 REMEDIES: dict[str, str] = {
-    "legacy_price_not_in_model_pricing":
-        "copy the legacy prices: run `select populate_model_pricing();` (as postgres or "
-        "service_role), then check again",
-    "legacy_price_differs":
-        "models.pricing_* and model_pricing disagree for these models: decide which is right, "
-        "then `tokenmeter price set MODEL --provider P --input X --output Y` (or fix the legacy "
-        "columns and run `select populate_model_pricing();`)",
-    "paid_model_priced_zero":
-        "paid models priced at $0 would be charged nothing: set their real price with "
-        "`tokenmeter price set MODEL --provider P --input X --output Y`, or mark them free",
-    "active_model_without_price":
-        "active models without a price cannot be charged: price them with `tokenmeter price "
-        "set` (or import a price list with `tokenmeter price import`), or deactivate them",
-    "pricing_tiers_not_empty":
-        "pricing_tiers still holds rows: move them into model_pricing (long-context tiers via "
-        "`tokenmeter price set ... --long-context-threshold`) and empty the table",
-    "usage_without_price":
-        "usage was recorded for models that have no price: add the prices, then re-price the "
-        "period with `tokenmeter price reprice --since ISO --until ISO`",
+    "legacy_price_not_in_model_pricing": "copy the legacy prices: run `select populate_model_pricing();` (as postgres or "
+    "service_role), then check again",
+    "legacy_price_differs": "models.pricing_* and model_pricing disagree for these models: decide which is right, "
+    "then `tokenmeter price set MODEL --provider P --input X --output Y` (or fix the legacy "
+    "columns and run `select populate_model_pricing();`)",
+    "paid_model_priced_zero": "paid models priced at $0 would be charged nothing: set their real price with "
+    "`tokenmeter price set MODEL --provider P --input X --output Y`, or mark them free",
+    "active_model_without_price": "active models without a price cannot be charged: price them with `tokenmeter price "
+    "set` (or import a price list with `tokenmeter price import`), or deactivate them",
+    "pricing_tiers_not_empty": "pricing_tiers still holds rows: move them into model_pricing (long-context tiers via "
+    "`tokenmeter price set ... --long-context-threshold`) and empty the table",
+    "usage_without_price": "usage was recorded for models that have no price: add the prices, then re-price the "
+    "period with `tokenmeter price reprice --since ISO --until ISO`",
 }
 
 
@@ -310,11 +349,19 @@ def load_litellm(text: str | bytes) -> dict[str, Any]:
     try:
         data = json.loads(text, parse_float=Decimal, parse_int=Decimal)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput("invalid_argument", code="invalid_argument", field="file",
-                           detail=f"not valid JSON: {exc}") from None
+        raise InvalidInput(
+            "invalid_argument",
+            code="invalid_argument",
+            field="file",
+            detail=f"not valid JSON: {exc}",
+        ) from None
     if not isinstance(data, dict):
-        raise InvalidInput("invalid_argument", code="invalid_argument", field="file",
-                           detail="a LiteLLM price file is a JSON object keyed by model name")
+        raise InvalidInput(
+            "invalid_argument",
+            code="invalid_argument",
+            field="file",
+            detail="a LiteLLM price file is a JSON object keyed by model name",
+        )
     return data
 
 
@@ -323,7 +370,7 @@ def _litellm_model(key: str, litellm_provider: str, provider: str) -> str:
     # "anthropic/claude-3.5-sonnet" (OpenRouter's own model id).
     for prefix in (litellm_provider, provider):
         if key.startswith(prefix + "/"):
-            return key[len(prefix) + 1:]
+            return key[len(prefix) + 1 :]
     return key
 
 
@@ -342,8 +389,9 @@ def _number(entry: Mapping[str, Any], name: str) -> Decimal | None:
     return plain(amount)
 
 
-def map_litellm_entry(key: str, entry: Mapping[str, Any], *,
-                      today: date | None = None) -> dict[str, Any]:
+def map_litellm_entry(
+    key: str, entry: Mapping[str, Any], *, today: date | None = None
+) -> dict[str, Any]:
     """One LiteLLM entry as `set_model_price` arguments; raises ValueError saying why not."""
     if not isinstance(entry, Mapping):
         raise ValueError("entry is not an object")  # noqa: TRY004
@@ -363,8 +411,9 @@ def map_litellm_entry(key: str, entry: Mapping[str, Any], *,
     if per_image is None:
         per_image = _number(entry, "input_cost_per_image")
     if mode in IMAGE_MODES and per_image is None:
-        raise ValueError("image model without a per-image price (per-pixel prices are not "
-                         "supported)")
+        raise ValueError(
+            "image model without a per-image price (per-pixel prices are not supported)"
+        )
     if input_cost is None and per_image is None:
         raise ValueError("no input_cost_per_token")
     if output_cost is None and mode not in ("embedding", "image_generation") and per_image is None:
@@ -446,8 +495,11 @@ def to_litellm(prices: Iterable[ModelPrice]) -> dict[str, dict[str, Any]]:
     for price in prices:
         if price.pricing_type == "missing" or price.price_per_input_token is None:
             continue
-        image_only = (price.price_per_image and not price.price_per_input_token
-                      and not price.price_per_output_token)
+        image_only = (
+            price.price_per_image
+            and not price.price_per_input_token
+            and not price.price_per_output_token
+        )
         entry: dict[str, Any] = {
             "litellm_provider": OUR_TO_LITELLM.get(price.provider, price.provider),
             "mode": "image_generation" if image_only else "chat",
@@ -464,10 +516,12 @@ def to_litellm(prices: Iterable[ModelPrice]) -> dict[str, dict[str, Any]]:
             k = price.long_context_threshold // 1000
             if price.price_per_input_token_above_threshold is not None:
                 entry[f"input_cost_per_token_above_{k}k_tokens"] = plain(
-                    price.price_per_input_token_above_threshold)
+                    price.price_per_input_token_above_threshold
+                )
             if price.price_per_output_token_above_threshold is not None:
                 entry[f"output_cost_per_token_above_{k}k_tokens"] = plain(
-                    price.price_per_output_token_above_threshold)
+                    price.price_per_output_token_above_threshold
+                )
         if price.pricing_type == "deprecated":
             entry["deprecation_date"] = (price.last_updated or datetime.now(UTC)).date().isoformat()
         catalog[f"{price.provider}/{price.model}"] = entry
@@ -492,9 +546,20 @@ def dumps_exact(data: Any) -> str:
 
 
 # ── Files: LiteLLM JSON, our argument arrays, our CSV ────────────────────────────────────────
-CSV_COLUMNS = ("provider", "model", "input_per_1m", "output_per_1m", "cached_input_per_1m",
-               "per_request", "per_image", "currency", "pricing_type", "long_context_threshold",
-               "input_above_threshold_per_1m", "output_above_threshold_per_1m")
+CSV_COLUMNS = (
+    "provider",
+    "model",
+    "input_per_1m",
+    "output_per_1m",
+    "cached_input_per_1m",
+    "per_request",
+    "per_image",
+    "currency",
+    "pricing_type",
+    "long_context_threshold",
+    "input_above_threshold_per_1m",
+    "output_above_threshold_per_1m",
+)
 
 
 def prices_from_file(path: Path) -> LiteLLMMapping:
@@ -504,28 +569,45 @@ def prices_from_file(path: Path) -> LiteLLMMapping:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise InvalidInput("invalid_argument", code="invalid_argument", field="file",
-                           detail=f"cannot read {path}: {exc.strerror or exc}") from None
+        raise InvalidInput(
+            "invalid_argument",
+            code="invalid_argument",
+            field="file",
+            detail=f"cannot read {path}: {exc.strerror or exc}",
+        ) from None
     if path.suffix.lower() == ".csv":
         return LiteLLMMapping(prices=_csv_prices(raw), skipped=[])
     try:
         data = json.loads(raw, parse_float=Decimal)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput("invalid_argument", code="invalid_argument", field="file",
-                           detail=f"{path.name} is not valid JSON: {exc}") from None
+        raise InvalidInput(
+            "invalid_argument",
+            code="invalid_argument",
+            field="file",
+            detail=f"{path.name} is not valid JSON: {exc}",
+        ) from None
     if isinstance(data, list):
-        return LiteLLMMapping(prices=[_checked_args(item, i) for i, item in enumerate(data)],
-                              skipped=[])
+        return LiteLLMMapping(
+            prices=[_checked_args(item, i) for i, item in enumerate(data)], skipped=[]
+        )
     if isinstance(data, dict):
         return map_litellm(data)
-    raise InvalidInput("invalid_argument", code="invalid_argument", field="file",
-                       detail=f"{path.name}: expected a LiteLLM catalog (object) or an array")
+    raise InvalidInput(
+        "invalid_argument",
+        code="invalid_argument",
+        field="file",
+        detail=f"{path.name}: expected a LiteLLM catalog (object) or an array",
+    )
 
 
 def _checked_args(item: Any, index: int) -> dict[str, Any]:
     if not isinstance(item, dict) or not item.get("provider") or not item.get("model"):
-        raise InvalidInput("invalid_argument", code="invalid_argument", field="file",
-                           detail=f"entry {index}: needs at least provider and model")
+        raise InvalidInput(
+            "invalid_argument",
+            code="invalid_argument",
+            field="file",
+            detail=f"entry {index}: needs at least provider and model",
+        )
     return item
 
 
@@ -533,22 +615,31 @@ def _csv_prices(raw: bytes) -> list[dict[str, Any]]:
     try:
         rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8"))))
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise InvalidInput("invalid_argument", code="invalid_argument", field="file",
-                           detail=f"not a valid CSV file: {exc}") from None
+        raise InvalidInput(
+            "invalid_argument",
+            code="invalid_argument",
+            field="file",
+            detail=f"not a valid CSV file: {exc}",
+        ) from None
     prices = []
     for line, row in enumerate(rows, start=2):
         try:
             if not row.get("provider") or not row.get("model"):
-                raise InvalidInput("invalid_argument", code="invalid_argument",
-                                   detail="provider and model are required")
+                raise InvalidInput(
+                    "invalid_argument",
+                    code="invalid_argument",
+                    detail="provider and model are required",
+                )
             args: dict[str, Any] = {
-                "provider": row["provider"], "model": row["model"],
+                "provider": row["provider"],
+                "model": row["model"],
                 "input_per_token": to_per_token(row.get("input_per_1m") or "0", field="input"),
                 "output_per_token": to_per_token(row.get("output_per_1m") or "0", field="output"),
             }
             if row.get("cached_input_per_1m"):
-                args["cached_input_per_token"] = to_per_token(row["cached_input_per_1m"],
-                                                              field="cached_input")
+                args["cached_input_per_token"] = to_per_token(
+                    row["cached_input_per_1m"], field="cached_input"
+                )
             for name in ("per_request", "per_image"):
                 if row.get(name):
                     args[name] = parse_amount(row[name], field=name)
@@ -560,16 +651,23 @@ def _csv_prices(raw: bytes) -> list[dict[str, Any]]:
                 try:
                     args["long_context_threshold"] = int(row["long_context_threshold"])
                 except ValueError:
-                    raise InvalidInput("invalid_argument", code="invalid_argument",
-                                       detail="long_context_threshold must be an integer") from None
-                for column, name in (("input_above_threshold_per_1m",
-                                      "input_per_token_above_threshold"),
-                                     ("output_above_threshold_per_1m",
-                                      "output_per_token_above_threshold")):
+                    raise InvalidInput(
+                        "invalid_argument",
+                        code="invalid_argument",
+                        detail="long_context_threshold must be an integer",
+                    ) from None
+                for column, name in (
+                    ("input_above_threshold_per_1m", "input_per_token_above_threshold"),
+                    ("output_above_threshold_per_1m", "output_per_token_above_threshold"),
+                ):
                     args[name] = to_per_token(row.get(column) or "0", field=column)
         except InvalidInput as exc:
-            raise InvalidInput("invalid_argument", code="invalid_argument", field="file",
-                               detail=f"line {line}: {exc.detail or exc.message}") from None
+            raise InvalidInput(
+                "invalid_argument",
+                code="invalid_argument",
+                field="file",
+                detail=f"line {line}: {exc.detail or exc.message}",
+            ) from None
         prices.append(args)
     return prices
 
@@ -580,17 +678,32 @@ def prices_csv(prices: Iterable[ModelPrice]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for p in prices:
-        writer.writerow([p.provider, p.model, decimal_text(p.input_per_1m),
-                         decimal_text(p.output_per_1m), decimal_text(p.cached_input_per_1m),
-                         decimal_text(p.price_per_request), decimal_text(p.price_per_image),
-                         p.currency, p.pricing_type, p.long_context_threshold or "",
-                         decimal_text(per_million(p.price_per_input_token_above_threshold)),
-                         decimal_text(per_million(p.price_per_output_token_above_threshold))])
+        writer.writerow(
+            [
+                p.provider,
+                p.model,
+                decimal_text(p.input_per_1m),
+                decimal_text(p.output_per_1m),
+                decimal_text(p.cached_input_per_1m),
+                decimal_text(p.price_per_request),
+                decimal_text(p.price_per_image),
+                p.currency,
+                p.pricing_type,
+                p.long_context_threshold or "",
+                decimal_text(per_million(p.price_per_input_token_above_threshold)),
+                decimal_text(per_million(p.price_per_output_token_above_threshold)),
+            ]
+        )
     return out.getvalue()
 
 
-PER_TOKEN_ARGS = ("input_per_token", "output_per_token", "cached_input_per_token",
-                  "input_per_token_above_threshold", "output_per_token_above_threshold")
+PER_TOKEN_ARGS = (
+    "input_per_token",
+    "output_per_token",
+    "cached_input_per_token",
+    "input_per_token_above_threshold",
+    "output_per_token_above_threshold",
+)
 AMOUNT_ARGS = ("per_request", "per_image")
 
 
@@ -600,26 +713,42 @@ def check_import(prices: Sequence[Mapping[str, Any]]) -> None:
     Raises InvalidInput whose detail names the entry (prices[i])."""
     for index, entry in enumerate(prices):
         try:
-            if not isinstance(entry, Mapping) or not entry.get("provider") or not entry.get("model"):
-                raise InvalidInput("invalid_argument", code="invalid_argument",
-                                   detail="needs provider and model")
+            if (
+                not isinstance(entry, Mapping)
+                or not entry.get("provider")
+                or not entry.get("model")
+            ):
+                raise InvalidInput(
+                    "invalid_argument", code="invalid_argument", detail="needs provider and model"
+                )
             for name in PER_TOKEN_ARGS + AMOUNT_ARGS:
                 value = entry.get(name)
                 if value is None:
                     continue
                 if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
-                    raise InvalidInput("invalid_amount", code="invalid_amount", field=name,
-                                       detail=f"{name} must be a number, got {value!r}")
+                    raise InvalidInput(
+                        "invalid_amount",
+                        code="invalid_amount",
+                        field=name,
+                        detail=f"{name} must be a number, got {value!r}",
+                    )
                 amount = parse_amount(value, field=name)
                 if amount >= MAX_PER_TOKEN:
-                    raise InvalidInput("invalid_amount", code="invalid_amount", field=name,
-                                       detail=f"{name} must be less than 1000, got {value}")
+                    raise InvalidInput(
+                        "invalid_amount",
+                        code="invalid_amount",
+                        field=name,
+                        detail=f"{name} must be less than 1000, got {value}",
+                    )
             if entry.get("currency") is not None:
                 check_currency(str(entry["currency"]))
         except InvalidInput as exc:
-            raise InvalidInput(exc.message, code=exc.code, field=exc.field,
-                               detail=f"prices[{index}] ({_entry_name(entry)}): "
-                                      f"{exc.detail or exc.message}") from None
+            raise InvalidInput(
+                exc.message,
+                code=exc.code,
+                field=exc.field,
+                detail=f"prices[{index}] ({_entry_name(entry)}): {exc.detail or exc.message}",
+            ) from None
 
 
 def _entry_name(entry: Any) -> str:
@@ -681,12 +810,17 @@ class Pricing:
 
         def run() -> Any:
             # model_pricing holds every version; the current one is the newest that has begun.
-            query = self.client.table("model_pricing").select(PRICE_COLUMNS).lte(
-                "effective_from", now)
+            query = (
+                self.client.table("model_pricing").select(PRICE_COLUMNS).lte("effective_from", now)
+            )
             if provider:
                 query = query.eq("provider_id", provider)
-            return (query.order("provider_id").order("model_id")
-                    .order("effective_from", desc=True).execute())
+            return (
+                query.order("provider_id")
+                .order("model_id")
+                .order("effective_from", desc=True)
+                .execute()
+            )
 
         current: dict[tuple[str, str], ModelPrice] = {}
         for row in call(run).data:
@@ -694,13 +828,15 @@ class Pricing:
             current.setdefault((price.provider, price.model), price)
         return list(current.values())
 
-    def get(self, *, model: str, provider: str | None = None,
-            at: datetime | None = None) -> ModelPrice:
+    def get(
+        self, *, model: str, provider: str | None = None, at: datetime | None = None
+    ) -> ModelPrice:
         """The price `price_for` charges (aliases resolved). Raises UnknownModel, InvalidInput
         (ambiguous_model: pass provider)."""
         # provider is sent even when null: price_for(provider, model, at) has no default for it.
-        data = self._rpc("price_for", {"provider": provider, **_params(model=model, at=at)},
-                         select=PRICE_COLUMNS)
+        data = self._rpc(
+            "price_for", {"provider": provider, **_params(model=model, at=at)}, select=PRICE_COLUMNS
+        )
         if isinstance(data, list):
             data = data[0]
         return ModelPrice.model_validate(data)
@@ -714,19 +850,32 @@ class Pricing:
         data = self._rpc("price_history", _params(provider=provider, model=model))
         if isinstance(data, dict):
             data = data.get("versions") or data.get("history") or [data]
-        return [ModelPrice.model_validate({"provider": provider, "model": model, **row})
-                for row in data or []]
+        return [
+            ModelPrice.model_validate({"provider": provider, "model": model, **row})
+            for row in data or []
+        ]
 
     # writes
-    def set(self, *, model: str, input: str | Decimal, output: str | Decimal,
-            cached_input: str | Decimal | None = None, unit: str = "1M",
-            per_request: str | Decimal | None = None, per_image: str | Decimal | None = None,
-            currency: str | None = None, effective_from: str | datetime | None = None,
-            provider: str | None = None, pricing_type: str | None = None,
-            pricing_source: str | None = "manual", long_context_threshold: int | None = None,
-            input_above_threshold: str | Decimal | None = None,
-            output_above_threshold: str | Decimal | None = None,
-            keep: bool = True) -> ModelPrice:
+    def set(
+        self,
+        *,
+        model: str,
+        input: str | Decimal,
+        output: str | Decimal,
+        cached_input: str | Decimal | None = None,
+        unit: str = "1M",
+        per_request: str | Decimal | None = None,
+        per_image: str | Decimal | None = None,
+        currency: str | None = None,
+        effective_from: str | datetime | None = None,
+        provider: str | None = None,
+        pricing_type: str | None = None,
+        pricing_source: str | None = "manual",
+        long_context_threshold: int | None = None,
+        input_above_threshold: str | Decimal | None = None,
+        output_above_threshold: str | Decimal | None = None,
+        keep: bool = True,
+    ) -> ModelPrice:
         """Set a model's price; token prices are per `unit` (token, 1K, 1M), per-request and
         per-image prices are plain amounts. Without provider, the model's current provider.
         With `keep` (default), what is not given — cached input, per-request and per-image
@@ -738,39 +887,59 @@ class Pricing:
             "output_per_token": to_per_token(output, unit=unit, field="output"),
         }
         if cached_input is not None:
-            args["cached_input_per_token"] = to_per_token(cached_input, unit=unit,
-                                                          field="cached_input")
+            args["cached_input_per_token"] = to_per_token(
+                cached_input, unit=unit, field="cached_input"
+            )
         if per_request is not None:
             args["per_request"] = parse_amount(per_request, field="per_request")
         if per_image is not None:
             args["per_image"] = parse_amount(per_image, field="per_image")
         if long_context_threshold is not None:
             if long_context_threshold <= 0:
-                raise InvalidInput("invalid_argument", code="invalid_argument",
-                                   field="long_context_threshold",
-                                   detail="long_context_threshold must be a positive token count")
+                raise InvalidInput(
+                    "invalid_argument",
+                    code="invalid_argument",
+                    field="long_context_threshold",
+                    detail="long_context_threshold must be a positive token count",
+                )
             args["long_context_threshold"] = long_context_threshold
         if input_above_threshold is not None:
             args["input_per_token_above_threshold"] = to_per_token(
-                input_above_threshold, unit=unit, field="input_above_threshold")
+                input_above_threshold, unit=unit, field="input_above_threshold"
+            )
         if output_above_threshold is not None:
             args["output_per_token_above_threshold"] = to_per_token(
-                output_above_threshold, unit=unit, field="output_above_threshold")
+                output_above_threshold, unit=unit, field="output_above_threshold"
+            )
         if pricing_type is not None and pricing_type not in PRICING_TYPES:
-            raise InvalidInput("invalid_argument", code="invalid_argument", field="pricing_type",
-                               detail=f"pricing_type must be one of {', '.join(PRICING_TYPES)}")
+            raise InvalidInput(
+                "invalid_argument",
+                code="invalid_argument",
+                field="pricing_type",
+                detail=f"pricing_type must be one of {', '.join(PRICING_TYPES)}",
+            )
         checked_currency = check_currency(currency) if currency is not None else None
         start = parse_time(effective_from, field="effective_from")
         provider = provider or self._provider_of(model)
         if keep and pricing_type != "free":  # a free model has every price 0: nothing to keep
-            current = next((v for v in self.history(model=model, provider=provider)
-                            if v.in_effect), None)
+            current = next(
+                (v for v in self.history(model=model, provider=provider) if v.in_effect), None
+            )
             if current is not None:
                 args = {**_kept(current), **args}
                 checked_currency = checked_currency or current.currency
-        data = self._rpc("set_model_price", _params(
-            provider=provider, model=model, **args, currency=checked_currency,
-            effective_from=start, pricing_type=pricing_type, pricing_source=pricing_source))
+        data = self._rpc(
+            "set_model_price",
+            _params(
+                provider=provider,
+                model=model,
+                **args,
+                currency=checked_currency,
+                effective_from=start,
+                pricing_type=pricing_type,
+                pricing_source=pricing_source,
+            ),
+        )
         return ModelPrice.model_validate(data)
 
     def _provider_of(self, model: str) -> str:
@@ -778,51 +947,83 @@ class Pricing:
         InvalidInput (ambiguous_model) for one priced at several providers: pass provider."""
         return self.get(model=model).provider
 
-    def alias(self, *, alias: str, target: str, target_provider: str | None = None,
-              provider: str | None = None) -> ModelAlias:
+    def alias(
+        self,
+        *,
+        alias: str,
+        target: str,
+        target_provider: str | None = None,
+        provider: str | None = None,
+    ) -> ModelAlias:
         """Make `alias` cost what `target` costs. Raises UnknownModel (no such target),
         InvalidInput (alias_loop)."""
-        data = self._rpc("set_model_alias", _params(alias=alias, target_model=target,
-                                                    target_provider=target_provider,
-                                                    provider=provider))
+        data = self._rpc(
+            "set_model_alias",
+            _params(
+                alias=alias, target_model=target, target_provider=target_provider, provider=provider
+            ),
+        )
         if not isinstance(data, dict):
             data = {}
-        return ModelAlias.model_validate({"alias": alias, "target_model": target,
-                                          "target_provider": target_provider,
-                                          "provider": provider, **data})
+        return ModelAlias.model_validate(
+            {
+                "alias": alias,
+                "target_model": target,
+                "target_provider": target_provider,
+                "provider": provider,
+                **data,
+            }
+        )
 
     def remove_alias(self, *, alias: str, provider: str | None = None) -> bool:
         """Remove an alias; False when there was none (idempotent)."""
         data = self._rpc("remove_model_alias", _params(alias=alias, provider=provider))
         return bool(data.get("removed")) if isinstance(data, dict) else bool(data)
 
-    def import_prices(self, prices: Sequence[Mapping[str, Any]], *, source: str = "import",
-                      dry_run: bool = False) -> ImportResult:
+    def import_prices(
+        self, prices: Sequence[Mapping[str, Any]], *, source: str = "import", dry_run: bool = False
+    ) -> ImportResult:
         """Apply (or with dry_run, only compare) a list of `set_model_price` argument objects in
         ONE transaction. Raises InvalidInput naming the bad entry; then nothing was written."""
         check_import(prices)
-        data = self._rpc("import_model_prices", {
-            "prices": json_value(list(prices)), "source": source, "dry_run": dry_run})
+        data = self._rpc(
+            "import_model_prices",
+            {"prices": json_value(list(prices)), "source": source, "dry_run": dry_run},
+        )
         return ImportResult.model_validate({**data, "dry_run": dry_run})
 
-    def import_chunks(self, prices: Sequence[Mapping[str, Any]], *, source: str = "import",
-                      chunk_size: int = 100) -> Iterator[ImportResult]:
+    def import_chunks(
+        self, prices: Sequence[Mapping[str, Any]], *, source: str = "import", chunk_size: int = 100
+    ) -> Iterator[ImportResult]:
         """Apply prices in chunks (one transaction each), yielding each chunk's result; for a
         progress bar. A failing chunk raises and leaves the earlier chunks applied."""
         for start in range(0, len(prices), chunk_size):
-            yield self.import_prices(prices[start:start + chunk_size], source=source)
+            yield self.import_prices(prices[start : start + chunk_size], source=source)
 
-    def reprice(self, *, since: str | datetime, until: str | datetime, model: str | None = None,
-                provider: str | None = None, dry_run: bool = False) -> RepriceResult:
+    def reprice(
+        self,
+        *,
+        since: str | datetime,
+        until: str | datetime,
+        model: str | None = None,
+        provider: str | None = None,
+        dry_run: bool = False,
+    ) -> RepriceResult:
         """Recompute the cost of usage in [since, until) at the prices effective then, adjusting
         balances by the difference (audited). Raises InvalidInput for a bad period."""
         start = parse_time(since, field="since")
         end = parse_time(until, field="until")
         if start is not None and end is not None and start >= end:
-            raise InvalidInput("invalid_argument", code="invalid_argument", field="until",
-                               detail="until must be after since")
-        data = self._rpc("reprice_usage", _params(since=start, until=end, model=model,
-                                                  provider=provider, dry_run=dry_run))
+            raise InvalidInput(
+                "invalid_argument",
+                code="invalid_argument",
+                field="until",
+                detail="until must be after since",
+            )
+        data = self._rpc(
+            "reprice_usage",
+            _params(since=start, until=end, model=model, provider=provider, dry_run=dry_run),
+        )
         return RepriceResult.model_validate({**data, "dry_run": dry_run})
 
     def report(self) -> ConsolidationReport:
@@ -850,8 +1051,9 @@ def _kept(current: ModelPrice) -> dict[str, Any]:
     return kept
 
 
-def merge_results(results: Iterable[ImportResult], skipped: Sequence[SkippedEntry] = (),
-                  *, dry_run: bool = False) -> ImportResult:
+def merge_results(
+    results: Iterable[ImportResult], skipped: Sequence[SkippedEntry] = (), *, dry_run: bool = False
+) -> ImportResult:
     """The sum of chunk results."""
     added = changed = unchanged = 0
     diff: list[PriceDiff] = []
@@ -860,8 +1062,14 @@ def merge_results(results: Iterable[ImportResult], skipped: Sequence[SkippedEntr
         changed += result.changed
         unchanged += result.unchanged
         diff.extend(result.diff)
-    return ImportResult(added=added, changed=changed, unchanged=unchanged, diff=diff,
-                        skipped=list(skipped), dry_run=dry_run)
+    return ImportResult(
+        added=added,
+        changed=changed,
+        unchanged=unchanged,
+        diff=diff,
+        skipped=list(skipped),
+        dry_run=dry_run,
+    )
 
 
 __all__ = [

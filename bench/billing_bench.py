@@ -29,11 +29,11 @@ from pathlib import Path
 import psycopg
 from rich.console import Console
 from rich.table import Table
-from supabase import create_client
 
 from app.stack import keys as stack_keys
 from app.stack.paths import StackPaths
 from app.stack.postgres import find_binaries
+from supabase import create_client
 
 MODEL = "gpt-4o-mini"
 HOT_ROW_SCRIPT = """\\set aid random(1, 100000)
@@ -104,7 +104,9 @@ def record_usage_worker(dsn: str, users: list[str]) -> Callable[[int], Callable[
                 (next(cycle), MODEL, f"bench-{slot}-{next(seq)}-{uuid.uuid4().hex[:8]}"),
             )
             return 1
+
         return work
+
     return make
 
 
@@ -114,13 +116,23 @@ def batch_worker(dsn: str, users: list[str], size: int) -> Callable[[int], Calla
 
         def work() -> int:
             tag = uuid.uuid4().hex
-            records = [{"user_id": users[i % len(users)], "model": MODEL, "input_tokens": 1000,
-                        "output_tokens": 200, "request_id": f"batch-{tag}-{i}"}
-                       for i in range(size)]
-            conn.execute("select public.record_usage_batch(records => %s::jsonb)",
-                         (json.dumps(records),))
+            records = [
+                {
+                    "user_id": users[i % len(users)],
+                    "model": MODEL,
+                    "input_tokens": 1000,
+                    "output_tokens": 200,
+                    "request_id": f"batch-{tag}-{i}",
+                }
+                for i in range(size)
+            ]
+            conn.execute(
+                "select public.record_usage_batch(records => %s::jsonb)", (json.dumps(records),)
+            )
             return size
+
         return work
+
     return make
 
 
@@ -130,21 +142,54 @@ def gateway_worker(url: str, key: str, users: list[str]) -> Callable[[int], Call
         cycle = itertools.cycle(users[slot::8] or users)
 
         def work() -> int:
-            client.rpc("record_usage", {
-                "user_id": next(cycle), "model": MODEL, "input_tokens": 1000,
-                "output_tokens": 200, "request_id": f"gw-{uuid.uuid4().hex}",
-            }).execute()
+            client.rpc(
+                "record_usage",
+                {
+                    "user_id": next(cycle),
+                    "model": MODEL,
+                    "input_tokens": 1000,
+                    "output_tokens": 200,
+                    "request_id": f"gw-{uuid.uuid4().hex}",
+                },
+            ).execute()
             return 1
+
         return work
+
     return make
 
 
-def pgbench(bindir: Path, port: int, seconds: float, extra: list[str],
-            database: str = "bench_pgbench", user: str = "postgres") -> float:
+def pgbench(
+    bindir: Path,
+    port: int,
+    seconds: float,
+    extra: list[str],
+    database: str = "bench_pgbench",
+    user: str = "postgres",
+) -> float:
     out = subprocess.run(
-        [str(bindir / "pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", user,
-         "-c", "8", "-j", "2", "-T", str(int(seconds)), "-n", *extra, database],
-        capture_output=True, text=True, env={"PGPASSWORD": "postgres"}, check=True,
+        [
+            str(bindir / "pgbench"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            user,
+            "-c",
+            "8",
+            "-j",
+            "2",
+            "-T",
+            str(int(seconds)),
+            "-n",
+            *extra,
+            database,
+        ],
+        capture_output=True,
+        text=True,
+        env={"PGPASSWORD": "postgres"},
+        check=True,
     ).stdout
     match = re.search(r"tps = ([\d.]+)", out)
     assert match, out
@@ -172,33 +217,61 @@ def main() -> None:
         conn.execute("drop table if exists bench.users")
         conn.execute("create table bench.users (n int primary key, id uuid not null)")
         with conn.cursor() as cur:
-            cur.executemany("insert into bench.users values (%s, %s)",
-                            [(n + 1, uid) for n, uid in enumerate(users)])
-    subprocess.run([str(bindir / "pgbench"), "-h", "127.0.0.1", "-p", str(paths.db_port),
-                    "-U", "postgres", "-i", "-q", "-s", "1", "bench_pgbench"],
-                   env={"PGPASSWORD": "postgres"}, check=True, capture_output=True)
+            cur.executemany(
+                "insert into bench.users values (%s, %s)",
+                [(n + 1, uid) for n, uid in enumerate(users)],
+            )
+    subprocess.run(
+        [
+            str(bindir / "pgbench"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(paths.db_port),
+            "-U",
+            "postgres",
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "bench_pgbench",
+        ],
+        env={"PGPASSWORD": "postgres"},
+        check=True,
+        capture_output=True,
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         script.write(HOT_ROW_SCRIPT)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as usage_script:
         usage_script.write(RECORD_USAGE_SCRIPT)
 
     scenarios: dict[str, Callable[[], float]] = {
-        "A record_usage, 1,000 users (calls/s)":
-            lambda: timed(8, args.seconds, record_usage_worker(dsn, users)),
-        "A reference: pgbench -N (tps)":
-            lambda: pgbench(bindir, paths.db_port, args.seconds, ["-N"]),
-        "A' record_usage driven by pgbench (calls/s)":
-            lambda: pgbench(bindir, paths.db_port, args.seconds, ["-f", usage_script.name],
-                            database="postgres", user="supabase_admin"),
-        "B record_usage, ONE user (calls/s)":
-            lambda: timed(8, args.seconds, record_usage_worker(dsn, hot_user)),
-        "B reference: pgbench update 1 row + insert (tps)":
-            lambda: pgbench(bindir, paths.db_port, args.seconds, ["-f", script.name]),
-        "C record_usage_batch (records/s)":
-            lambda: timed(8, args.seconds, batch_worker(dsn, users, args.batch_size)),
-        "D record_usage via supabase-py → gateway (calls/s)":
-            lambda: timed(8, args.seconds, gateway_worker(paths.api_url, keys.service_role_key,
-                                                          users)),
+        "A record_usage, 1,000 users (calls/s)": lambda: timed(
+            8, args.seconds, record_usage_worker(dsn, users)
+        ),
+        "A reference: pgbench -N (tps)": lambda: pgbench(
+            bindir, paths.db_port, args.seconds, ["-N"]
+        ),
+        "A' record_usage driven by pgbench (calls/s)": lambda: pgbench(
+            bindir,
+            paths.db_port,
+            args.seconds,
+            ["-f", usage_script.name],
+            database="postgres",
+            user="supabase_admin",
+        ),
+        "B record_usage, ONE user (calls/s)": lambda: timed(
+            8, args.seconds, record_usage_worker(dsn, hot_user)
+        ),
+        "B reference: pgbench update 1 row + insert (tps)": lambda: pgbench(
+            bindir, paths.db_port, args.seconds, ["-f", script.name]
+        ),
+        "C record_usage_batch (records/s)": lambda: timed(
+            8, args.seconds, batch_worker(dsn, users, args.batch_size)
+        ),
+        "D record_usage via supabase-py → gateway (calls/s)": lambda: timed(
+            8, args.seconds, gateway_worker(paths.api_url, keys.service_role_key, users)
+        ),
     }
     results: dict[str, list[float]] = {name: [] for name in scenarios}
     for run in range(args.runs):
@@ -215,8 +288,9 @@ def main() -> None:
     if args.json:
         print(json.dumps({"medians": medians, "ratios": ratios, "runs": results}, indent=2))
         return
-    table = Table("scenario", "median", "runs",
-                  title=f"{args.runs} runs × {args.seconds:g} s, 8 clients")
+    table = Table(
+        "scenario", "median", "runs", title=f"{args.runs} runs × {args.seconds:g} s, 8 clients"
+    )
     for name, value in medians.items():
         table.add_row(name, f"{value:,.0f}", ", ".join(f"{v:,.0f}" for v in results[name]))
     for name, value in ratios.items():

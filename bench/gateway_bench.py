@@ -22,10 +22,10 @@ from collections.abc import Callable
 import psycopg
 from rich.console import Console
 from rich.table import Table
-from supabase import create_client
 
 from app.stack import keys as stack_keys
 from app.stack.paths import StackPaths
+from supabase import create_client
 
 SETUP = """
 create table if not exists public.bench_items (id int primary key, name text not null);
@@ -77,17 +77,21 @@ def gateway_worker(url: str, key: str, scenario: str) -> Callable[[], Callable[[
     def make() -> Callable[[], None]:
         client = create_client(url, key)
         if scenario == "select":
-            return lambda: client.table("bench_items").select("*").eq(
-                "id", random.randint(1, 1000)).execute()
+            return lambda: (
+                client.table("bench_items").select("*").eq("id", random.randint(1, 1000)).execute()
+            )
         return lambda: client.rpc("bench_add", {"a": random.randint(1, 9), "b": 2}).execute()
+
     return make
 
 
 def direct_worker(dsn: str, scenario: str) -> Callable[[], Callable[[], None]]:
     """The statement the gateway sends, with the same role switch and claims, in one transaction."""
     if scenario == "select":
-        sql = ("select coalesce(json_agg(_t), '[]')::text from (select * from public.bench_items "
-               "where id = %s) _t")
+        sql = (
+            "select coalesce(json_agg(_t), '[]')::text from (select * from public.bench_items "
+            "where id = %s) _t"
+        )
     else:
         sql = "select to_json(public.bench_add(a => %s, b => 2))::text"
 
@@ -96,10 +100,15 @@ def direct_worker(dsn: str, scenario: str) -> Callable[[], Callable[[], None]]:
 
         def work() -> None:
             with conn.transaction():
-                conn.execute("select set_config('role', 'service_role', true), "
-                             "set_config('request.jwt.claims', %s, true)", (CLAIMS,))
+                conn.execute(
+                    "select set_config('role', 'service_role', true), "
+                    "set_config('request.jwt.claims', %s, true)",
+                    (CLAIMS,),
+                )
                 conn.execute(sql, (random.randint(1, 1000),)).fetchone()
+
         return work
+
     return make
 
 
@@ -121,13 +130,16 @@ def main() -> None:
     for run in range(args.runs):
         for scenario in ("select", "rpc"):
             for path, make in (
-                ("supabase-py → gateway", gateway_worker(paths.api_url, keys.service_role_key,
-                                                         scenario)),
+                (
+                    "supabase-py → gateway",
+                    gateway_worker(paths.api_url, keys.service_role_key, scenario),
+                ),
                 ("psycopg direct", direct_worker(dsn, scenario)),
             ):
                 console.log(f"run {run + 1}/{args.runs}: {scenario} via {path}")
                 results.setdefault((scenario, path), []).append(
-                    run_clients(args.clients, args.seconds, make))
+                    run_clients(args.clients, args.seconds, make)
+                )
 
     medians = {
         f"{scenario} / {path}": {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -140,8 +152,13 @@ def main() -> None:
     if args.json:
         print(json.dumps(medians, indent=2))
         return
-    table = Table("scenario / path", "req/s", "p50 ms", "p99 ms",
-                  title=f"median of {args.runs} runs, {args.clients} clients, {args.seconds:g} s each")
+    table = Table(
+        "scenario / path",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        title=f"median of {args.runs} runs, {args.clients} clients, {args.seconds:g} s each",
+    )
     for name, row in medians.items():
         if "rps" in row:
             table.add_row(name, f"{row['rps']:.0f}", f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}")

@@ -91,9 +91,12 @@ def make_users(conn: psycopg.Connection, count: int) -> list[str]:
         cur.executemany(
             "insert into auth.users (id, aud, role, email, created_at, updated_at) "
             "values (%s, 'authenticated', 'authenticated', %s, now(), now())",
-            [(uid, f"pricing-bench-{uid}@example.com") for uid in ids])
-        cur.executemany("select public.top_up(user_id => %s, amount => 1000000, reference => %s)",
-                        [(uid, f"pricing-bench-{uid}") for uid in ids])
+            [(uid, f"pricing-bench-{uid}@example.com") for uid in ids],
+        )
+        cur.executemany(
+            "select public.top_up(user_id => %s, amount => 1000000, reference => %s)",
+            [(uid, f"pricing-bench-{uid}") for uid in ids],
+        )
     return ids
 
 
@@ -121,8 +124,9 @@ def timed(seconds: float, make_worker: Callable[[int], Callable[[], int]]) -> fl
     return sum(counts) / (time.perf_counter() - began)
 
 
-def record_usage_worker(dsn: str, users: list[str], model: str,
-                        provider: str | None) -> Callable[[int], Callable[[], int]]:
+def record_usage_worker(
+    dsn: str, users: list[str], model: str, provider: str | None
+) -> Callable[[int], Callable[[], int]]:
     def make(slot: int) -> Callable[[], int]:
         conn = psycopg.connect(dsn, autocommit=True)
         cycle = itertools.cycle(users[slot::CLIENTS] or users)
@@ -132,9 +136,12 @@ def record_usage_worker(dsn: str, users: list[str], model: str,
             conn.execute(
                 "select public.record_usage(user_id => %s, model => %s, input_tokens => 1000, "
                 "output_tokens => 200, request_id => %s, provider => %s)",
-                (next(cycle), model, f"pb-{slot}-{next(seq)}-{uuid.uuid4().hex[:8]}", provider))
+                (next(cycle), model, f"pb-{slot}-{next(seq)}-{uuid.uuid4().hex[:8]}", provider),
+            )
             return 1
+
         return work
+
     return make
 
 
@@ -166,16 +173,22 @@ def report_at_scale(dsn: str, models: int) -> tuple[float, float, dict[str, int]
             add column if not exists pricing_completion numeric(20,10),
             add column if not exists pricing_image numeric(20,10),
             add column if not exists pricing_request numeric(10,6)""")
-        conn.execute("""
+        conn.execute(
+            """
           insert into public.models (provider_id, model_id, pricing_prompt, pricing_completion)
           select 'scaleco', 'scale-model-' || g, 0.000001, 0.000002
-          from generate_series(1, %(n)s) g""", {"n": models})
-        conn.execute("""
+          from generate_series(1, %(n)s) g""",
+            {"n": models},
+        )
+        conn.execute(
+            """
           insert into public.model_pricing (provider_id, model_id, price_per_input_token,
             price_per_output_token)
           select 'scaleco', 'scale-model-' || g,
                  case when g %% 100 = 0 then 0.0000011 else 0.000001 end, 0.000002
-          from generate_series(1, %(n)s) g where g %% 100 <> 1""", {"n": models})
+          from generate_series(1, %(n)s) g where g %% 100 <> 1""",
+            {"n": models},
+        )
         conn.execute("analyze public.models")
         conn.execute("analyze public.model_pricing")
         setup = time.perf_counter() - began
@@ -220,23 +233,37 @@ def main() -> None:
             conn.execute(UNLOAD_SQL)
 
     exact = record_usage_worker(dsn, users, "gpt-4o-mini", None)
-    results: dict[str, list[float]] = {"core": [], "base": [], "loaded": [], "alias": [],
-                                       "pattern": []}
-    lookups: dict[str, list[float]] = {"core exact": [], "loaded exact": [], "loaded alias": [],
-                                       "loaded pattern": []}
+    results: dict[str, list[float]] = {
+        "core": [],
+        "base": [],
+        "loaded": [],
+        "alias": [],
+        "pattern": [],
+    }
+    lookups: dict[str, list[float]] = {
+        "core exact": [],
+        "loaded exact": [],
+        "loaded alias": [],
+        "loaded pattern": [],
+    }
     for run in range(args.runs):
         console.log(f"run {run + 1}/{args.runs}: core (billing core only)")
-        results["core"].append(timed(args.seconds, record_usage_worker(
-            core_dsn, core_users, "gpt-4o-mini", None)))
+        results["core"].append(
+            timed(args.seconds, record_usage_worker(core_dsn, core_users, "gpt-4o-mini", None))
+        )
         console.log(f"run {run + 1}/{args.runs}: base")
         results["base"].append(timed(args.seconds, exact))
         load()
         console.log(f"run {run + 1}/{args.runs}: loaded (+{EXTRA_MODELS:,} models and aliases)")
         results["loaded"].append(timed(args.seconds, exact))
-        results["alias"].append(timed(args.seconds, record_usage_worker(
-            dsn, users, "bench-hot-alias", None)))
-        results["pattern"].append(timed(args.seconds, record_usage_worker(
-            dsn, users, "openai/gpt-4o-mini-2024-07-18", None)))
+        results["alias"].append(
+            timed(args.seconds, record_usage_worker(dsn, users, "bench-hot-alias", None))
+        )
+        results["pattern"].append(
+            timed(
+                args.seconds, record_usage_worker(dsn, users, "openai/gpt-4o-mini-2024-07-18", None)
+            )
+        )
         lookups["core exact"].append(lookup_micros(core_dsn, "gpt-4o-mini"))
         lookups["loaded exact"].append(lookup_micros(dsn, "gpt-4o-mini"))
         lookups["loaded alias"].append(lookup_micros(dsn, "bench-hot-alias"))
@@ -250,14 +277,28 @@ def main() -> None:
     ratio = medians["loaded"] / medians["core"]
     ratio_base = medians["loaded"] / medians["base"]
     if args.json:
-        print(json.dumps({"medians": medians, "runs": results, "lookup_micros": lookups,
-                          "loaded_vs_core": ratio,
-                          "loaded_vs_base": ratio_base,
-                          "report_seconds": report_s, "report_setup_seconds": setup_s,
-                          "report_counts": counts}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "medians": medians,
+                    "runs": results,
+                    "lookup_micros": lookups,
+                    "loaded_vs_core": ratio,
+                    "loaded_vs_base": ratio_base,
+                    "report_seconds": report_s,
+                    "report_setup_seconds": setup_s,
+                    "report_counts": counts,
+                },
+                indent=2,
+            )
+        )
         return
-    table = Table("scenario", "median calls/s", "runs",
-                  title=f"record_usage, {args.runs} runs × {args.seconds:g} s, {CLIENTS} clients")
+    table = Table(
+        "scenario",
+        "median calls/s",
+        "runs",
+        title=f"record_usage, {args.runs} runs × {args.seconds:g} s, {CLIENTS} clients",
+    )
     for name, values in results.items():
         table.add_row(name, f"{medians[name]:,.0f}", ", ".join(f"{v:,.0f}" for v in values))
     table.add_row("loaded / core (target ≥ 0.95)", f"{ratio:.3f}×", "")
@@ -265,11 +306,14 @@ def main() -> None:
     Console().print(table)
     micro = Table("price_for(null, model) alone", "median µs/call", "runs")
     for name, values in lookups.items():
-        micro.add_row(name, f"{statistics.median(values):.1f}",
-                      ", ".join(f"{v:.1f}" for v in values))
+        micro.add_row(
+            name, f"{statistics.median(values):.1f}", ", ".join(f"{v:.1f}" for v in values)
+        )
     Console().print(micro)
-    Console().print(f"pricing_consolidation_report() on {args.report_models:,} models: "
-                    f"{report_s:.2f} s (median of 3; fixture {setup_s:.1f} s); counts {counts}")
+    Console().print(
+        f"pricing_consolidation_report() on {args.report_models:,} models: "
+        f"{report_s:.2f} s (median of 3; fixture {setup_s:.1f} s); counts {counts}"
+    )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,9 @@ def main() -> None:
         return
     table = Table("what", "median s", "runs (s)", title=f"{args.runs} runs")
     for name, values in rows.items():
-        table.add_row(name, f"{statistics.median(values):.2f}",
-                      ", ".join(f"{v:.2f}" for v in values))
+        table.add_row(
+            name, f"{statistics.median(values):.2f}", ", ".join(f"{v:.2f}" for v in values)
+        )
     Console().print(table)
 
 

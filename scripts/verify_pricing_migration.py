@@ -76,14 +76,17 @@ def report_via_sql(db_url: str) -> ConsolidationReport:
             set_json_loads(lambda text: json.loads(text, parse_float=Decimal), conn)
             row = conn.execute("select public.pricing_consolidation_report()").fetchone()
     except pg_errors.UndefinedFunction as exc:
-        raise CannotCheck("public.pricing_consolidation_report() does not exist: apply the "
-                          "migrations first (`tokenmeter db push --db-url URL`)") from exc
+        raise CannotCheck(
+            "public.pricing_consolidation_report() does not exist: apply the "
+            "migrations first (`tokenmeter db push --db-url URL`)"
+        ) from exc
     except pg_errors.InsufficientPrivilege as exc:
-        raise CannotCheck(f"not authorized: {exc.diag.message_detail or exc} (connect as "
-                          "postgres or a role granted service_role)") from exc
+        raise CannotCheck(
+            f"not authorized: {exc.diag.message_detail or exc} (connect as "
+            "postgres or a role granted service_role)"
+        ) from exc
     except psycopg.OperationalError as exc:
-        raise CannotCheck("cannot connect to the database: "
-                          + " ".join(str(exc).split())) from exc
+        raise CannotCheck("cannot connect to the database: " + " ".join(str(exc).split())) from exc
     except psycopg.Error as exc:
         raise CannotCheck(f"the report failed: {exc.diag.sqlstate or ''} {exc}".strip()) from exc
     if row is None or not isinstance(row[0], dict):
@@ -124,16 +127,22 @@ def render(console: Console, report: ConsolidationReport, strict: bool) -> int:
         remedy = REMEDIES.get(check.name, "fix the listed models")
         console.print(f"{label} — {check.name}: {remedy}", highlight=False)
     if failed:
-        console.print(f"[bold red]FAILED[/]: {len(failed)} check(s) failed: "
-                      f"{', '.join(c.name for c in failed)}", highlight=False)
+        console.print(
+            f"[bold red]FAILED[/]: {len(failed)} check(s) failed: "
+            f"{', '.join(c.name for c in failed)}",
+            highlight=False,
+        )
         return EXIT_FAILED
     if warnings:
-        console.print(f"[yellow]NO ERRORS, {len(warnings)} WARNING(S)[/] to review: "
-                      f"{', '.join(c.name for c in warnings)} (--strict makes warnings fail)",
-                      highlight=False)
+        console.print(
+            f"[yellow]NO ERRORS, {len(warnings)} WARNING(S)[/] to review: "
+            f"{', '.join(c.name for c in warnings)} (--strict makes warnings fail)",
+            highlight=False,
+        )
         return EXIT_PASSED
-    console.print("[bold green]PASSED[/]: model_pricing is the single source of truth",
-                  highlight=False)
+    console.print(
+        "[bold green]PASSED[/]: model_pricing is the single source of truth", highlight=False
+    )
     return EXIT_PASSED
 
 
@@ -142,7 +151,8 @@ def failed_checks(report: ConsolidationReport, strict: bool) -> list[ReportCheck
     # The database's own verdict counts too: it never reads PASSED when it said otherwise.
     if not report.passed and not failed:
         failed = [c for c in report.checks if not c.passed] or [
-            ReportCheck(name="report", passed=False, count=0, items=["report.passed is false"])]
+            ReportCheck(name="report", passed=False, count=0, items=["report.passed is false"])
+        ]
     return failed
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+
 from supabase import Client, ClientOptions, create_client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,8 +94,9 @@ def new_client(api_url: str) -> Iterator[Callable[[str], Client]]:
         http = httpx.Client(timeout=60)
         with lock:
             opened.append(http)
-        return create_client(api_url, key,
-                             ClientOptions(auto_refresh_token=False, httpx_client=http))
+        return create_client(
+            api_url, key, ClientOptions(auto_refresh_token=False, httpx_client=http)
+        )
 
     yield build
     for http in opened:

@@ -15,20 +15,33 @@ import httpx
 import jwt
 import psycopg
 import pytest
+from conftest import random_email
+from supabase_auth.errors import AuthApiError, AuthWeakPasswordError
+
+from app.stack.keys import StackKeys
 from supabase import (
     AClient,
     AsyncClientOptions,
     Client,
     acreate_client,
 )
-from supabase_auth.errors import AuthApiError, AuthWeakPasswordError
-
-from app.stack.keys import StackKeys
-from conftest import random_email
 
 PASSWORD = "correct-horse-9"
-CLAIMS = {"sub", "aud", "role", "email", "phone", "app_metadata", "user_metadata", "aal", "amr",
-          "session_id", "is_anonymous", "iat", "exp"}
+CLAIMS = {
+    "sub",
+    "aud",
+    "role",
+    "email",
+    "phone",
+    "app_metadata",
+    "user_metadata",
+    "aal",
+    "amr",
+    "session_id",
+    "is_anonymous",
+    "iat",
+    "exp",
+}
 
 
 @pytest.fixture()
@@ -39,7 +52,8 @@ async def anew_client(api_url: str) -> AsyncIterator[Callable[[str], Awaitable[A
         http = httpx.AsyncClient(timeout=10)
         opened.append(http)
         return await acreate_client(
-            api_url, key, AsyncClientOptions(auto_refresh_token=False, httpx_client=http))
+            api_url, key, AsyncClientOptions(auto_refresh_token=False, httpx_client=http)
+        )
 
     yield build
     for http in opened:
@@ -70,7 +84,8 @@ def raw(api_url: str, anon_key: str) -> Iterator[httpx.Client]:
 def _sign_up(client: Client, email: str | None = None, **data: object) -> tuple[str, object]:
     email = email or random_email()
     response = client.auth.sign_up(
-        {"email": email, "password": PASSWORD, "options": {"data": dict(data)}})
+        {"email": email, "password": PASSWORD, "options": {"data": dict(data)}}
+    )
     return email, response
 
 
@@ -95,8 +110,9 @@ async def test_sign_up_async_client_returns_session(aclient: AClient):
     assert user is not None and user.user.id == response.user.id
 
 
-def test_sign_up_existing_email_raises_user_already_exists(client: Client, new_client: Callable[[str], Client],
-        anon_key: str):
+def test_sign_up_existing_email_raises_user_already_exists(
+    client: Client, new_client: Callable[[str], Client], anon_key: str
+):
     email, _ = _sign_up(client)
     other = new_client(anon_key)
     with pytest.raises(AuthApiError) as caught:
@@ -125,8 +141,11 @@ def test_sign_up_while_signed_in_sends_user_jwt_and_succeeds(client: Client):
 
 def test_sign_up_with_trigger_on_auth_users_runs_trigger(client: Client, admin_dsn: str):
     suffix = uuid.uuid4().hex[:8]
-    table, func, trigger = f"public.signup_log_{suffix}", f"public.log_signup_{suffix}", \
-        f"log_signup_{suffix}"
+    table, func, trigger = (
+        f"public.signup_log_{suffix}",
+        f"public.log_signup_{suffix}",
+        f"log_signup_{suffix}",
+    )
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f"create table {table} (user_id uuid primary key, email text)")
         conn.execute(f"""
@@ -136,8 +155,10 @@ def test_sign_up_with_trigger_on_auth_users_runs_trigger(client: Client, admin_d
               insert into {table} (user_id, email) values (new.id, new.email);
               return new;
             end $$""")
-        conn.execute(f"create trigger {trigger} after insert on auth.users "
-                     f"for each row execute function {func}()")
+        conn.execute(
+            f"create trigger {trigger} after insert on auth.users "
+            f"for each row execute function {func}()"
+        )
         try:
             email, response = _sign_up(client)
             row = conn.execute(f"select user_id, email from {table}").fetchone()
@@ -160,13 +181,16 @@ def test_sign_up_when_trigger_fails_raises_database_error(client: Client, admin_
               if new.email = '{email}' then raise exception 'no signups today'; end if;
               return new;
             end $$""")
-        conn.execute(f"create trigger {trigger} before insert on auth.users "
-                     f"for each row execute function {func}()")
+        conn.execute(
+            f"create trigger {trigger} before insert on auth.users "
+            f"for each row execute function {func}()"
+        )
         try:
             with pytest.raises(AuthApiError) as caught:
                 client.auth.sign_up({"email": email, "password": PASSWORD})
-            stored = conn.execute("select count(*) from auth.users where email = %s",
-                                  (email,)).fetchone()
+            stored = conn.execute(
+                "select count(*) from auth.users where email = %s", (email,)
+            ).fetchone()
         finally:
             conn.execute(f"drop trigger {trigger} on auth.users")
             conn.execute(f"drop function {func}()")
@@ -177,17 +201,23 @@ def test_sign_up_when_trigger_fails_raises_database_error(client: Client, admin_
 
 def test_sign_up_stores_bcrypt_hash_in_auth_users(client: Client, db: psycopg.Connection):
     email, _ = _sign_up(client)
-    row = db.execute("select encrypted_password, aud, role, raw_app_meta_data "
-                     "from auth.users where email = %s", (email,)).fetchone()
+    row = db.execute(
+        "select encrypted_password, aud, role, raw_app_meta_data from auth.users where email = %s",
+        (email,),
+    ).fetchone()
     assert row is not None
     assert row[0].startswith("$2b$10$") and PASSWORD not in row[0]
-    assert row[1:] == ("authenticated", "authenticated",
-                       {"provider": "email", "providers": ["email"]})
+    assert row[1:] == (
+        "authenticated",
+        "authenticated",
+        {"provider": "email", "providers": ["email"]},
+    )
 
 
 # ── sign-in and tokens ─────────────────────────────────────────────────────────────────────────
-def test_sign_in_correct_password_returns_session(client: Client, new_client: Callable[[str], Client],
-        anon_key: str):
+def test_sign_in_correct_password_returns_session(
+    client: Client, new_client: Callable[[str], Client], anon_key: str
+):
     email, signed_up = _sign_up(client)
     other = new_client(anon_key)
     response = other.auth.sign_in_with_password({"email": email, "password": PASSWORD})
@@ -225,8 +255,11 @@ def test_access_token_claims_match_supabase(client: Client, keys: StackKeys):
     claims = jwt.decode(token, keys.jwt_secret, algorithms=["HS256"], audience="authenticated")
     assert set(claims) == CLAIMS
     assert claims["sub"] == response.user.id
-    assert (claims["aud"], claims["role"], claims["email"]) == \
-        ("authenticated", "authenticated", email)
+    assert (claims["aud"], claims["role"], claims["email"]) == (
+        "authenticated",
+        "authenticated",
+        email,
+    )
     assert claims["user_metadata"] == {"plan": "pro"}
     assert claims["app_metadata"]["provider"] == "email"
     assert claims["aal"] == "aal1" and claims["amr"][0]["method"] == "password"
@@ -270,8 +303,9 @@ def test_refresh_session_reused_token_revokes_whole_session(client: Client):
 
 
 def test_refresh_unknown_token_returns_refresh_token_not_found(raw: httpx.Client):
-    response = raw.post("/token", params={"grant_type": "refresh_token"},
-                        json={"refresh_token": "never-issued"})
+    response = raw.post(
+        "/token", params={"grant_type": "refresh_token"}, json={"refresh_token": "never-issued"}
+    )
     assert response.status_code == 400
     assert response.json()["error_code"] == "refresh_token_not_found"
 
@@ -300,8 +334,9 @@ def test_get_user_forged_token_returns_403_bad_jwt(client: Client, raw: httpx.Cl
     assert answer.json()["error_code"] == "bad_jwt"
 
 
-def test_get_user_expired_token_returns_403_bad_jwt(client: Client, raw: httpx.Client,
-                                                   keys: StackKeys):
+def test_get_user_expired_token_returns_403_bad_jwt(
+    client: Client, raw: httpx.Client, keys: StackKeys
+):
     _, response = _sign_up(client)
     claims = jwt.decode(response.session.access_token, options={"verify_signature": False})
     claims.update(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)
@@ -314,8 +349,11 @@ def test_get_user_expired_token_returns_403_bad_jwt(client: Client, raw: httpx.C
 def test_get_user_without_token_returns_401_no_authorization(raw: httpx.Client):
     answer = raw.get("/user")
     assert answer.status_code == 401
-    assert answer.json() == {"code": 401, "error_code": "no_authorization",
-                             "msg": "This endpoint requires a Bearer token"}
+    assert answer.json() == {
+        "code": 401,
+        "error_code": "no_authorization",
+        "msg": "This endpoint requires a Bearer token",
+    }
 
 
 def test_update_user_metadata_merges_and_reissues_claims(client: Client):
@@ -324,18 +362,22 @@ def test_update_user_metadata_merges_and_reissues_claims(client: Client):
     assert updated.user.user_metadata == {"plan": "free", "team": "core"}
 
 
-def test_update_user_password_allows_sign_in_with_new_password(client: Client, new_client: Callable[[str], Client],
-        anon_key: str):
+def test_update_user_password_allows_sign_in_with_new_password(
+    client: Client, new_client: Callable[[str], Client], anon_key: str
+):
     email, _ = _sign_up(client)
     client.auth.update_user({"password": "a-new-password"})
     other = new_client(anon_key)
-    assert other.auth.sign_in_with_password(
-        {"email": email, "password": "a-new-password"}).session is not None
+    assert (
+        other.auth.sign_in_with_password({"email": email, "password": "a-new-password"}).session
+        is not None
+    )
 
 
 # ── sign-out ───────────────────────────────────────────────────────────────────────────────────
-def test_sign_out_global_ends_every_session(client: Client, new_client: Callable[[str], Client],
-        anon_key: str):
+def test_sign_out_global_ends_every_session(
+    client: Client, new_client: Callable[[str], Client], anon_key: str
+):
     email, first = _sign_up(client)
     other = new_client(anon_key)
     second = other.auth.sign_in_with_password({"email": email, "password": PASSWORD})
@@ -350,8 +392,9 @@ def test_sign_out_global_ends_every_session(client: Client, new_client: Callable
         assert refresh.value.code == "refresh_token_not_found"
 
 
-def test_sign_out_local_keeps_other_sessions(client: Client, new_client: Callable[[str], Client],
-        anon_key: str):
+def test_sign_out_local_keeps_other_sessions(
+    client: Client, new_client: Callable[[str], Client], anon_key: str
+):
     email, first = _sign_up(client)
     other = new_client(anon_key)
     second = other.auth.sign_in_with_password({"email": email, "password": PASSWORD})
@@ -365,18 +408,24 @@ async def test_sign_out_async_returns_204_and_clears_session(aclient: AClient, r
     response = await aclient.auth.sign_up({"email": random_email(), "password": PASSWORD})
     await aclient.auth.sign_out()
     assert await aclient.auth.get_session() is None
-    answer = raw.post("/logout", headers={
-        "Authorization": f"Bearer {response.session.access_token}"})
+    answer = raw.post(
+        "/logout", headers={"Authorization": f"Bearer {response.session.access_token}"}
+    )
     assert answer.status_code == 403  # the session is already gone
 
 
 # ── admin ──────────────────────────────────────────────────────────────────────────────────────
 def test_admin_create_user_returns_confirmed_user(admin: Client, client: Client):
     email = random_email()
-    user = admin.auth.admin.create_user({
-        "email": email, "password": PASSWORD, "email_confirm": True,
-        "user_metadata": {"name": "Grace"}, "app_metadata": {"tier": "gold"},
-    }).user
+    user = admin.auth.admin.create_user(
+        {
+            "email": email,
+            "password": PASSWORD,
+            "email_confirm": True,
+            "user_metadata": {"name": "Grace"},
+            "app_metadata": {"tier": "gold"},
+        }
+    ).user
     assert user.email == email and user.email_confirmed_at is not None
     assert user.user_metadata == {"name": "Grace"}
     assert user.app_metadata == {"provider": "email", "providers": ["email"], "tier": "gold"}
@@ -393,9 +442,12 @@ def test_admin_create_user_unconfirmed_cannot_sign_in(admin: Client, client: Cli
 
 
 def test_admin_list_users_pages_through_users(admin: Client):
-    created = {admin.auth.admin.create_user(
-        {"email": random_email(), "password": PASSWORD, "email_confirm": True}).user.id
-        for _ in range(3)}
+    created = {
+        admin.auth.admin.create_user(
+            {"email": random_email(), "password": PASSWORD, "email_confirm": True}
+        ).user.id
+        for _ in range(3)
+    }
     first_page = admin.auth.admin.list_users(page=1, per_page=2)
     assert len(first_page) == 2
     everyone = admin.auth.admin.list_users(per_page=1000)
@@ -414,12 +466,14 @@ def test_admin_get_unknown_user_raises_user_not_found(admin: Client):
     assert caught.value.status == 404 and caught.value.code == "user_not_found"
 
 
-def test_admin_delete_user_removes_row_and_sessions(admin: Client, client: Client,
-                                                    db: psycopg.Connection):
+def test_admin_delete_user_removes_row_and_sessions(
+    admin: Client, client: Client, db: psycopg.Connection
+):
     _, response = _sign_up(client)
     admin.auth.admin.delete_user(response.user.id)
-    assert db.execute("select count(*) from auth.users where id = %s",
-                      (response.user.id,)).fetchone() == (0,)
+    assert db.execute(
+        "select count(*) from auth.users where id = %s", (response.user.id,)
+    ).fetchone() == (0,)
     with pytest.raises(AuthApiError) as caught:
         admin.auth.admin.get_user_by_id(response.user.id)
     assert caught.value.code == "user_not_found"
@@ -428,11 +482,15 @@ def test_admin_delete_user_removes_row_and_sessions(admin: Client, client: Clien
 
 
 async def test_admin_async_create_list_get_delete_user(
-        anew_client: Callable[[str], Awaitable[AClient]], service_key: str):
+    anew_client: Callable[[str], Awaitable[AClient]], service_key: str
+):
     admin = await anew_client(service_key)
     email = random_email()
-    user = (await admin.auth.admin.create_user(
-        {"email": email, "password": PASSWORD, "email_confirm": True})).user
+    user = (
+        await admin.auth.admin.create_user(
+            {"email": email, "password": PASSWORD, "email_confirm": True}
+        )
+    ).user
     assert user.id in {u.id for u in await admin.auth.admin.list_users(per_page=1000)}
     assert (await admin.auth.admin.get_user_by_id(user.id)).user.email == email
     await admin.auth.admin.delete_user(user.id)
@@ -448,8 +506,9 @@ def test_admin_call_with_anon_key_raises_not_admin(client: Client):
 
 def test_admin_call_with_user_jwt_returns_403_not_admin(client: Client, raw: httpx.Client):
     _, response = _sign_up(client)
-    answer = raw.get("/admin/users",
-                     headers={"Authorization": f"Bearer {response.session.access_token}"})
+    answer = raw.get(
+        "/admin/users", headers={"Authorization": f"Bearer {response.session.access_token}"}
+    )
     assert answer.status_code == 403 and answer.json()["error_code"] == "not_admin"
 
 
@@ -461,11 +520,14 @@ def test_sign_up_body_not_json_object_returns_400(raw: httpx.Client, content: by
     assert answer.json()["code"] == 400 and answer.json()["error_code"]
 
 
-@pytest.mark.parametrize("body", [
-    {"email": 42, "password": PASSWORD},
-    {"email": "x@example.com", "password": ["a"]},
-    {"email": "x@example.com", "password": PASSWORD, "data": "plan=free"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"email": 42, "password": PASSWORD},
+        {"email": "x@example.com", "password": ["a"]},
+        {"email": "x@example.com", "password": PASSWORD, "data": "plan=free"},
+    ],
+)
 def test_sign_up_wrong_field_types_return_400_validation_failed(raw: httpx.Client, body: dict):
     answer = raw.post("/signup", json=body)
     assert answer.status_code == 400 and answer.json()["error_code"] == "validation_failed"
@@ -477,8 +539,9 @@ def test_token_unknown_grant_type_returns_400(raw: httpx.Client):
 
 
 def test_auth_request_without_api_key_returns_401(api_url: str):
-    answer = httpx.post(f"{api_url}/auth/v1/signup",
-                        json={"email": random_email(), "password": PASSWORD})
+    answer = httpx.post(
+        f"{api_url}/auth/v1/signup", json={"email": random_email(), "password": PASSWORD}
+    )
     assert answer.status_code == 401 and answer.json() == {"message": "No API key found in request"}
 
 
@@ -497,15 +560,22 @@ def test_admin_create_user_existing_email_or_id_raises_email_exists(admin: Clien
         assert caught.value.status == 422 and caught.value.code == "email_exists"
 
 
-async def test_refresh_same_token_concurrently_rotates_once(api_url: str, anon_key: str,
-                                                            client: Client):
+async def test_refresh_same_token_concurrently_rotates_once(
+    api_url: str, anon_key: str, client: Client
+):
     _, response = _sign_up(client)
     token = response.session.refresh_token
-    async with httpx.AsyncClient(base_url=f"{api_url}/auth/v1",
-                                 headers={"apikey": anon_key}) as http:
-        answers = await asyncio.gather(*(
-            http.post("/token", params={"grant_type": "refresh_token"},
-                      json={"refresh_token": token}) for _ in range(2)))
+    async with httpx.AsyncClient(
+        base_url=f"{api_url}/auth/v1", headers={"apikey": anon_key}
+    ) as http:
+        answers = await asyncio.gather(
+            *(
+                http.post(
+                    "/token", params={"grant_type": "refresh_token"}, json={"refresh_token": token}
+                )
+                for _ in range(2)
+            )
+        )
     statuses = sorted(answer.status_code for answer in answers)
     assert statuses == [200, 400]
     loser = next(answer for answer in answers if answer.status_code == 400)

@@ -36,9 +36,11 @@ T = TypeVar("T")
 def sign_up(new_client: Callable[[str], Client], anon_key: str) -> Callable[[], str]:
     def make() -> str:
         response = new_client(anon_key).auth.sign_up(
-            {"email": random_email(), "password": PASSWORD})
+            {"email": random_email(), "password": PASSWORD}
+        )
         assert response.user is not None
         return response.user.id
+
     return make
 
 
@@ -69,7 +71,8 @@ def scalar(db: psycopg.Connection, sql: str, *params: Any) -> Any:
 
 # ── record_usage: one hot user, 16 threads, retries racing their originals ─────────────────
 def test_record_usage_sixteen_threads_with_retries_charges_each_request_once(
-        sign_up, service_meter, db):
+    sign_up, service_meter, db
+):
     threads, requests = 16, 96
     user_id = sign_up()
     service_meter().top_up(user_id=user_id, amount=Decimal(100), reference=rid())
@@ -93,10 +96,15 @@ def test_record_usage_sixteen_threads_with_retries_charges_each_request_once(
             if request_id is None:
                 return done
             input_tokens, output_tokens = payloads[request_id]
-            done.append(meter.record_usage(user_id=user_id, model="gpt-4o-mini",
-                                           input_tokens=input_tokens,
-                                           output_tokens=output_tokens,
-                                           request_id=request_id))
+            done.append(
+                meter.record_usage(
+                    user_id=user_id,
+                    model="gpt-4o-mini",
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    request_id=request_id,
+                )
+            )
 
     results = [r for batch in run_threads(threads, work) for r in batch]
     assert len(results) == len(queue) > requests  # every call answered, none raised
@@ -111,26 +119,51 @@ def test_record_usage_sixteen_threads_with_retries_charges_each_request_once(
         assert sum(not a.replayed for a in answers) == 1, request_id  # charged exactly once
 
     total = sum(answers[0].cost for answers in by_request.values())
-    assert scalar(db, "select count(*) from public.usage_records where user_id = %s",
-                  user_id) == requests
-    assert scalar(db, "select count(distinct reference) from public.ledger_entries"
-                      " where user_id = %s and kind = 'usage'", user_id) == requests
-    assert scalar(db, "select count(*) from public.ledger_entries where user_id = %s"
-                      " and kind = 'usage'", user_id) == requests
-    assert scalar(db, "select balance from public.user_balances where user_id = %s",
-                  user_id) == Decimal(100) - total
+    assert (
+        scalar(db, "select count(*) from public.usage_records where user_id = %s", user_id)
+        == requests
+    )
+    assert (
+        scalar(
+            db,
+            "select count(distinct reference) from public.ledger_entries"
+            " where user_id = %s and kind = 'usage'",
+            user_id,
+        )
+        == requests
+    )
+    assert (
+        scalar(
+            db,
+            "select count(*) from public.ledger_entries where user_id = %s and kind = 'usage'",
+            user_id,
+        )
+        == requests
+    )
+    assert (
+        scalar(db, "select balance from public.user_balances where user_id = %s", user_id)
+        == Decimal(100) - total
+    )
     assert service_meter().audit() == []
 
 
 # ── record_usage_batch: overlapping batches over shared users, in random orders ───────────
 def test_record_usage_batch_concurrent_overlapping_batches_no_deadlock_no_duplicate(
-        sign_up, service_meter, db):
+    sign_up, service_meter, db
+):
     threads, users, per_batch = 8, 4, 40
     user_ids = [sign_up() for _ in range(users)]
     rng = random.Random(7)
-    pool = [{"user_id": rng.choice(user_ids), "model": "claude-haiku-4-5",
-             "input_tokens": rng.randint(1, 3000), "output_tokens": rng.randint(1, 500),
-             "request_id": rid()} for _ in range(120)]
+    pool = [
+        {
+            "user_id": rng.choice(user_ids),
+            "model": "claude-haiku-4-5",
+            "input_tokens": rng.randint(1, 3000),
+            "output_tokens": rng.randint(1, 500),
+            "request_id": rid(),
+        }
+        for _ in range(120)
+    ]
     # Every batch holds a random third of the same records in its own order: the same request
     # ids and balance rows are contended by every thread.
     batches = [rng.sample(pool, per_batch) for _ in range(threads)]
@@ -149,15 +182,17 @@ def test_record_usage_batch_concurrent_overlapping_batches_no_deadlock_no_duplic
             assert item.usage is not None
             first_charges[item.usage.request_id] += not item.usage.replayed
     assert set(first_charges) == sent and set(first_charges.values()) == {1}
-    recorded = scalar(db, "select count(*) from public.usage_records"
-                          " where user_id = any(%s::uuid[])", user_ids)
+    recorded = scalar(
+        db, "select count(*) from public.usage_records where user_id = any(%s::uuid[])", user_ids
+    )
     assert recorded == len(sent)
     assert service_meter().audit() == []
 
 
 # ── reserve_credit: 100 concurrent holds of 1 against a balance of 10 ──────────────────────
 def test_reserve_hundred_concurrent_holds_against_ten_exactly_ten_succeed(
-        sign_up, service_meter, db):
+    sign_up, service_meter, db
+):
     threads, attempts = 25, 100
     user_id = sign_up()
     service_meter().top_up(user_id=user_id, amount=Decimal(10), reference=rid())
@@ -169,8 +204,7 @@ def test_reserve_hundred_concurrent_holds_against_ten_exactly_ten_succeed(
         barrier.wait()
         for _ in range(per_thread):
             try:
-                outcomes.append(meter.reserve(user_id=user_id, request_id=rid(),
-                                              amount=Decimal(1)))
+                outcomes.append(meter.reserve(user_id=user_id, request_id=rid(), amount=Decimal(1)))
             except TokenmeterError as error:
                 outcomes.append(error)
         return outcomes
@@ -182,14 +216,22 @@ def test_reserve_hundred_concurrent_holds_against_ten_exactly_ten_succeed(
     assert len(holds) == 10
     assert all(isinstance(o, InsufficientBalance) for o in refused), {type(o) for o in refused}
     assert all(h.available is not None and h.available >= 0 for h in holds)
-    assert scalar(db, "select count(*) from public.credit_reservations where user_id = %s"
-                      " and status = 'held'", user_id) == 10
+    assert (
+        scalar(
+            db,
+            "select count(*) from public.credit_reservations where user_id = %s"
+            " and status = 'held'",
+            user_id,
+        )
+        == 10
+    )
     snapshot = service_meter().balance(user_id=user_id)
     assert (snapshot.balance, snapshot.held, snapshot.available) == (10, 10, 0)
 
 
 def test_reserve_hundred_concurrent_holds_over_sql_connections_exactly_ten_succeed(
-        sign_up, service_meter, db_url):
+    sign_up, service_meter, db_url
+):
     """The same race straight on the database as service_role (no gateway pool in between):
     25 connections, 4 holds each, all in flight together."""
     threads, attempts = 25, 100
@@ -218,7 +260,8 @@ def test_reserve_hundred_concurrent_holds_over_sql_connections_exactly_ten_succe
 
 # ── settle and release racing new holds on the same balance ───────────────────────────────
 def test_settle_release_and_reserve_interleaved_keep_holds_within_balance(
-        sign_up, service_meter, db):
+    sign_up, service_meter, db
+):
     threads, rounds = 12, 6
     user_id = sign_up()
     service_meter().top_up(user_id=user_id, amount=Decimal(5), reference=rid())
@@ -230,8 +273,12 @@ def test_settle_release_and_reserve_interleaved_keep_holds_within_balance(
         for _ in range(rounds):
             request_id = rid()
             try:
-                meter.reserve(user_id=user_id, request_id=request_id,
-                              amount=Decimal("0.5"), model="gpt-4o-mini")
+                meter.reserve(
+                    user_id=user_id,
+                    request_id=request_id,
+                    amount=Decimal("0.5"),
+                    model="gpt-4o-mini",
+                )
             except InsufficientBalance:
                 continue
             granted += 1
@@ -245,12 +292,16 @@ def test_settle_release_and_reserve_interleaved_keep_holds_within_balance(
     assert granted >= 10  # 5 / 0.5: at least the first ten holds always fit
     snapshot = service_meter().balance(user_id=user_id)
     assert snapshot.held == 0 and snapshot.available == snapshot.balance
-    settled = db.execute("select count(*), coalesce(sum(cost), 0) from public.usage_records"
-                         " where user_id = %s", (user_id,)).fetchone()
+    settled = db.execute(
+        "select count(*), coalesce(sum(cost), 0) from public.usage_records where user_id = %s",
+        (user_id,),
+    ).fetchone()
     assert settled is not None
     assert snapshot.balance == Decimal(5) - settled[1]
-    assert db.execute("select count(*) from public.credit_reservations where user_id = %s"
-                      " and status = 'held'", (user_id,)).fetchone() == (0,)
+    assert db.execute(
+        "select count(*) from public.credit_reservations where user_id = %s and status = 'held'",
+        (user_id,),
+    ).fetchone() == (0,)
     assert service_meter().audit() == []
 
 
@@ -266,12 +317,12 @@ def test_top_up_same_reference_concurrently_credits_once(sign_up, service_meter,
 
     replayed = run_threads(threads, work)
     assert replayed.count(False) == 1
-    assert db.execute("select balance from public.user_balances where user_id = %s",
-                      (user_id,)).fetchone() == (Decimal("1.5"),)
-    assert db.execute("select count(*) from public.ledger_entries where reference = %s",
-                      (reference,)).fetchone() == (1,)
-
-
+    assert db.execute(
+        "select balance from public.user_balances where user_id = %s", (user_id,)
+    ).fetchone() == (Decimal("1.5"),)
+    assert db.execute(
+        "select count(*) from public.ledger_entries where reference = %s", (reference,)
+    ).fetchone() == (1,)
 
 
 def test_reserve_same_request_concurrently_replays_the_one_hold(sign_up, service_meter, db):
@@ -296,12 +347,12 @@ def test_reserve_same_request_concurrently_replays_the_one_hold(sign_up, service
     holds = [o for o in outcomes if isinstance(o, Reservation)]
     assert len({h.reservation_id for h in holds}) == 1
     assert sum(not h.replayed for h in holds) == 1
-    assert db.execute("select count(*) from public.credit_reservations where request_id = %s",
-                      (request_id,)).fetchone() == (1,)
+    assert db.execute(
+        "select count(*) from public.credit_reservations where request_id = %s", (request_id,)
+    ).fetchone() == (1,)
 
 
-def test_reserve_retry_while_original_uncommitted_replays_the_hold(sign_up, service_meter,
-                                                                    db_url):
+def test_reserve_retry_while_original_uncommitted_replays_the_hold(sign_up, service_meter, db_url):
     """The same race made deterministic on two SQL sessions as service_role: the original
     reservation is inserted but not yet committed when its retry arrives; once the original
     commits, the retry must answer with that hold (replayed), not insufficient_balance."""
@@ -315,8 +366,9 @@ def test_reserve_retry_while_original_uncommitted_replays_the_hold(sign_up, serv
 
         def send_retry(_i: int, _barrier: threading.Barrier) -> dict[str, Any] | str:
             try:
-                row = retry.execute("select public.reserve_credit(%s, %s, 1)",
-                                    (user_id, request_id)).fetchone()
+                row = retry.execute(
+                    "select public.reserve_credit(%s, %s, 1)", (user_id, request_id)
+                ).fetchone()
                 assert row is not None
                 return dict(row[0])
             except psycopg.Error as error:
@@ -340,24 +392,34 @@ def test_reserve_retry_while_original_uncommitted_replays_the_hold(sign_up, serv
 
 def _waiting_on_lock(db_url: str, pid: int) -> bool:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute("select wait_event_type = 'Lock' from pg_stat_activity"
-                           " where pid = %s", (pid,)).fetchone()
+        row = conn.execute(
+            "select wait_event_type = 'Lock' from pg_stat_activity where pid = %s", (pid,)
+        ).fetchone()
     return bool(row and row[0])
 
 
 async def test_async_meter_gathered_reservations_against_five_exactly_five_succeed(
-        sign_up, service_meter, api_url, service_key):
+    sign_up, service_meter, api_url, service_key
+):
     """AsyncMeter under asyncio.gather: 30 holds of 1 in flight on one client, balance 5."""
     user_id = sign_up()
     service_meter().top_up(user_id=user_id, amount=Decimal(5), reference=rid())
     http = httpx.AsyncClient(timeout=60)
     try:
-        client = await acreate_client(api_url, service_key, AsyncClientOptions(
-            auto_refresh_token=False, httpx_client=http))
+        client = await acreate_client(
+            api_url, service_key, AsyncClientOptions(auto_refresh_token=False, httpx_client=http)
+        )
         meter = AsyncMeter(client)
-        outcomes = await asyncio.wait_for(asyncio.gather(
-            *(meter.reserve(user_id=user_id, request_id=rid(), amount=Decimal(1))
-              for _ in range(30)), return_exceptions=True), timeout=TIMEOUT)
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    meter.reserve(user_id=user_id, request_id=rid(), amount=Decimal(1))
+                    for _ in range(30)
+                ),
+                return_exceptions=True,
+            ),
+            timeout=TIMEOUT,
+        )
     finally:
         await http.aclose()
     holds = [o for o in outcomes if isinstance(o, Reservation)]

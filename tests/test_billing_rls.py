@@ -26,14 +26,15 @@ PASSWORD = "correct-horse-9"
 
 # ── fixtures and helpers ──────────────────────────────────────────────────────────────────
 @pytest.fixture()
-def sign_up(new_client: Callable[[str], Client], anon_key: str
-            ) -> Callable[[], tuple[str, Client]]:
+def sign_up(new_client: Callable[[str], Client], anon_key: str) -> Callable[[], tuple[str, Client]]:
     """A new user through `auth.sign_up` with the anon key: (user id, their signed-in client)."""
+
     def make() -> tuple[str, Client]:
         client = new_client(anon_key)
         response = client.auth.sign_up({"email": random_email(), "password": PASSWORD})
         assert response.user is not None and response.session is not None
         return response.user.id, client
+
     return make
 
 
@@ -60,24 +61,33 @@ def rid() -> str:
 
 
 def stored_balance(db: psycopg.Connection, user_id: str) -> Decimal | None:
-    row = db.execute("select balance from public.user_balances where user_id = %s",
-                     (user_id,)).fetchone()
+    row = db.execute(
+        "select balance from public.user_balances where user_id = %s", (user_id,)
+    ).fetchone()
     return None if row is None else row[0]
 
 
 def counts(db: psycopg.Connection, user_id: str) -> dict[str, int]:
     """Rows per money table for a user."""
-    return {table: db.execute(f"select count(*) from public.{table} where user_id = %s",
-                              (user_id,)).fetchone()[0]  # type: ignore[index]
-            for table in ("ledger_entries", "usage_records", "credit_reservations")}
+    return {
+        table: db.execute(
+            f"select count(*) from public.{table} where user_id = %s", (user_id,)
+        ).fetchone()[0]  # type: ignore[index]
+        for table in ("ledger_entries", "usage_records", "credit_reservations")
+    }
 
 
 def activity(service: Meter, user_id: str) -> str:
     """Gives a user a top-up, a usage record and a hold; returns the usage's request_id."""
     service.top_up(user_id=user_id, amount=Decimal(2), reference=rid())
     request_id = rid()
-    service.record_usage(user_id=user_id, model="gpt-4o-mini", input_tokens=1000,
-                         output_tokens=100, request_id=request_id)
+    service.record_usage(
+        user_id=user_id,
+        model="gpt-4o-mini",
+        input_tokens=1000,
+        output_tokens=100,
+        request_id=request_id,
+    )
     service.reserve(user_id=user_id, request_id=rid(), amount=Decimal("0.25"))
     return request_id
 
@@ -88,8 +98,13 @@ def test_new_user_reads_own_balance_at_zero(sign_up):
     rows = client.table("user_balances").select("user_id,balance::text,currency").execute().data
     assert rows == [{"user_id": user_id, "balance": "0.000000000000", "currency": "USD"}]
     mine = client.rpc("my_balance", {}).execute().data
-    assert mine == {"user_id": user_id, "balance": "0", "held": "0", "available": "0",
-                    "currency": "USD"}
+    assert mine == {
+        "user_id": user_id,
+        "balance": "0",
+        "held": "0",
+        "available": "0",
+        "currency": "USD",
+    }
 
 
 def test_user_reads_own_balance_usage_ledger_and_holds_only(sign_up, service):
@@ -103,8 +118,10 @@ def test_user_reads_own_balance_usage_ledger_and_holds_only(sign_up, service):
     assert [(r["user_id"], r["request_id"]) for r in usage.data] == [(alice, alice_request)]
     assert usage.data[0]["cost"] == "0.000210000000"  # 1000 × 0.15/1M + 100 × 0.60/1M
     ledger = alice_client.table("ledger_entries").select("user_id,kind").order("id").execute()
-    assert ledger.data == [{"user_id": alice, "kind": "top_up"},
-                           {"user_id": alice, "kind": "usage"}]
+    assert ledger.data == [
+        {"user_id": alice, "kind": "top_up"},
+        {"user_id": alice, "kind": "usage"},
+    ]
     holds = alice_client.table("credit_reservations").select("user_id,status").execute().data
     assert holds == [{"user_id": alice, "status": "held"}]
     mine = alice_client.rpc("my_balance", {}).execute().data
@@ -122,8 +139,9 @@ def test_user_meter_usage_reads_own_records_exactly_and_nobody_elses(sign_up, se
     assert as_alice.usage(user_id=bob) == []
 
 
-@pytest.mark.parametrize("table", ["user_balances", "usage_records", "ledger_entries",
-                                   "credit_reservations"])
+@pytest.mark.parametrize(
+    "table", ["user_balances", "usage_records", "ledger_entries", "credit_reservations"]
+)
 def test_user_filters_on_other_user_reads_nothing(sign_up, service, table):
     _alice, alice_client = sign_up()
     bob, _ = sign_up()
@@ -133,11 +151,22 @@ def test_user_filters_on_other_user_reads_nothing(sign_up, service, table):
 
 def test_user_reads_price_list_and_estimates_cost(sign_up):
     _, client = sign_up()
-    row = (client.table("model_pricing").select("provider_id,price_per_input_token::text")
-           .eq("model_id", "gpt-4o").single().execute().data)
+    row = (
+        client.table("model_pricing")
+        .select("provider_id,price_per_input_token::text")
+        .eq("model_id", "gpt-4o")
+        .single()
+        .execute()
+        .data
+    )
     assert row == {"provider_id": "openai", "price_per_input_token": "0.000002500000"}
-    estimate = client.rpc("estimate_cost", {"model": "gpt-4o", "input_tokens": 1000,
-                                            "max_output_tokens": 1000}).execute().data
+    estimate = (
+        client.rpc(
+            "estimate_cost", {"model": "gpt-4o", "input_tokens": 1000, "max_output_tokens": 1000}
+        )
+        .execute()
+        .data
+    )
     assert estimate["cost"] == "0.0125"
 
 
@@ -147,8 +176,10 @@ def test_user_reads_operator_tables_is_denied(sign_up, table):
     denied(client.table(table).select("*"))
 
 
-@pytest.mark.parametrize("table", ["user_balances", "usage_records", "ledger_entries",
-                                   "credit_reservations", "billing_settings"])
+@pytest.mark.parametrize(
+    "table",
+    ["user_balances", "usage_records", "ledger_entries", "credit_reservations", "billing_settings"],
+)
 def test_anon_reads_billing_tables_is_denied(anon, table):
     denied(anon.table(table).select("*"))
 
@@ -156,8 +187,14 @@ def test_anon_reads_billing_tables_is_denied(anon, table):
 def test_anon_reads_price_list_and_estimates_cost(anon):
     rows = anon.table("model_pricing").select("model_id").eq("provider_id", "anthropic").execute()
     assert {"claude-sonnet-4-5", "claude-haiku-4-5"} <= {r["model_id"] for r in rows.data}
-    estimate = anon.rpc("estimate_cost", {"model": "claude-haiku-4-5", "input_tokens": 1000,
-                                          "max_output_tokens": 1000}).execute().data
+    estimate = (
+        anon.rpc(
+            "estimate_cost",
+            {"model": "claude-haiku-4-5", "input_tokens": 1000, "max_output_tokens": 1000},
+        )
+        .execute()
+        .data
+    )
     assert estimate["cost"] == "0.006"
 
 
@@ -184,8 +221,16 @@ def test_user_upserts_own_balance_is_denied_and_unchanged(sign_up, db):
     assert stored_balance(db, user_id) == 0
 
 
-@pytest.mark.parametrize("row", [{"balance": 5}, {"balance": "0.000000000001"},
-                                 {"balance": 0}, {"currency": "EUR"}, {"balance": -1}])
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"balance": 5},
+        {"balance": "0.000000000001"},
+        {"balance": 0},
+        {"currency": "EUR"},
+        {"balance": -1},
+    ],
+)
 def test_user_inserts_own_balance_with_explicit_values_is_denied(sign_up, db, row):
     user_id, client = sign_up()
     # Start from a missing row (the fallback case the insert policy exists for).
@@ -220,22 +265,36 @@ def test_user_inserts_second_own_balance_conflicts_and_unchanged(sign_up, db, se
 # ── writing money tables ──────────────────────────────────────────────────────────────────
 def _write(client: Client, table: str, op: str, user_id: str) -> Any:
     rows = {
-        "ledger_entries": {"user_id": user_id, "kind": "top_up", "amount": 100,
-                           "reference": rid()},
-        "usage_records": {"user_id": user_id, "request_id": rid(), "provider_id": "openai",
-                          "model_id": "gpt-4o", "input_tokens": 1, "output_tokens": 1,
-                          "price_per_input_token": 0, "price_per_output_token": 0,
-                          "price_per_cached_input_token": 0, "price_per_request": 0,
-                          "cost": 0},
-        "credit_reservations": {"user_id": user_id, "request_id": rid(), "amount": -100,
-                                "expires_at": "2000-01-01T00:00:00Z"},
+        "ledger_entries": {"user_id": user_id, "kind": "top_up", "amount": 100, "reference": rid()},
+        "usage_records": {
+            "user_id": user_id,
+            "request_id": rid(),
+            "provider_id": "openai",
+            "model_id": "gpt-4o",
+            "input_tokens": 1,
+            "output_tokens": 1,
+            "price_per_input_token": 0,
+            "price_per_output_token": 0,
+            "price_per_cached_input_token": 0,
+            "price_per_request": 0,
+            "cost": 0,
+        },
+        "credit_reservations": {
+            "user_id": user_id,
+            "request_id": rid(),
+            "amount": -100,
+            "expires_at": "2000-01-01T00:00:00Z",
+        },
     }
     builder = client.table(table)
     if op == "insert":
         return builder.insert(rows[table])
     if op == "update":
-        column = {"ledger_entries": "amount", "usage_records": "cost",
-                  "credit_reservations": "status"}[table]
+        column = {
+            "ledger_entries": "amount",
+            "usage_records": "cost",
+            "credit_reservations": "status",
+        }[table]
         value = "released" if column == "status" else 0
         return builder.update({column: value}).eq("user_id", user_id)
     return builder.delete().eq("user_id", user_id)
@@ -255,13 +314,30 @@ def test_user_writes_money_table_is_denied_and_nothing_changes(sign_up, service,
 # ── service-only functions ────────────────────────────────────────────────────────────────
 SERVICE_RPCS: dict[str, Callable[[str, str], dict[str, Any]]] = {
     "top_up": lambda me, req: {"user_id": me, "amount": "100", "reference": req},
-    "adjust_balance": lambda me, req: {"user_id": me, "amount": "100", "reason": "gift",
-                                       "reference": req},
-    "record_usage": lambda me, req: {"user_id": me, "model": "gpt-4o", "input_tokens": 1,
-                                     "output_tokens": 1, "request_id": req},
-    "record_usage_batch": lambda me, req: {"records": [
-        {"user_id": me, "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1,
-         "request_id": req}]},
+    "adjust_balance": lambda me, req: {
+        "user_id": me,
+        "amount": "100",
+        "reason": "gift",
+        "reference": req,
+    },
+    "record_usage": lambda me, req: {
+        "user_id": me,
+        "model": "gpt-4o",
+        "input_tokens": 1,
+        "output_tokens": 1,
+        "request_id": req,
+    },
+    "record_usage_batch": lambda me, req: {
+        "records": [
+            {
+                "user_id": me,
+                "model": "gpt-4o",
+                "input_tokens": 1,
+                "output_tokens": 1,
+                "request_id": req,
+            }
+        ]
+    },
     "reserve_credit": lambda me, req: {"user_id": me, "request_id": req, "amount": "1"},
     "settle_usage": lambda me, req: {"request_id": req, "input_tokens": 1, "output_tokens": 1},
     "release_reservation": lambda me, req: {"request_id": req},
@@ -274,8 +350,7 @@ SERVICE_RPCS: dict[str, Callable[[str, str], dict[str, Any]]] = {
 
 
 @pytest.mark.parametrize("rpc", sorted(SERVICE_RPCS))
-def test_user_calls_service_only_function_is_denied_and_nothing_written(sign_up, service, db,
-                                                                        rpc):
+def test_user_calls_service_only_function_is_denied_and_nothing_written(sign_up, service, db, rpc):
     user_id, client = sign_up()
     request_id = activity(service, user_id)  # an existing request: settle/refund would act on it
     before = (counts(db, user_id), stored_balance(db, user_id))
@@ -295,4 +370,7 @@ def test_user_my_balance_follows_service_movements(sign_up, service):
     service.reserve(user_id=user_id, request_id=rid(), amount=Decimal("0.000000000001"))
     mine = client.rpc("my_balance", {}).execute().data
     assert (mine["balance"], mine["held"], mine["available"]) == (
-        "0.000000000003", "0.000000000001", "0.000000000002")
+        "0.000000000003",
+        "0.000000000001",
+        "0.000000000002",
+    )

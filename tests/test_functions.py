@@ -15,14 +15,14 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+from conftest import random_email
 from starlette.testclient import TestClient
-from supabase import AsyncClientOptions, ClientOptions, acreate_client, create_client
 from supabase_functions.errors import FunctionsHttpError, FunctionsRelayError
 
 from app.stack.gateway.server import GatewayConfig, create_app
 from app.stack.keys import StackKeys
 from app.stack.manager import Stack
-from conftest import random_email
+from supabase import AsyncClientOptions, ClientOptions, acreate_client, create_client
 
 ECHO = """
 Deno.serve(async (req: Request) => {
@@ -52,26 +52,34 @@ def http() -> Iterator[httpx.Client]:
 
 
 def test_invoke_health_sync_client_returns_ok(api_url: str, anon_key: str, http: httpx.Client):
-    client = create_client(api_url, anon_key, ClientOptions(httpx_client=http,
-                                                            auto_refresh_token=False))
+    client = create_client(
+        api_url, anon_key, ClientOptions(httpx_client=http, auto_refresh_token=False)
+    )
     answer = client.functions.invoke("health", {"responseType": "json"})
     assert answer["status"] == "ok" and answer["checks"] == {"auth": "ok"}
-    assert answer["env"] == {"SUPABASE_URL": True, "SUPABASE_ANON_KEY": True,
-                             "SUPABASE_SERVICE_ROLE_KEY": True, "SUPABASE_DB_URL": True}
+    assert answer["env"] == {
+        "SUPABASE_URL": True,
+        "SUPABASE_ANON_KEY": True,
+        "SUPABASE_SERVICE_ROLE_KEY": True,
+        "SUPABASE_DB_URL": True,
+    }
 
 
 async def test_invoke_health_async_client_returns_ok(api_url: str, anon_key: str):
     async with httpx.AsyncClient(timeout=60) as http:
         client = await acreate_client(
-            api_url, anon_key, AsyncClientOptions(httpx_client=http, auto_refresh_token=False))
+            api_url, anon_key, AsyncClientOptions(httpx_client=http, auto_refresh_token=False)
+        )
         answer = await client.functions.invoke("health", {"responseType": "json"})
     assert answer["status"] == "ok"
 
 
-def test_invoke_health_signed_in_user_jwt_returns_ok(api_url: str, anon_key: str,
-                                                      http: httpx.Client):
-    client = create_client(api_url, anon_key, ClientOptions(httpx_client=http,
-                                                            auto_refresh_token=False))
+def test_invoke_health_signed_in_user_jwt_returns_ok(
+    api_url: str, anon_key: str, http: httpx.Client
+):
+    client = create_client(
+        api_url, anon_key, ClientOptions(httpx_client=http, auto_refresh_token=False)
+    )
     client.auth.sign_up({"email": random_email(), "password": "correct-horse-9"})
     answer = client.functions.invoke("health", {"method": "GET", "responseType": "json"})
     assert answer["status"] == "ok"
@@ -82,16 +90,19 @@ def test_invoke_unknown_function_raises_404(api_url: str, anon_key: str, http: h
     with pytest.raises(FunctionsHttpError) as caught:
         client.functions.invoke("no-such-function")
     assert caught.value.status == 404
-    answer = http.post(f"{api_url}/functions/v1/no-such-function",
-                       headers={"Authorization": f"Bearer {anon_key}"})
+    answer = http.post(
+        f"{api_url}/functions/v1/no-such-function", headers={"Authorization": f"Bearer {anon_key}"}
+    )
     assert answer.json() == {"code": "NOT_FOUND", "message": "Requested function was not found"}
 
 
 @pytest.mark.parametrize("name", ["..%2F..%2Fpyproject.toml", "health.ts", "%2e%2e", "a b"])
-def test_invoke_function_name_outside_pattern_returns_404(api_url: str, anon_key: str,
-                                                          http: httpx.Client, name: str):
-    answer = http.post(f"{api_url}/functions/v1/{name}",
-                       headers={"Authorization": f"Bearer {anon_key}"})
+def test_invoke_function_name_outside_pattern_returns_404(
+    api_url: str, anon_key: str, http: httpx.Client, name: str
+):
+    answer = http.post(
+        f"{api_url}/functions/v1/{name}", headers={"Authorization": f"Bearer {anon_key}"}
+    )
     assert answer.status_code == 404
 
 
@@ -102,8 +113,11 @@ def test_invoke_without_jwt_returns_401(api_url: str, http: httpx.Client):
 
 
 def test_invoke_forged_jwt_raises_401(api_url: str, http: httpx.Client):
-    forged = jwt.encode({"role": "service_role", "exp": int(time.time()) + 60},
-                        "not-the-secret-" * 4, algorithm="HS256")
+    forged = jwt.encode(
+        {"role": "service_role", "exp": int(time.time()) + 60},
+        "not-the-secret-" * 4,
+        algorithm="HS256",
+    )
     client = create_client(api_url, forged, ClientOptions(httpx_client=http))
     with pytest.raises(FunctionsHttpError) as caught:
         client.functions.invoke("health")
@@ -111,17 +125,20 @@ def test_invoke_forged_jwt_raises_401(api_url: str, http: httpx.Client):
 
 
 def test_invoke_expired_jwt_returns_401(api_url: str, http: httpx.Client, keys: StackKeys):
-    expired = jwt.encode({"role": "anon", "exp": int(time.time()) - 60}, keys.jwt_secret,
-                         algorithm="HS256")
-    answer = http.post(f"{api_url}/functions/v1/health",
-                       headers={"Authorization": f"Bearer {expired}"})
+    expired = jwt.encode(
+        {"role": "anon", "exp": int(time.time()) - 60}, keys.jwt_secret, algorithm="HS256"
+    )
+    answer = http.post(
+        f"{api_url}/functions/v1/health", headers={"Authorization": f"Bearer {expired}"}
+    )
     assert answer.status_code == 401
 
 
 # ── a private gateway over test-only functions ──────────────────────────────────────────────────
 @pytest.fixture()
-def gateway(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-            ) -> Iterator[tuple[TestClient, Path]]:
+def gateway(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TestClient, Path]]:
     (tmp_path / "echo").mkdir()
     (tmp_path / "echo" / "index.ts").write_text(ECHO)
     (tmp_path / "broken").mkdir()
@@ -132,22 +149,33 @@ def gateway(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_invoke_echo_forwards_method_path_query_headers_body(
-        gateway: tuple[TestClient, Path], anon_key: str, service_key: str, stack: Stack):
+    gateway: tuple[TestClient, Path], anon_key: str, service_key: str, stack: Stack
+):
     client, _ = gateway
-    answer = client.put("/functions/v1/echo/items/7?limit=2", content=b'{"a":1}', headers={
-        "Authorization": f"Bearer {anon_key}", "x-custom": "kept"})
+    answer = client.put(
+        "/functions/v1/echo/items/7?limit=2",
+        content=b'{"a":1}',
+        headers={"Authorization": f"Bearer {anon_key}", "x-custom": "kept"},
+    )
     assert answer.status_code == 200 and answer.headers["x-echo"] == "yes"
     echoed = answer.json()
-    assert (echoed["method"], echoed["path"], echoed["query"]) == \
-        ("PUT", "/echo/items/7", "?limit=2")
+    assert (echoed["method"], echoed["path"], echoed["query"]) == (
+        "PUT",
+        "/echo/items/7",
+        "?limit=2",
+    )
     assert json.loads(echoed["body"]) == {"a": 1} and echoed["custom"] == "kept"
     assert echoed["env"] == {
-        "SUPABASE_URL": stack.paths.api_url, "SUPABASE_ANON_KEY": anon_key,
-        "SUPABASE_SERVICE_ROLE_KEY": service_key, "SUPABASE_DB_URL": stack.paths.db_url()}
+        "SUPABASE_URL": stack.paths.api_url,
+        "SUPABASE_ANON_KEY": anon_key,
+        "SUPABASE_SERVICE_ROLE_KEY": service_key,
+        "SUPABASE_DB_URL": stack.paths.db_url(),
+    }
 
 
 def test_invoke_function_failing_at_boot_returns_503_relay_error(
-        gateway: tuple[TestClient, Path], anon_key: str):
+    gateway: tuple[TestClient, Path], anon_key: str
+):
     client, _ = gateway
     answer = client.post("/functions/v1/broken", headers={"Authorization": f"Bearer {anon_key}"})
     assert answer.status_code == 503 and answer.headers["x-relay-error"] == "true"
@@ -155,7 +183,8 @@ def test_invoke_function_failing_at_boot_returns_503_relay_error(
 
 
 def test_invoke_worker_crash_returns_502_then_restarts(
-        gateway: tuple[TestClient, Path], anon_key: str):
+    gateway: tuple[TestClient, Path], anon_key: str
+):
     client, _ = gateway
     auth = {"Authorization": f"Bearer {anon_key}"}
     crashed = client.post("/functions/v1/echo/crash", headers=auth)
@@ -164,21 +193,27 @@ def test_invoke_worker_crash_returns_502_then_restarts(
 
 
 def test_relay_error_surfaces_as_functions_relay_error(
-        gateway: tuple[TestClient, Path], anon_key: str):
+    gateway: tuple[TestClient, Path], anon_key: str
+):
     client, _ = gateway
     sb = create_client("http://testserver", anon_key, ClientOptions(httpx_client=client))
     with pytest.raises(FunctionsRelayError):
         sb.functions.invoke("broken")
 
 
-def test_gateway_shutdown_stops_function_workers(stack: Stack, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch, anon_key: str):
+def test_gateway_shutdown_stops_function_workers(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, anon_key: str
+):
     (tmp_path / "echo").mkdir()
     (tmp_path / "echo" / "index.ts").write_text(ECHO)
     monkeypatch.setenv("TOKENMETER_FUNCTIONS_DIR", str(tmp_path))
     app = create_app(GatewayConfig.from_env())
     with TestClient(app) as client:
-        assert client.post("/functions/v1/echo",
-                           headers={"Authorization": f"Bearer {anon_key}"}).status_code == 200
+        assert (
+            client.post(
+                "/functions/v1/echo", headers={"Authorization": f"Bearer {anon_key}"}
+            ).status_code
+            == 200
+        )
         processes = [w.process for w in app.state.functions.running.values()]
     assert processes and all(p.returncode is not None for p in processes)

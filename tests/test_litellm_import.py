@@ -62,7 +62,7 @@ def test_map_litellm_sample_floats_stay_exact_decimals():
 def test_map_litellm_provider_prefixed_keys_map_to_provider_and_model():
     prices = by_model(map_litellm(sample(), today=TODAY).prices)
     assert ("anthropic", "claude-sonnet-4-5") in prices
-    assert ("google", "gemini-2.5-pro") in prices          # litellm_provider gemini → google
+    assert ("google", "gemini-2.5-pro") in prices  # litellm_provider gemini → google
     assert ("deepseek", "deepseek-chat") in prices
     assert ("vertex_ai", "imagen-3.0-generate-002") in prices  # vertex_ai-image-models
     assert ("openai", "text-embedding-3-small") in prices
@@ -102,19 +102,47 @@ def test_map_litellm_sample_spec_non_chat_and_duplicates_are_skipped_and_reporte
     assert len(mapping.prices) == 7
 
 
-@pytest.mark.parametrize("entry, reason", [
-    ({"litellm_provider": "openai", "mode": "rerank", "input_cost_per_query": 0.001}, "rerank"),
-    ({"litellm_provider": "openai", "mode": "chat", "output_cost_per_token": 1e-6},
-     "input_cost_per_token"),
-    ({"mode": "chat", "input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6},
-     "litellm_provider"),
-    ({"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": "abc",
-      "output_cost_per_token": 1e-6}, "input_cost_per_token"),
-    ({"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": -1,
-      "output_cost_per_token": 1e-6}, "input_cost_per_token"),
-    ({"litellm_provider": "openai", "mode": "image_generation",
-      "input_cost_per_pixel": 3.81469e-08, "output_cost_per_pixel": 0.0}, "per-image"),
-])
+@pytest.mark.parametrize(
+    "entry, reason",
+    [
+        ({"litellm_provider": "openai", "mode": "rerank", "input_cost_per_query": 0.001}, "rerank"),
+        (
+            {"litellm_provider": "openai", "mode": "chat", "output_cost_per_token": 1e-6},
+            "input_cost_per_token",
+        ),
+        (
+            {"mode": "chat", "input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6},
+            "litellm_provider",
+        ),
+        (
+            {
+                "litellm_provider": "openai",
+                "mode": "chat",
+                "input_cost_per_token": "abc",
+                "output_cost_per_token": 1e-6,
+            },
+            "input_cost_per_token",
+        ),
+        (
+            {
+                "litellm_provider": "openai",
+                "mode": "chat",
+                "input_cost_per_token": -1,
+                "output_cost_per_token": 1e-6,
+            },
+            "input_cost_per_token",
+        ),
+        (
+            {
+                "litellm_provider": "openai",
+                "mode": "image_generation",
+                "input_cost_per_pixel": 3.81469e-08,
+                "output_cost_per_pixel": 0.0,
+            },
+            "per-image",
+        ),
+    ],
+)
 def test_map_litellm_entry_unpriceable_raises_value_error_naming_reason(entry, reason):
     with pytest.raises(ValueError, match=reason):
         map_litellm_entry("x", load_litellm(json.dumps(entry)))
@@ -130,13 +158,22 @@ def test_load_litellm_not_json_or_not_object_raises_invalid_input():
 def test_export_to_litellm_round_trips_exactly_through_the_mapper():
     from app.pricing import ModelPrice
 
-    prices = [ModelPrice.model_validate({
-        "provider_id": "google", "model_id": "gemini-2.5-pro",
-        "price_per_input_token": "0.00000125", "price_per_output_token": "0.00001",
-        "price_per_cached_input_token": "0.0000003125", "long_context_threshold": 200000,
-        "price_per_input_token_above_threshold": "0.0000025",
-        "price_per_output_token_above_threshold": "0.000015", "price_per_request": "0",
-        "price_per_image": "0"})]
+    prices = [
+        ModelPrice.model_validate(
+            {
+                "provider_id": "google",
+                "model_id": "gemini-2.5-pro",
+                "price_per_input_token": "0.00000125",
+                "price_per_output_token": "0.00001",
+                "price_per_cached_input_token": "0.0000003125",
+                "long_context_threshold": 200000,
+                "price_per_input_token_above_threshold": "0.0000025",
+                "price_per_output_token_above_threshold": "0.000015",
+                "price_per_request": "0",
+                "price_per_image": "0",
+            }
+        )
+    ]
     text = dumps_exact(to_litellm(prices))
     assert '"input_cost_per_token": 0.00000125' in text  # a JSON number, digit for digit
     back = by_model(map_litellm(load_litellm(text)).prices)[("google", "gemini-2.5-pro")]
@@ -149,8 +186,9 @@ def test_export_to_litellm_round_trips_exactly_through_the_mapper():
 @pytest.fixture()
 def service(api_url: str, service_key: str) -> Iterator[Client]:
     http = httpx.Client(timeout=30)
-    yield create_client(api_url, service_key,
-                        ClientOptions(auto_refresh_token=False, httpx_client=http))
+    yield create_client(
+        api_url, service_key, ClientOptions(auto_refresh_token=False, httpx_client=http)
+    )
     http.close()
 
 
@@ -162,16 +200,19 @@ def pricing(service: Client) -> Pricing:
 @pytest.fixture()
 def own_sample(tmp_path: Path) -> Callable[..., tuple[Path, str]]:
     """The sample with every model renamed '<name>-<suffix>' (keys keep their prefixes)."""
+
     def make(edit: Callable[[dict[str, Any]], None] | None = None) -> tuple[Path, str]:
         suffix = uuid.uuid4().hex[:8]
         data = json.loads(SAMPLE.read_text())
-        renamed = {key if key == "sample_spec" else f"{key}-{suffix}": value
-                   for key, value in data.items()}
+        renamed = {
+            key if key == "sample_spec" else f"{key}-{suffix}": value for key, value in data.items()
+        }
         if edit:
             edit(renamed)
         path = tmp_path / f"litellm-{suffix}.json"
         path.write_text(json.dumps(renamed, indent=2))
         return path, suffix
+
     return make
 
 
@@ -202,8 +243,9 @@ def test_import_apply_then_reimport_is_unchanged(pricing: Pricing, own_sample):
     assert claude.long_context_threshold == 200000
     assert claude.price_per_output_token_above_threshold == Decimal("0.0000225")
     assert claude.pricing_source == "import"
-    assert rows[("vertex_ai", f"imagen-3.0-generate-002-{suffix}")].price_per_image == \
-        Decimal("0.04")
+    assert rows[("vertex_ai", f"imagen-3.0-generate-002-{suffix}")].price_per_image == Decimal(
+        "0.04"
+    )
     assert rows[("anthropic", f"claude-3-opus-20240229-{suffix}")].pricing_type == "deprecated"
     again = pricing.import_prices(mapping.prices, dry_run=False)
     assert (again.added, again.changed, again.unchanged) == (0, 0, 7)
@@ -224,7 +266,10 @@ def test_import_changed_price_reports_old_and_new(pricing: Pricing, own_sample):
     assert (result.added, result.changed, result.unchanged) == (0, 1, 6)
     [diff] = result.diff
     assert (diff.provider, diff.model, diff.field) == (
-        "deepseek", f"deepseek-chat-{suffix}", "input_per_token")
+        "deepseek",
+        f"deepseek-chat-{suffix}",
+        "input_per_token",
+    )
     assert Decimal(str(diff.old)) == Decimal("0.00000027")
     assert Decimal(str(diff.new)) == Decimal("0.00000028")
 
@@ -263,18 +308,23 @@ def test_cli_import_dry_run_then_apply_then_reimport_unchanged(pricing: Pricing,
 
 def test_cli_import_json_apply_prints_one_json_document(pricing: Pricing, own_sample):
     path, suffix = own_sample()
-    result = CliRunner().invoke(app, ["price", "import", str(path), "--yes", "--json",
-                                      "--chunk-size", "2"])
+    result = CliRunner().invoke(
+        app, ["price", "import", str(path), "--yes", "--json", "--chunk-size", "2"]
+    )
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert (body["added"], body["changed"], body["unchanged"]) == (7, 0, 0)
-    assert {s["key"] for s in body["skipped"]} == {"sample_spec", f"whisper-1-{suffix}",
-                                                   f"openai/gpt-4o-{suffix}"}
+    assert {s["key"] for s in body["skipped"]} == {
+        "sample_spec",
+        f"whisper-1-{suffix}",
+        f"openai/gpt-4o-{suffix}",
+    }
     assert len(stored(pricing, suffix)) == 7
 
 
-def test_cli_import_bad_file_exits_1_with_one_line_and_writes_nothing(tmp_path: Path,
-                                                                       pricing: Pricing):
+def test_cli_import_bad_file_exits_1_with_one_line_and_writes_nothing(
+    tmp_path: Path, pricing: Pricing
+):
     runner = CliRunner()
     broken = tmp_path / "broken.json"
     broken.write_text('{"gpt-4o": {"input_cost_per_token": 2.5e-06,')
@@ -288,26 +338,40 @@ def test_cli_import_bad_file_exits_1_with_one_line_and_writes_nothing(tmp_path: 
 
     suffix = uuid.uuid4().hex[:8]
     negative = tmp_path / "negative.json"
-    negative.write_text(json.dumps({
-        f"ok-{suffix}": {"litellm_provider": "openai", "mode": "chat",
-                         "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06},
-        f"bad-{suffix}": {"litellm_provider": "openai", "mode": "chat",
-                          "input_cost_per_token": 1e-06, "output_cost_per_token": 2000},
-    }))
+    negative.write_text(
+        json.dumps(
+            {
+                f"ok-{suffix}": {
+                    "litellm_provider": "openai",
+                    "mode": "chat",
+                    "input_cost_per_token": 1e-06,
+                    "output_cost_per_token": 2e-06,
+                },
+                f"bad-{suffix}": {
+                    "litellm_provider": "openai",
+                    "mode": "chat",
+                    "input_cost_per_token": 1e-06,
+                    "output_cost_per_token": 2000,
+                },
+            }
+        )
+    )
     refused = runner.invoke(app, ["price", "import", str(negative), "--yes"])
     assert refused.exit_code == 1, refused.output
     assert "invalid_amount" in refused.stderr
     assert stored(pricing, suffix) == {}
 
     nothing = tmp_path / "nothing.json"
-    nothing.write_text(json.dumps({"whisper-1": {"litellm_provider": "openai",
-                                                 "mode": "audio_transcription"}}))
+    nothing.write_text(
+        json.dumps({"whisper-1": {"litellm_provider": "openai", "mode": "audio_transcription"}})
+    )
     empty = runner.invoke(app, ["price", "import", str(nothing)])
     assert empty.exit_code == 1 and "no priceable entries" in empty.stderr
 
 
-def test_cli_export_json_is_litellm_format_and_reimports_unchanged(pricing: Pricing,
-                                                                    own_sample, tmp_path: Path):
+def test_cli_export_json_is_litellm_format_and_reimports_unchanged(
+    pricing: Pricing, own_sample, tmp_path: Path
+):
     path, suffix = own_sample()
     pricing.import_prices(prices_from_file(path).prices)
     runner = CliRunner()
@@ -324,8 +388,9 @@ def test_cli_export_json_is_litellm_format_and_reimports_unchanged(pricing: Pric
     assert back.added == 0 and back.changed == 0 and back.unchanged == len(catalog)
 
 
-def test_cli_import_without_yes_and_no_terminal_applies_after_the_diff(pricing: Pricing,
-                                                                        own_sample):
+def test_cli_import_without_yes_and_no_terminal_applies_after_the_diff(
+    pricing: Pricing, own_sample
+):
     path, suffix = own_sample()
     result = CliRunner().invoke(app, ["price", "import", str(path)], env=WIDE)  # stdin: no TTY
     assert result.exit_code == 0, result.output
@@ -336,10 +401,13 @@ def test_cli_import_without_yes_and_no_terminal_applies_after_the_diff(pricing: 
 def test_cli_export_csv_reimports_unchanged(pricing: Pricing, own_sample, tmp_path: Path):
     path, suffix = own_sample()
     pricing.import_prices(prices_from_file(path).prices)
-    exported = CliRunner().invoke(app, ["price", "export", "--format", "csv", "--provider",
-                                        "anthropic"])
+    exported = CliRunner().invoke(
+        app, ["price", "export", "--format", "csv", "--provider", "anthropic"]
+    )
     assert exported.exit_code == 0, exported.output
-    mine = [line for line in exported.stdout.splitlines()[1:] if line.split(",")[1].endswith(suffix)]
+    mine = [
+        line for line in exported.stdout.splitlines()[1:] if line.split(",")[1].endswith(suffix)
+    ]
     out = tmp_path / "prices.csv"
     out.write_text(exported.stdout.splitlines()[0] + "\n" + "\n".join(mine) + "\n")
     back = pricing.import_prices(prices_from_file(out).prices, dry_run=True)

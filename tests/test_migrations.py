@@ -44,14 +44,23 @@ def history(url: str) -> list[tuple[str, str, list[str]]]:
 def test_push_applies_files_in_version_order_with_cli_history(scratch_db: str, tmp_path: Path):
     folder = tmp_path / "migrations"
     write(folder, "20250102000000_second.sql", "alter table t add column b text;")
-    write(folder, "20250101000000_first.sql",
-          "create table t (a int);\ncreate function f() returns int language sql as $$ select 1; $$;")
+    write(
+        folder,
+        "20250101000000_first.sql",
+        "create table t (a int);\ncreate function f() returns int language sql as $$ select 1; $$;",
+    )
     write(folder, "README.md", "not a migration")
     plan = Migrator(scratch_db, folder, []).push()
     assert [f.version for f in plan.pending] == ["20250101000000", "20250102000000"]
     assert history(scratch_db) == [
-        ("20250101000000", "first",
-         ["create table t (a int)", "create function f() returns int language sql as $$ select 1; $$"]),
+        (
+            "20250101000000",
+            "first",
+            [
+                "create table t (a int)",
+                "create function f() returns int language sql as $$ select 1; $$",
+            ],
+        ),
         ("20250102000000", "second", ["alter table t add column b text"]),
     ]
 
@@ -81,7 +90,11 @@ def test_push_refuses_pending_file_older_than_newest_applied(scratch_db: str, tm
 def test_failing_migration_leaves_nothing_and_names_file_statement_line(scratch_db, tmp_path):
     folder = tmp_path / "m"
     write(folder, "1_ok.sql", "create table ok_t (a int);")
-    write(folder, "2_bad.sql", "create table half_t (a int);\n\n-- comment\nselect * from\n  missing_table;\n")
+    write(
+        folder,
+        "2_bad.sql",
+        "create table half_t (a int);\n\n-- comment\nselect * from\n  missing_table;\n",
+    )
     with pytest.raises(MigrationError) as caught:
         Migrator(scratch_db, folder, []).push()
     message = str(caught.value)
@@ -146,8 +159,12 @@ def test_dry_run_changes_nothing(scratch_db: str, tmp_path: Path):
 
 def test_migrations_run_as_postgres_who_is_not_superuser(scratch_db: str, tmp_path: Path):
     folder = tmp_path / "m"
-    write(folder, "1_bad.sql", "create function noop() returns event_trigger language plpgsql as "
-          "$$ begin end $$;\ncreate event trigger t on ddl_command_end execute function noop();")
+    write(
+        folder,
+        "1_bad.sql",
+        "create function noop() returns event_trigger language plpgsql as "
+        "$$ begin end $$;\ncreate event trigger t on ddl_command_end execute function noop();",
+    )
     with pytest.raises(MigrationError, match="42501 permission denied to create event trigger"):
         Migrator(scratch_db, folder, []).push()
 

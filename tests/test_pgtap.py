@@ -19,8 +19,14 @@ def pgtap_env(stack, admin_dsn: str) -> dict[str, str]:
     assert shutil.which("pg_prove"), "pg_prove missing: run scripts/setup.sh"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute("create extension if not exists pgtap with schema extensions")
-    return dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(stack.paths.db_port),
-                PGUSER="postgres", PGPASSWORD="postgres", PGDATABASE="postgres")
+    return dict(
+        os.environ,
+        PGHOST="127.0.0.1",
+        PGPORT=str(stack.paths.db_port),
+        PGUSER="postgres",
+        PGPASSWORD="postgres",
+        PGDATABASE="postgres",
+    )
 
 
 def test_pgtap_suite_exists():
@@ -29,6 +35,10 @@ def test_pgtap_suite_exists():
 
 @pytest.mark.parametrize("path", TESTS, ids=[p.name for p in TESTS])
 def test_pgtap_file_passes(path: Path, pgtap_env: dict[str, str]):
-    result = subprocess.run(["pg_prove", "--verbose", "--failures", str(path)],
-                            env=pgtap_env, capture_output=True, text=True)
+    result = subprocess.run(
+        ["pg_prove", "--verbose", "--failures", str(path)],
+        env=pgtap_env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -47,8 +47,9 @@ def assert_refused(result: Result, *needles: str) -> None:
 @pytest.fixture()
 def service(api_url: str, service_key: str) -> Iterator[Client]:
     http = httpx.Client(timeout=30)
-    yield create_client(api_url, service_key,
-                        ClientOptions(auto_refresh_token=False, httpx_client=http))
+    yield create_client(
+        api_url, service_key, ClientOptions(auto_refresh_token=False, httpx_client=http)
+    )
     http.close()
 
 
@@ -65,24 +66,44 @@ def model(stack) -> tuple[str, str]:
 
 
 def versions(pricing: Pricing, provider: str, name: str) -> int:
-    return len(pricing.client.table("model_pricing").select("model_id")
-               .eq("provider_id", provider).eq("model_id", name).execute().data)
+    return len(
+        pricing.client.table("model_pricing")
+        .select("model_id")
+        .eq("provider_id", provider)
+        .eq("model_id", name)
+        .execute()
+        .data
+    )
 
 
 # ── units (no database) ─────────────────────────────────────────────────────────────────────
-@pytest.mark.parametrize("value, unit, expected", [
-    ("2.50", "1M", "0.0000025"), ("0.025", "1M", "0.000000025"), ("15", "1K", "0.015"),
-    ("0.0000025", "token", "0.0000025"), ("1e1", "1m", "0.00001"), ("0", "1M", "0"),
-])
+@pytest.mark.parametrize(
+    "value, unit, expected",
+    [
+        ("2.50", "1M", "0.0000025"),
+        ("0.025", "1M", "0.000000025"),
+        ("15", "1K", "0.015"),
+        ("0.0000025", "token", "0.0000025"),
+        ("1e1", "1m", "0.00001"),
+        ("0", "1M", "0"),
+    ],
+)
 def test_to_per_token_units_convert_exactly(value: str, unit: str, expected: str):
     assert to_per_token(value, unit=unit) == Decimal(expected)
     assert per_million(to_per_token(value, unit=unit)) == to_per_token(value, unit=unit) * 10**6
 
 
-@pytest.mark.parametrize("value, unit, needle", [
-    ("-1", "1M", ">= 0"), ("abc", "1M", "must be a number"), ("NaN", "1M", "finite"),
-    ("0.0000001", "1M", "12 decimals"), ("1", "1G", "unit must be"), ("2e9", "token", "too large"),
-])
+@pytest.mark.parametrize(
+    "value, unit, needle",
+    [
+        ("-1", "1M", ">= 0"),
+        ("abc", "1M", "must be a number"),
+        ("NaN", "1M", "finite"),
+        ("0.0000001", "1M", "12 decimals"),
+        ("1", "1G", "unit must be"),
+        ("2e9", "token", "too large"),
+    ],
+)
 def test_to_per_token_bad_value_raises_invalid_input(value: str, unit: str, needle: str):
     from app.errors import InvalidInput
 
@@ -128,8 +149,19 @@ def test_price_get_unknown_model_exits_1(stack):
 # ── set ─────────────────────────────────────────────────────────────────────────────────────
 def test_price_set_per_million_stores_exact_per_token(pricing: Pricing, model):
     provider, name = model
-    result = price("set", name, "--provider", provider, "--input", "2.50", "--output", "10",
-                   "--cached-input", "1.25", "--json")
+    result = price(
+        "set",
+        name,
+        "--provider",
+        provider,
+        "--input",
+        "2.50",
+        "--output",
+        "10",
+        "--cached-input",
+        "1.25",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     got = pricing.get(model=name, provider=provider)
     assert got.price_per_input_token == Decimal("0.0000025")
@@ -140,38 +172,79 @@ def test_price_set_per_million_stores_exact_per_token(pricing: Pricing, model):
     assert "2.5" in shown.stdout and "1.25" in shown.stdout and "10" in shown.stdout
 
 
-@pytest.mark.parametrize("unit, value, per_token", [
-    ("token", "0.000004", "0.000004"), ("1K", "0.004", "0.000004"), ("1M", "4", "0.000004"),
-])
+@pytest.mark.parametrize(
+    "unit, value, per_token",
+    [
+        ("token", "0.000004", "0.000004"),
+        ("1K", "0.004", "0.000004"),
+        ("1M", "4", "0.000004"),
+    ],
+)
 def test_price_set_units_are_equivalent(pricing: Pricing, model, unit, value, per_token):
     provider, name = model
-    result = price("set", name, "--provider", provider, "--input", value, "--output", value,
-                   "--unit", unit)
+    result = price(
+        "set", name, "--provider", provider, "--input", value, "--output", value, "--unit", unit
+    )
     assert result.exit_code == 0, result.output
     assert pricing.get(model=name, provider=provider).price_per_input_token == Decimal(per_token)
 
 
 def test_price_set_without_cached_price_keeps_it_and_reset_clears_it(pricing: Pricing, model):
     provider, name = model
-    assert price("set", name, "--provider", provider, "--input", "2", "--output", "8",
-                 "--cached-input", "0.5", "--per-request", "0.001").exit_code == 0
-    assert price("set", name, "--provider", provider, "--input", "3", "--output", "9").exit_code == 0
+    assert (
+        price(
+            "set",
+            name,
+            "--provider",
+            provider,
+            "--input",
+            "2",
+            "--output",
+            "8",
+            "--cached-input",
+            "0.5",
+            "--per-request",
+            "0.001",
+        ).exit_code
+        == 0
+    )
+    assert (
+        price("set", name, "--provider", provider, "--input", "3", "--output", "9").exit_code == 0
+    )
     kept = pricing.get(model=name, provider=provider)
     assert kept.price_per_input_token == Decimal("0.000003")
     assert kept.price_per_cached_input_token == Decimal("0.0000005")
     assert kept.price_per_request == Decimal("0.001")
-    assert price("set", name, "--provider", provider, "--input", "3", "--output", "9",
-                 "--reset").exit_code == 0
+    assert (
+        price(
+            "set", name, "--provider", provider, "--input", "3", "--output", "9", "--reset"
+        ).exit_code
+        == 0
+    )
     reset = pricing.get(model=name, provider=provider)
     assert reset.price_per_cached_input_token is None and reset.price_per_request == 0
 
 
 def test_price_set_free_model_does_not_keep_paid_extras(pricing: Pricing, model):
     provider, name = model
-    assert price("set", name, "--provider", provider, "--input", "2", "--output", "8",
-                 "--cached-input", "0.5").exit_code == 0
-    result = price("set", name, "--provider", provider, "--input", "0", "--output", "0",
-                   "--type", "free")
+    assert (
+        price(
+            "set",
+            name,
+            "--provider",
+            provider,
+            "--input",
+            "2",
+            "--output",
+            "8",
+            "--cached-input",
+            "0.5",
+        ).exit_code
+        == 0
+    )
+    result = price(
+        "set", name, "--provider", provider, "--input", "0", "--output", "0", "--type", "free"
+    )
     assert result.exit_code == 0, result.output
     free = pricing.get(model=name, provider=provider)
     assert free.pricing_type == "free" and free.price_per_cached_input_token is None
@@ -180,9 +253,24 @@ def test_price_set_free_model_does_not_keep_paid_extras(pricing: Pricing, model)
 def test_price_list_shows_the_version_in_effect_not_a_future_one(model):
     provider, name = model
     future = (datetime.now(UTC) + timedelta(days=30)).isoformat()
-    assert price("set", name, "--provider", provider, "--input", "1", "--output", "2").exit_code == 0
-    assert price("set", name, "--provider", provider, "--input", "5", "--output", "6",
-                 "--effective-from", future).exit_code == 0
+    assert (
+        price("set", name, "--provider", provider, "--input", "1", "--output", "2").exit_code == 0
+    )
+    assert (
+        price(
+            "set",
+            name,
+            "--provider",
+            provider,
+            "--input",
+            "5",
+            "--output",
+            "6",
+            "--effective-from",
+            future,
+        ).exit_code
+        == 0
+    )
     listed = price("list", "--provider", provider, "--format", "json")
     [row] = json.loads(listed.stdout)
     assert row["price_per_input_token"] == "0.000001"
@@ -192,27 +280,34 @@ def test_price_list_shows_the_version_in_effect_not_a_future_one(model):
 
 def test_price_set_without_provider_uses_the_models_provider(pricing: Pricing, model):
     provider, name = model
-    assert price("set", name, "--provider", provider, "--input", "1", "--output", "2").exit_code == 0
+    assert (
+        price("set", name, "--provider", provider, "--input", "1", "--output", "2").exit_code == 0
+    )
     result = price("set", name, "--input", "3", "--output", "4", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["provider"] == provider
     assert pricing.get(model=name).price_per_input_token == Decimal("0.000003")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--input", "-1", "--output", "2"], "invalid_amount"),
-    (["--input", "abc", "--output", "2"], "invalid_amount"),
-    (["--input", "1", "--output", "2", "--cached-input", "-0.5"], "invalid_amount"),
-    (["--input", "1", "--output", "2", "--currency", "XYZ"], "invalid_currency"),
-    (["--input", "1", "--output", "2", "--currency", "dollars"], "invalid_currency"),
-    (["--input", "1", "--output", "2", "--unit", "1G"], "unit"),
-    (["--input", "1", "--output", "2", "--effective-from", "yesterday"], "effective_from"),
-    (["--input", "1"], "--output"),
-    (["--input", "1", "--output", "2", "--alias", "gpt-5"], "--alias"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--input", "-1", "--output", "2"], "invalid_amount"),
+        (["--input", "abc", "--output", "2"], "invalid_amount"),
+        (["--input", "1", "--output", "2", "--cached-input", "-0.5"], "invalid_amount"),
+        (["--input", "1", "--output", "2", "--currency", "XYZ"], "invalid_currency"),
+        (["--input", "1", "--output", "2", "--currency", "dollars"], "invalid_currency"),
+        (["--input", "1", "--output", "2", "--unit", "1G"], "unit"),
+        (["--input", "1", "--output", "2", "--effective-from", "yesterday"], "effective_from"),
+        (["--input", "1"], "--output"),
+        (["--input", "1", "--output", "2", "--alias", "gpt-5"], "--alias"),
+    ],
+)
 def test_price_set_bad_input_exits_1_and_writes_nothing(pricing: Pricing, model, args, needle):
     provider, name = model
-    assert price("set", name, "--provider", provider, "--input", "1", "--output", "2").exit_code == 0
+    assert (
+        price("set", name, "--provider", provider, "--input", "1", "--output", "2").exit_code == 0
+    )
     before = pricing.history(model=name, provider=provider)
     assert_refused(price("set", name, "--provider", provider, *args), needle)
     assert pricing.history(model=name, provider=provider) == before
@@ -220,8 +315,21 @@ def test_price_set_bad_input_exits_1_and_writes_nothing(pricing: Pricing, model,
 
 def test_price_set_unknown_currency_for_new_model_writes_nothing(pricing: Pricing, model):
     provider, name = model
-    assert_refused(price("set", name, "--provider", provider, "--input", "1", "--output", "2",
-                         "--currency", "XYZ"), "invalid_currency")
+    assert_refused(
+        price(
+            "set",
+            name,
+            "--provider",
+            provider,
+            "--input",
+            "1",
+            "--output",
+            "2",
+            "--currency",
+            "XYZ",
+        ),
+        "invalid_currency",
+    )
     assert versions(pricing, provider, name) == 0
 
 
@@ -233,7 +341,9 @@ def test_price_set_new_model_without_provider_exits_1(model):
 # ── aliases ─────────────────────────────────────────────────────────────────────────────────
 def test_price_set_alias_makes_alias_cost_the_target(pricing: Pricing, model):
     provider, name = model
-    assert price("set", name, "--provider", provider, "--input", "5", "--output", "6").exit_code == 0
+    assert (
+        price("set", name, "--provider", provider, "--input", "5", "--output", "6").exit_code == 0
+    )
     alias = f"{name}-latest"
     result = price("set", alias, "--alias", name, "--alias-provider", provider)
     assert result.exit_code == 0, result.output
@@ -247,7 +357,9 @@ def test_price_set_alias_makes_alias_cost_the_target(pricing: Pricing, model):
 
 def test_price_set_alias_loop_exits_1_and_writes_nothing(pricing: Pricing, model):
     provider, name = model
-    assert price("set", name, "--provider", provider, "--input", "5", "--output", "6").exit_code == 0
+    assert (
+        price("set", name, "--provider", provider, "--input", "5", "--output", "6").exit_code == 0
+    )
     first, second = f"{name}-a", f"{name}-b"
     assert price("set", first, "--alias", name, "--alias-provider", provider).exit_code == 0
     assert price("set", second, "--alias", first, "--alias-provider", provider).exit_code == 0
@@ -267,9 +379,24 @@ def test_price_set_alias_to_unknown_model_exits_1_and_writes_nothing(service: Cl
 def test_price_history_lists_versions_newest_first(model):
     provider, name = model
     earlier = (datetime.now(UTC) - timedelta(days=10)).isoformat()
-    assert price("set", name, "--provider", provider, "--input", "1", "--output", "2",
-                 "--effective-from", earlier).exit_code == 0
-    assert price("set", name, "--provider", provider, "--input", "3", "--output", "4").exit_code == 0
+    assert (
+        price(
+            "set",
+            name,
+            "--provider",
+            provider,
+            "--input",
+            "1",
+            "--output",
+            "2",
+            "--effective-from",
+            earlier,
+        ).exit_code
+        == 0
+    )
+    assert (
+        price("set", name, "--provider", provider, "--input", "3", "--output", "4").exit_code == 0
+    )
     result = price("history", name, "--provider", provider, "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
@@ -287,8 +414,12 @@ def test_price_history_unknown_model_exits_1(model):
 
 def test_price_history_of_alias_shows_the_targets_versions(model):
     provider, name = model
-    assert price("set", name, "--provider", provider, "--input", "1", "--output", "2").exit_code == 0
-    assert price("set", f"{name}-alias", "--alias", name, "--alias-provider", provider).exit_code == 0
+    assert (
+        price("set", name, "--provider", provider, "--input", "1", "--output", "2").exit_code == 0
+    )
+    assert (
+        price("set", f"{name}-alias", "--alias", name, "--alias-provider", provider).exit_code == 0
+    )
     result = price("history", f"{name}-alias", "--json")
     assert result.exit_code == 0, result.output
     assert [r["model"] for r in json.loads(result.stdout)] == [name]
@@ -297,7 +428,10 @@ def test_price_history_of_alias_shows_the_targets_versions(model):
 # ── export ──────────────────────────────────────────────────────────────────────────────────
 def test_price_export_csv_has_per_million_columns(model):
     provider, name = model
-    assert price("set", name, "--provider", provider, "--input", "0.15", "--output", "0.6").exit_code == 0
+    assert (
+        price("set", name, "--provider", provider, "--input", "0.15", "--output", "0.6").exit_code
+        == 0
+    )
     result = price("export", "--format", "csv", "--provider", provider)
     assert result.exit_code == 0, result.output
     [row] = list(csv.DictReader(io.StringIO(result.stdout)))
@@ -314,67 +448,119 @@ def user_with_usage(service: Client, pricing: Pricing, model) -> tuple[str, str,
     """A user who used the random model 1 hour ago at $1/$2 per 1M (priced 3 hours ago)."""
     provider, name = model
     now = datetime.now(UTC)
-    pricing.set(model=name, provider=provider, input="1", output="2",
-                effective_from=now - timedelta(hours=3))
+    pricing.set(
+        model=name,
+        provider=provider,
+        input="1",
+        output="2",
+        effective_from=now - timedelta(hours=3),
+    )
     user = service.auth.admin.create_user({"email": random_email(), "email_confirm": True}).user
     assert user is not None
     meter = Meter(service)
     meter.top_up(user_id=user.id, amount=Decimal(10), reference=f"test-{uuid.uuid4().hex}")
-    meter.record_usage(user_id=user.id, model=name, provider=provider, input_tokens=1_000_000,
-                       output_tokens=1_000_000, request_id=f"req-{uuid.uuid4().hex}",
-                       occurred_at=now - timedelta(hours=1))
+    meter.record_usage(
+        user_id=user.id,
+        model=name,
+        provider=provider,
+        input_tokens=1_000_000,
+        output_tokens=1_000_000,
+        request_id=f"req-{uuid.uuid4().hex}",
+        occurred_at=now - timedelta(hours=1),
+    )
     return user.id, provider, name, now
 
 
-def test_price_reprice_backdated_price_changes_cost_and_balance(pricing: Pricing,
-                                                                 user_with_usage, service):
+def test_price_reprice_backdated_price_changes_cost_and_balance(
+    pricing: Pricing, user_with_usage, service
+):
     user_id, provider, name, now = user_with_usage
     # The price was really $1.50/$2.50 from 2 hours ago: a backdated version.
-    pricing.set(model=name, provider=provider, input="1.50", output="2.50",
-                effective_from=now - timedelta(hours=2))
+    pricing.set(
+        model=name,
+        provider=provider,
+        input="1.50",
+        output="2.50",
+        effective_from=now - timedelta(hours=2),
+    )
     since, until = (now - timedelta(hours=4)).isoformat(), datetime.now(UTC).isoformat()
     balance = Meter(service).balance(user_id=user_id).balance
 
-    dry = price("reprice", "--since", since, "--until", until, "--model", name,
-                "--provider", provider, "--dry-run", "--json")
+    dry = price(
+        "reprice",
+        "--since",
+        since,
+        "--until",
+        until,
+        "--model",
+        name,
+        "--provider",
+        provider,
+        "--dry-run",
+        "--json",
+    )
     assert dry.exit_code == 0, dry.output
     preview = json.loads(dry.stdout)
     assert (preview["records"], preview["changed"]) == (1, 1)
     assert Decimal(preview["total_delta"]) == Decimal(1)  # +0.50 input, +0.50 output
     assert Meter(service).balance(user_id=user_id).balance == balance
 
-    done = price("reprice", "--since", since, "--until", until, "--model", name,
-                 "--provider", provider)
+    done = price(
+        "reprice", "--since", since, "--until", until, "--model", name, "--provider", provider
+    )
     assert done.exit_code == 0, done.output
     assert "changed 1" in done.stdout
     assert Meter(service).balance(user_id=user_id).balance == balance - Decimal(1)
 
-    again = price("reprice", "--since", since, "--until", until, "--model", name,
-                  "--provider", provider, "--json")
+    again = price(
+        "reprice",
+        "--since",
+        since,
+        "--until",
+        until,
+        "--model",
+        name,
+        "--provider",
+        provider,
+        "--json",
+    )
     assert json.loads(again.stdout)["changed"] == 0
 
 
-@pytest.mark.parametrize("since, until, needle", [
-    ("2026-01-02", "2026-01-01", "until"),
-    ("not-a-date", "2026-01-01", "since"),
-])
+@pytest.mark.parametrize(
+    "since, until, needle",
+    [
+        ("2026-01-02", "2026-01-01", "until"),
+        ("not-a-date", "2026-01-01", "since"),
+    ],
+)
 def test_price_reprice_bad_period_exits_1(stack, since: str, until: str, needle: str):
     assert_refused(price("reprice", "--since", since, "--until", until, "--dry-run"), needle)
 
 
 # ── unreachable / not configured ────────────────────────────────────────────────────────────
-@pytest.mark.parametrize("args", [["list"], ["get", "gpt-5"], ["history", "gpt-5"],
-                                  ["set", "gpt-5", "--provider", "openai", "--input", "1",
-                                   "--output", "2"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list"],
+        ["get", "gpt-5"],
+        ["history", "gpt-5"],
+        ["set", "gpt-5", "--provider", "openai", "--input", "1", "--output", "2"],
+    ],
+)
 def test_price_commands_api_unreachable_exit_2(stack, args: list[str]):
-    result = runner.invoke(app, ["price", *args], env={**WIDE, "SUPABASE_URL": "http://127.0.0.1:9"})
+    result = runner.invoke(
+        app, ["price", *args], env={**WIDE, "SUPABASE_URL": "http://127.0.0.1:9"}
+    )
     assert result.exit_code == 2, result.output
     assert "unavailable" in result.stderr and "Traceback" not in result.output
 
 
 def test_price_set_api_unreachable_writes_nothing_and_bad_input_fails_first(stack):
     # Local validation answers before any network call: exit 1, not 2.
-    result = runner.invoke(app, ["price", "set", "gpt-5", "--provider", "openai", "--input",
-                                 "-1", "--output", "2"],
-                           env={**WIDE, "SUPABASE_URL": "http://127.0.0.1:9"})
+    result = runner.invoke(
+        app,
+        ["price", "set", "gpt-5", "--provider", "openai", "--input", "-1", "--output", "2"],
+        env={**WIDE, "SUPABASE_URL": "http://127.0.0.1:9"},
+    )
     assert_refused(result, "invalid_amount")

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from postgrest import APIError
 from psycopg.types.json import Jsonb
+
 from supabase import AsyncClient, Client, acreate_client, create_client
 
 SCHEMA_SQL = """
@@ -119,8 +120,11 @@ def rest_schema(db_url: str, api_url: str, service_key: str) -> None:
     # The gateway reloads its cache on NOTIFY; wait until it sees the last object created.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        resp = httpx.post(f"{api_url}/rest/v1/rpc/rest_record_call", json={"marker": "boot"},
-                          headers=_headers(service_key))
+        resp = httpx.post(
+            f"{api_url}/rest/v1/rpc/rest_record_call",
+            json={"marker": "boot"},
+            headers=_headers(service_key),
+        )
         if resp.status_code == 200:
             return
         time.sleep(0.05)
@@ -144,15 +148,17 @@ async def _clients(kind: str, url: str, key: str) -> AsyncIterator[Client | Asyn
 
 
 @pytest.fixture(params=["sync", "async"])
-async def client(request: pytest.FixtureRequest, rest_schema: None, api_url: str,
-                 service_key: str) -> AsyncIterator[Client | AsyncClient]:
+async def client(
+    request: pytest.FixtureRequest, rest_schema: None, api_url: str, service_key: str
+) -> AsyncIterator[Client | AsyncClient]:
     async for made in _clients(request.param, api_url, service_key):
         yield made
 
 
 @pytest.fixture(params=["sync", "async"])
-async def anon(request: pytest.FixtureRequest, rest_schema: None, api_url: str,
-               anon_key: str) -> AsyncIterator[Client | AsyncClient]:
+async def anon(
+    request: pytest.FixtureRequest, rest_schema: None, api_url: str, anon_key: str
+) -> AsyncIterator[Client | AsyncClient]:
     async for made in _clients(request.param, api_url, anon_key):
         yield made
 
@@ -169,11 +175,23 @@ async def fails(builder: Any) -> APIError:
     return info.value
 
 
-def mint(secret: str, sub: str | None = None, *, role: str = "authenticated",
-         algorithm: str = "HS256", exp_in: int = 3600, **claims: Any) -> str:
+def mint(
+    secret: str,
+    sub: str | None = None,
+    *,
+    role: str = "authenticated",
+    algorithm: str = "HS256",
+    exp_in: int = 3600,
+    **claims: Any,
+) -> str:
     now = int(time.time())
-    payload: dict[str, Any] = {"role": role, "aud": "authenticated", "iat": now,
-                               "exp": now + exp_in, **claims}
+    payload: dict[str, Any] = {
+        "role": role,
+        "aud": "authenticated",
+        "iat": now,
+        "exp": now + exp_in,
+        **claims,
+    }
     if sub:
         payload["sub"] = sub
     return jwt.encode(payload, secret, algorithm=algorithm)
@@ -219,15 +237,31 @@ def seed(db_url: str, grp: str, rows: list[dict[str, Any]]) -> list[int]:
 # ── §2 rows: reads ────────────────────────────────────────────────────────────────────────
 async def test_select_filter_chain_from_protocol_returns_matching_rows(client, db_url):
     grp = tag()
-    seed(db_url, grp, [
-        {"name": "ax", "qty": 5, "body": "a,b"}, {"name": "Xb", "qty": 50},
-        {"name": "cx", "qty": 99, "active": True}, {"name": "dx", "qty": 1},
-    ])
+    seed(
+        db_url,
+        grp,
+        [
+            {"name": "ax", "qty": 5, "body": "a,b"},
+            {"name": "Xb", "qty": 50},
+            {"name": "cx", "qty": 99, "active": True},
+            {"name": "dx", "qty": 1},
+        ],
+    )
     res = await ex(
-        client.table("rest_items").select("name,qty", count="exact").eq("grp", grp)
-        .like("name", "%x%").neq("qty", 1).gt("qty", 1).gte("qty", 2).lt("qty", 100)
-        .lte("qty", 99).is_("price", "null").in_("name", ["ax", "cx", "a,b"])
-        .or_("qty.eq.5,qty.gt.60").order("qty", desc=True).order("name", nullsfirst=True)
+        client.table("rest_items")
+        .select("name,qty", count="exact")
+        .eq("grp", grp)
+        .like("name", "%x%")
+        .neq("qty", 1)
+        .gt("qty", 1)
+        .gte("qty", 2)
+        .lt("qty", 100)
+        .lte("qty", 99)
+        .is_("price", "null")
+        .in_("name", ["ax", "cx", "a,b"])
+        .or_("qty.eq.5,qty.gt.60")
+        .order("qty", desc=True)
+        .order("name", nullsfirst=True)
         .limit(10)
     )
     assert res.data == [{"name": "cx", "qty": 99}, {"name": "ax", "qty": 5}]
@@ -237,16 +271,22 @@ async def test_select_filter_chain_from_protocol_returns_matching_rows(client, d
 async def test_select_alias_and_cast_returns_renamed_text(client, db_url):
     grp = tag()
     seed(db_url, grp, [{"name": "one", "qty": 3, "meta": {"plan": {"tier": "pro"}}}])
-    res = await ex(client.table("rest_items").select("label:name,qty::text,meta->plan->>tier")
-                   .eq("grp", grp))
+    res = await ex(
+        client.table("rest_items").select("label:name,qty::text,meta->plan->>tier").eq("grp", grp)
+    )
     assert res.data == [{"label": "one", "qty": "3", "tier": "pro"}]
 
 
 async def test_select_range_and_count_returns_page_and_total(client, db_url):
     grp = tag()
     seed(db_url, grp, [{"name": f"n{i}", "qty": i} for i in range(7)])
-    res = await ex(client.table("rest_items").select("qty", count="exact").eq("grp", grp)
-                   .order("qty").range(2, 4))
+    res = await ex(
+        client.table("rest_items")
+        .select("qty", count="exact")
+        .eq("grp", grp)
+        .order("qty")
+        .range(2, 4)
+    )
     assert [r["qty"] for r in res.data] == [2, 3, 4]
     assert res.count == 7
 
@@ -254,8 +294,7 @@ async def test_select_range_and_count_returns_page_and_total(client, db_url):
 async def test_select_head_returns_count_without_rows(client, db_url):
     grp = tag()
     seed(db_url, grp, [{"name": "a"}, {"name": "b"}])
-    res = await ex(client.table("rest_items").select("*", count="exact", head=True)
-                   .eq("grp", grp))
+    res = await ex(client.table("rest_items").select("*", count="exact", head=True).eq("grp", grp))
     assert res.count == 2
     assert res.data == []
 
@@ -297,8 +336,11 @@ async def test_view_select_returns_only_view_rows(client, db_url):
 # ── §2 rows: writes ───────────────────────────────────────────────────────────────────────
 async def test_insert_dict_returns_representation(client):
     grp = tag()
-    res = await ex(client.table("rest_items").insert({"name": "new", "grp": grp, "tags": ["a"],
-                                                      "meta": {"k": [1, 2]}}))
+    res = await ex(
+        client.table("rest_items").insert(
+            {"name": "new", "grp": grp, "tags": ["a"], "meta": {"k": [1, 2]}}
+        )
+    )
     assert len(res.data) == 1
     row = res.data[0]
     assert (row["name"], row["qty"], row["tags"], row["meta"]) == ("new", 7, ["a"], {"k": [1, 2]})
@@ -306,51 +348,68 @@ async def test_insert_dict_returns_representation(client):
 
 async def test_bulk_insert_missing_keys_become_null(client):
     grp = tag()
-    res = await ex(client.table("rest_items").insert([
-        {"name": "a", "grp": grp, "qty": 1, "price": 1.5}, {"name": "b", "grp": grp, "qty": 2},
-    ]))
+    res = await ex(
+        client.table("rest_items").insert(
+            [
+                {"name": "a", "grp": grp, "qty": 1, "price": 1.5},
+                {"name": "b", "grp": grp, "qty": 2},
+            ]
+        )
+    )
     assert sorted((r["name"], r["price"]) for r in res.data) == [("a", 1.5), ("b", None)]
 
 
 async def test_bulk_insert_missing_key_without_default_null_violates_not_null(client):
-    err = await fails(client.table("rest_items").insert([
-        {"name": "a", "grp": tag(), "qty": 1}, {"name": "b", "grp": tag()},
-    ]))
+    err = await fails(
+        client.table("rest_items").insert(
+            [
+                {"name": "a", "grp": tag(), "qty": 1},
+                {"name": "b", "grp": tag()},
+            ]
+        )
+    )
     assert err.code == "23502"
 
 
 async def test_bulk_insert_default_to_null_false_applies_column_defaults(client):
     grp = tag()
-    res = await ex(client.table("rest_items").insert(
-        [{"name": "a", "grp": grp, "qty": 1}, {"name": "b", "grp": grp}], default_to_null=False,
-    ))
+    res = await ex(
+        client.table("rest_items").insert(
+            [{"name": "a", "grp": grp, "qty": 1}, {"name": "b", "grp": grp}],
+            default_to_null=False,
+        )
+    )
     assert sorted((r["name"], r["qty"]) for r in res.data) == [("a", 1), ("b", 7)]
 
 
 async def test_insert_returning_minimal_returns_no_rows(client, db_url):
     grp = tag()
-    res = await ex(client.table("rest_items").insert({"name": "m", "grp": grp},
-                                                     returning="minimal"))
+    res = await ex(
+        client.table("rest_items").insert({"name": "m", "grp": grp}, returning="minimal")
+    )
     assert res.data == []
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("select count(*) from rest_items where grp = %s",
-                            (grp,)).fetchone() == (1,)
+        assert conn.execute(
+            "select count(*) from rest_items where grp = %s", (grp,)
+        ).fetchone() == (1,)
 
 
 async def test_upsert_on_conflict_merges_duplicates(client, db_url):
     grp = tag()
     code = tag()
     seed(db_url, grp, [{"name": "old", "code": code, "qty": 1}])
-    res = await ex(client.table("rest_items").upsert(
-        [{"name": "new", "code": code, "qty": 2, "grp": grp}], on_conflict="code"))
+    res = await ex(
+        client.table("rest_items").upsert(
+            [{"name": "new", "code": code, "qty": 2, "grp": grp}], on_conflict="code"
+        )
+    )
     assert [(r["name"], r["qty"]) for r in res.data] == [("new", 2)]
 
 
 async def test_upsert_default_primary_key_merges(client, db_url):
     grp = tag()
     (item_id,) = seed(db_url, grp, [{"name": "old"}])
-    res = await ex(client.table("rest_items").upsert({"id": item_id, "name": "merged",
-                                                      "grp": grp}))
+    res = await ex(client.table("rest_items").upsert({"id": item_id, "name": "merged", "grp": grp}))
     assert res.data[0]["id"] == item_id and res.data[0]["name"] == "merged"
 
 
@@ -358,12 +417,16 @@ async def test_upsert_ignore_duplicates_keeps_existing_row(client, db_url):
     grp = tag()
     code = tag()
     seed(db_url, grp, [{"name": "old", "code": code}])
-    res = await ex(client.table("rest_items").upsert(
-        {"name": "new", "code": code, "grp": grp}, on_conflict="code", ignore_duplicates=True))
+    res = await ex(
+        client.table("rest_items").upsert(
+            {"name": "new", "code": code, "grp": grp}, on_conflict="code", ignore_duplicates=True
+        )
+    )
     assert res.data == []
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("select name from rest_items where code = %s",
-                            (code,)).fetchone() == ("old",)
+        assert conn.execute("select name from rest_items where code = %s", (code,)).fetchone() == (
+            "old",
+        )
 
 
 async def test_update_with_filter_returns_updated_rows(client, db_url):
@@ -372,8 +435,9 @@ async def test_update_with_filter_returns_updated_rows(client, db_url):
     res = await ex(client.table("rest_items").update({"qty": 42}).eq("id", a))
     assert [(r["id"], r["qty"]) for r in res.data] == [(a, 42)]
     with psycopg.connect(db_url) as conn:
-        rows = conn.execute("select name, qty from rest_items where grp = %s order by name",
-                            (grp,)).fetchall()
+        rows = conn.execute(
+            "select name, qty from rest_items where grp = %s order by name", (grp,)
+        ).fetchall()
     assert rows == [("a", 42), ("b", 1)]
 
 
@@ -383,8 +447,7 @@ async def test_delete_with_filter_removes_only_matching_rows(client, db_url):
     res = await ex(client.table("rest_items").delete().eq("id", a))
     assert [r["id"] for r in res.data] == [a]
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("select id from rest_items where grp = %s",
-                            (grp,)).fetchall() == [(b,)]
+        assert conn.execute("select id from rest_items where grp = %s", (grp,)).fetchall() == [(b,)]
 
 
 # ── §2 rows: rpc ──────────────────────────────────────────────────────────────────────────
@@ -404,8 +467,9 @@ async def test_rpc_get_passes_list_as_array_literal(client):
 async def test_rpc_setof_with_select_filter_single_returns_object(client, db_url):
     grp = tag()
     seed(db_url, grp, [{"name": "a", "qty": 1}, {"name": "b", "qty": 2}])
-    res = await ex(client.rpc("rest_items_by_grp", {"g": grp}).select("name").eq("name", "b")
-                   .single())
+    res = await ex(
+        client.rpc("rest_items_by_grp", {"g": grp}).select("name").eq("name", "b").single()
+    )
     assert res.data == {"name": "b"}
 
 
@@ -443,10 +507,14 @@ async def test_rpc_wrong_argument_names_raises_pgrst202(client):
 
 
 # ── request settings, transactions ────────────────────────────────────────────────────────
-async def test_rpc_settings_carry_role_claims_method_path_and_headers(api_url, service_key,
-                                                                      rest_schema):
-    resp = httpx.post(f"{api_url}/rest/v1/rpc/rest_whoami", json={},
-                      headers=_headers(service_key, **{"X-Test": "hello"}))
+async def test_rpc_settings_carry_role_claims_method_path_and_headers(
+    api_url, service_key, rest_schema
+):
+    resp = httpx.post(
+        f"{api_url}/rest/v1/rpc/rest_whoami",
+        json={},
+        headers=_headers(service_key, **{"X-Test": "hello"}),
+    )
     body = resp.json()
     assert body["role"] == "service_role"
     assert body["claims"]["role"] == "service_role"
@@ -464,23 +532,29 @@ async def test_rpc_get_volatile_write_is_refused_read_only(client, db_url):
     err = await fails(client.rpc("rest_record_call", {"marker": marker}, get=True))
     assert err.code == "25006"
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("select count(*) from rest_calls where marker = %s",
-                            (marker,)).fetchone() == (0,)
+        assert conn.execute(
+            "select count(*) from rest_calls where marker = %s", (marker,)
+        ).fetchone() == (0,)
 
 
-async def test_patch_single_object_with_two_rows_rolls_back(api_url, service_key, db_url,
-                                                            rest_schema):
+async def test_patch_single_object_with_two_rows_rolls_back(
+    api_url, service_key, db_url, rest_schema
+):
     grp = tag()
     seed(db_url, grp, [{"name": "a", "qty": 1}, {"name": "b", "qty": 1}])
     resp = httpx.patch(
-        f"{api_url}/rest/v1/rest_items", params={"grp": f"eq.{grp}"}, json={"qty": 9},
-        headers=_headers(service_key, Accept="application/vnd.pgrst.object+json",
-                         Prefer="return=representation"),
+        f"{api_url}/rest/v1/rest_items",
+        params={"grp": f"eq.{grp}"},
+        json={"qty": 9},
+        headers=_headers(
+            service_key, Accept="application/vnd.pgrst.object+json", Prefer="return=representation"
+        ),
     )
     assert resp.status_code == 406 and resp.json()["code"] == "PGRST116"
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("select sum(qty) from rest_items where grp = %s",
-                            (grp,)).fetchone() == (2,)
+        assert conn.execute(
+            "select sum(qty) from rest_items where grp = %s", (grp,)
+        ).fetchone() == (2,)
 
 
 async def test_write_statuses_follow_postgrest(api_url, service_key, rest_schema):
@@ -490,19 +564,27 @@ async def test_write_statuses_follow_postgrest(api_url, service_key, rest_schema
     assert httpx.post(url, json={"name": "s", "grp": grp}, headers=h).status_code == 201
     patched = httpx.patch(url, params={"grp": f"eq.{grp}"}, json={"qty": 1}, headers=h)
     assert patched.status_code == 204
-    rep = httpx.patch(url, params={"grp": f"eq.{grp}"}, json={"qty": 2},
-                      headers={**h, "Prefer": "return=representation"})
+    rep = httpx.patch(
+        url,
+        params={"grp": f"eq.{grp}"},
+        json={"qty": 2},
+        headers={**h, "Prefer": "return=representation"},
+    )
     assert rep.status_code == 200 and rep.json()[0]["qty"] == 2
     deleted = httpx.delete(url, params={"grp": f"eq.{grp}"}, headers=h)
     assert deleted.status_code == 204
 
 
 async def test_count_on_empty_result_returns_star_zero_range(api_url, service_key, rest_schema):
-    resp = httpx.get(f"{api_url}/rest/v1/rest_items", params={"grp": f"eq.{tag()}"},
-                     headers=_headers(service_key, Prefer="count=exact"))
+    resp = httpx.get(
+        f"{api_url}/rest/v1/rest_items",
+        params={"grp": f"eq.{tag()}"},
+        headers=_headers(service_key, Prefer="count=exact"),
+    )
     assert resp.headers["content-range"] == "*/0"
-    resp = httpx.get(f"{api_url}/rest/v1/rest_items", params={"limit": "1"},
-                     headers=_headers(service_key))
+    resp = httpx.get(
+        f"{api_url}/rest/v1/rest_items", params={"limit": "1"}, headers=_headers(service_key)
+    )
     assert resp.headers["content-range"].endswith("/*")
 
 
@@ -520,8 +602,9 @@ async def test_schema_created_while_running_is_visible_right_away(client, db_url
 
 
 async def test_unexposed_schema_profile_returns_406_pgrst106(api_url, service_key, rest_schema):
-    resp = httpx.get(f"{api_url}/rest/v1/users",
-                     headers=_headers(service_key, **{"Accept-Profile": "auth"}))
+    resp = httpx.get(
+        f"{api_url}/rest/v1/users", headers=_headers(service_key, **{"Accept-Profile": "auth"})
+    )
     assert resp.status_code == 406 and resp.json()["code"] == "PGRST106"
 
 
@@ -573,37 +656,64 @@ FILTER_CASES = [
 @pytest.fixture(scope="module")
 def filter_group(db_url: str, rest_schema: None) -> str:
     grp = tag()
-    seed(db_url, grp, [
-        {"name": "a", "qty": 1, "active": True, "body": "the cats sat", "tags": ["x"],
-         "meta": {"k": 1}, "span": "[1,10)"},
-        {"name": "b", "qty": 2, "active": False, "body": "the fat rats", "tags": ["x", "y"],
-         "meta": {"k": 2}, "span": "[12,20)"},
-        {"name": "c", "qty": 3, "body": "x,y", "tags": ["z"], "span": "[25,30)"},
-        {"name": "d", "qty": 4, "tags": []},
-    ])
+    seed(
+        db_url,
+        grp,
+        [
+            {
+                "name": "a",
+                "qty": 1,
+                "active": True,
+                "body": "the cats sat",
+                "tags": ["x"],
+                "meta": {"k": 1},
+                "span": "[1,10)",
+            },
+            {
+                "name": "b",
+                "qty": 2,
+                "active": False,
+                "body": "the fat rats",
+                "tags": ["x", "y"],
+                "meta": {"k": 2},
+                "span": "[12,20)",
+            },
+            {"name": "c", "qty": 3, "body": "x,y", "tags": ["z"], "span": "[25,30)"},
+            {"name": "d", "qty": 4, "tags": []},
+        ],
+    )
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("update rest_items set doc = to_tsvector('hello world') "
-                     "where grp = %s and name = 'c'", (grp,))
+        conn.execute(
+            "update rest_items set doc = to_tsvector('hello world') where grp = %s and name = 'c'",
+            (grp,),
+        )
     return grp
 
 
-@pytest.mark.parametrize(("params", "expected"), FILTER_CASES,
-                         ids=[next(iter(p.items()))[1][:24] for p, _ in FILTER_CASES])
-def test_filter_operator_returns_expected_rows(api_url, service_key, filter_group, params,
-                                               expected):
-    resp = httpx.get(f"{api_url}/rest/v1/rest_items",
-                     params={"select": "name", "grp": f"eq.{filter_group}", "order": "name",
-                             **params},
-                     headers=_headers(service_key))
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    FILTER_CASES,
+    ids=[next(iter(p.items()))[1][:24] for p, _ in FILTER_CASES],
+)
+def test_filter_operator_returns_expected_rows(
+    api_url, service_key, filter_group, params, expected
+):
+    resp = httpx.get(
+        f"{api_url}/rest/v1/rest_items",
+        params={"select": "name", "grp": f"eq.{filter_group}", "order": "name", **params},
+        headers=_headers(service_key),
+    )
     assert resp.status_code == 200, resp.text
     assert [r["name"] for r in resp.json()] == expected
 
 
 def test_order_nulls_first_and_last_sorts_nulls(api_url, service_key, filter_group):
     def names(order: str) -> list[str]:
-        resp = httpx.get(f"{api_url}/rest/v1/rest_items",
-                         params={"select": "name", "grp": f"eq.{filter_group}", "order": order},
-                         headers=_headers(service_key))
+        resp = httpx.get(
+            f"{api_url}/rest/v1/rest_items",
+            params={"select": "name", "grp": f"eq.{filter_group}", "order": order},
+            headers=_headers(service_key),
+        )
         return [r["name"] for r in resp.json()]
 
     assert names("active.desc.nullslast,name") == ["a", "b", "c", "d"]
@@ -615,8 +725,9 @@ async def test_rls_user_sees_only_own_rows_and_auth_uid(client, new_user, db_url
     alice, alice_token = new_user()
     bob, _bob_token = new_user()
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("insert into rest_notes (user_id, body) values (%s, 'alice'), (%s, 'bob')",
-                     (alice, bob))
+        conn.execute(
+            "insert into rest_notes (user_id, body) values (%s, 'alice'), (%s, 'bob')", (alice, bob)
+        )
     client.postgrest.auth(alice_token)
     assert (await ex(client.rpc("rest_whoami", {}))).data["uid"] == alice
     rows = (await ex(client.table("rest_notes").select("user_id,body"))).data
@@ -642,14 +753,15 @@ async def test_table_without_grant_anon_gets_401(anon, api_url, anon_key):
     assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer"
 
 
-async def test_table_without_grant_signed_in_user_gets_403(client, new_user, api_url,
-                                                           anon_key):
+async def test_table_without_grant_signed_in_user_gets_403(client, new_user, api_url, anon_key):
     _uid, token = new_user()
     client.postgrest.auth(token)
     err = await fails(client.table("rest_secrets").select("*"))
     assert err.code == "42501"
-    resp = httpx.get(f"{api_url}/rest/v1/rest_secrets",
-                     headers={"apikey": anon_key, "Authorization": f"Bearer {token}"})
+    resp = httpx.get(
+        f"{api_url}/rest/v1/rest_secrets",
+        headers={"apikey": anon_key, "Authorization": f"Bearer {token}"},
+    )
     assert resp.status_code == 403
 
 
@@ -660,8 +772,11 @@ async def test_unique_violation_raises_23505_409(client, api_url, service_key):
     err = await fails(client.table("rest_items").insert({"name": "u", "code": code}))
     assert err.code == "23505"
     assert err.message == 'duplicate key value violates unique constraint "rest_items_code_key"'
-    resp = httpx.post(f"{api_url}/rest/v1/rest_items", json={"name": "u", "code": code},
-                      headers=_headers(service_key))
+    resp = httpx.post(
+        f"{api_url}/rest/v1/rest_items",
+        json={"name": "u", "code": code},
+        headers=_headers(service_key),
+    )
     assert resp.status_code == 409
 
 
@@ -669,8 +784,9 @@ async def test_foreign_key_violation_raises_23503_409(client, api_url, service_k
     err = await fails(client.table("rest_children").insert({"item_id": -1}))
     assert err.code == "23503"
     assert "rest_children_item_id_fkey" in err.message
-    resp = httpx.post(f"{api_url}/rest/v1/rest_children", json={"item_id": -1},
-                      headers=_headers(service_key))
+    resp = httpx.post(
+        f"{api_url}/rest/v1/rest_children", json={"item_id": -1}, headers=_headers(service_key)
+    )
     assert resp.status_code == 409
 
 
@@ -678,17 +794,24 @@ async def test_check_violation_raises_23514_400(client, api_url, service_key):
     err = await fails(client.table("rest_items").insert({"name": "neg", "qty": -1}))
     assert err.code == "23514"
     assert "rest_items_qty_check" in err.message
-    resp = httpx.post(f"{api_url}/rest/v1/rest_items", json={"name": "neg", "qty": -1},
-                      headers=_headers(service_key))
+    resp = httpx.post(
+        f"{api_url}/rest/v1/rest_items",
+        json={"name": "neg", "qty": -1},
+        headers=_headers(service_key),
+    )
     assert resp.status_code == 400
 
 
 async def test_raise_exception_in_function_raises_p0001_400(client, api_url, service_key):
     err = await fails(client.rpc("rest_fail", {"kind": "p0001"}))
-    assert (err.code, err.message, err.details) == ("P0001", "custom_failure",
-                                                    "it failed on purpose")
-    resp = httpx.post(f"{api_url}/rest/v1/rpc/rest_fail", json={"kind": "pt402"},
-                      headers=_headers(service_key))
+    assert (err.code, err.message, err.details) == (
+        "P0001",
+        "custom_failure",
+        "it failed on purpose",
+    )
+    resp = httpx.post(
+        f"{api_url}/rest/v1/rpc/rest_fail", json={"kind": "pt402"}, headers=_headers(service_key)
+    )
     assert resp.status_code == 402 and resp.json()["message"] == "insufficient_balance"
 
 
@@ -703,8 +826,9 @@ async def test_unknown_table_raises_pgrst205_404(client, api_url, service_key):
 async def test_unknown_column_raises_42703_400(client, api_url, service_key):
     err = await fails(client.table("rest_items").select("nope"))
     assert (err.code, err.message) == ("42703", "column rest_items.nope does not exist")
-    resp = httpx.get(f"{api_url}/rest/v1/rest_items", params={"nope": "eq.1"},
-                     headers=_headers(service_key))
+    resp = httpx.get(
+        f"{api_url}/rest/v1/rest_items", params={"nope": "eq.1"}, headers=_headers(service_key)
+    )
     assert resp.status_code == 400 and resp.json()["code"] == "42703"
 
 
@@ -718,12 +842,15 @@ def _forged_tokens(secret: str) -> dict[str, str]:
     now = int(time.time())
     claims = {"role": "service_role", "iat": now, "exp": now + 600}
     # PyJWT refuses to *encode* alg "none" with a key, so assemble that token by hand.
-    unsigned = ".".join((
-        jwt.utils.base64url_encode(b'{"alg":"none","typ":"JWT"}').decode(),
-        jwt.utils.base64url_encode(
-            b'{"role":"service_role","exp":' + str(now + 600).encode() + b"}").decode(),
-        "",
-    ))
+    unsigned = ".".join(
+        (
+            jwt.utils.base64url_encode(b'{"alg":"none","typ":"JWT"}').decode(),
+            jwt.utils.base64url_encode(
+                b'{"role":"service_role","exp":' + str(now + 600).encode() + b"}"
+            ).decode(),
+            "",
+        )
+    )
     return {
         "alg_none": unsigned,
         "hs512": jwt.encode(claims, secret, algorithm="HS512"),
@@ -734,21 +861,28 @@ def _forged_tokens(secret: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("kind", ["alg_none", "hs512", "bad_signature", "expired",
-                                  "role_postgres", "role_supabase_admin"])
-async def test_forged_jwt_returns_401_and_reaches_no_database(kind, api_url, anon_key, keys,
-                                                              db_url, rest_schema):
+@pytest.mark.parametrize(
+    "kind",
+    ["alg_none", "hs512", "bad_signature", "expired", "role_postgres", "role_supabase_admin"],
+)
+async def test_forged_jwt_returns_401_and_reaches_no_database(
+    kind, api_url, anon_key, keys, db_url, rest_schema
+):
     token = _forged_tokens(keys.jwt_secret)[kind]
     marker = tag()
-    resp = httpx.post(f"{api_url}/rest/v1/rpc/rest_record_call", json={"marker": marker},
-                      headers={"apikey": anon_key, "Authorization": f"Bearer {token}"})
+    resp = httpx.post(
+        f"{api_url}/rest/v1/rpc/rest_record_call",
+        json={"marker": marker},
+        headers={"apikey": anon_key, "Authorization": f"Bearer {token}"},
+    )
     assert resp.status_code == 401, resp.text
     assert resp.headers.get("www-authenticate", "").startswith("Bearer")
     assert resp.json()["code"] in ("PGRST301", "PGRST303", "42501")
     assert "permission denied for" not in resp.json()["message"]  # not a database refusal
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("select count(*) from rest_calls where marker = %s",
-                            (marker,)).fetchone() == (0,)
+        assert conn.execute(
+            "select count(*) from rest_calls where marker = %s", (marker,)
+        ).fetchone() == (0,)
 
 
 async def test_forged_jwt_through_client_raises_api_error(api_url, anon_key, keys, rest_schema):
@@ -767,36 +901,51 @@ def _items_intact(db_url: str) -> bool:
         return conn.execute("select to_regclass('public.rest_items') is not null").fetchone()[0]
 
 
-@pytest.mark.parametrize("path", [
-    'rest_items;drop table rest_items',
-    'rest_items"; drop table rest_items; --',
-    "rpc/rest_add(1);drop table rest_items;--",
-    'rpc/rest_series"(1); drop table rest_items; --',
-])
-def test_injection_in_names_returns_404_and_changes_nothing(path, api_url, service_key, db_url,
-                                                            rest_schema):
-    resp = httpx.request("POST" if path.startswith("rpc/") else "GET",
-                         f"{api_url}/rest/v1/{path}", headers=_headers(service_key), json={})
+@pytest.mark.parametrize(
+    "path",
+    [
+        "rest_items;drop table rest_items",
+        'rest_items"; drop table rest_items; --',
+        "rpc/rest_add(1);drop table rest_items;--",
+        'rpc/rest_series"(1); drop table rest_items; --',
+    ],
+)
+def test_injection_in_names_returns_404_and_changes_nothing(
+    path, api_url, service_key, db_url, rest_schema
+):
+    resp = httpx.request(
+        "POST" if path.startswith("rpc/") else "GET",
+        f"{api_url}/rest/v1/{path}",
+        headers=_headers(service_key),
+        json={},
+    )
     assert resp.status_code == 404
     assert resp.json()["code"] in ("PGRST202", "PGRST205")
     assert _items_intact(db_url)
 
 
-@pytest.mark.parametrize(("params", "status", "code"), [
-    ({"select": 'name,"x"; drop table rest_items; --'}, 400, "PGRST100"),
-    ({"select": 'name,"x; drop table rest_items"'}, 400, "42703"),
-    ({"select": "name),(select 1"}, 400, "PGRST100"),
-    ({"select": "qty::int); drop table rest_items; --"}, 400, "PGRST100"),
-    ({"order": "name;drop table rest_items"}, 400, "42703"),
-    ({"order": "name.desc;drop"}, 400, "PGRST100"),
-    ({"name; drop table rest_items": "eq.1"}, 400, "42703"),
-    ({"qty": "eq.1;drop table rest_items"}, 400, "22P02"),
-    ({"meta->>k'; drop table rest_items": "eq.1"}, 200, None),
-])
-def test_injection_in_query_string_is_rejected_or_inert(params, status, code, api_url,
-                                                        service_key, db_url, rest_schema):
-    resp = httpx.get(f"{api_url}/rest/v1/rest_items", params={"limit": "1", **params},
-                     headers=_headers(service_key))
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({"select": 'name,"x"; drop table rest_items; --'}, 400, "PGRST100"),
+        ({"select": 'name,"x; drop table rest_items"'}, 400, "42703"),
+        ({"select": "name),(select 1"}, 400, "PGRST100"),
+        ({"select": "qty::int); drop table rest_items; --"}, 400, "PGRST100"),
+        ({"order": "name;drop table rest_items"}, 400, "42703"),
+        ({"order": "name.desc;drop"}, 400, "PGRST100"),
+        ({"name; drop table rest_items": "eq.1"}, 400, "42703"),
+        ({"qty": "eq.1;drop table rest_items"}, 400, "22P02"),
+        ({"meta->>k'; drop table rest_items": "eq.1"}, 200, None),
+    ],
+)
+def test_injection_in_query_string_is_rejected_or_inert(
+    params, status, code, api_url, service_key, db_url, rest_schema
+):
+    resp = httpx.get(
+        f"{api_url}/rest/v1/rest_items",
+        params={"limit": "1", **params},
+        headers=_headers(service_key),
+    )
     assert resp.status_code == status, resp.text
     if code:
         assert resp.json()["code"] == code
@@ -809,8 +958,9 @@ async def test_injection_in_filter_value_matches_literally(client, db_url):
     seed(db_url, grp, [{"name": evil}, {"name": "plain"}])
     res = await ex(client.table("rest_items").select("name").eq("grp", grp).eq("name", evil))
     assert res.data == [{"name": evil}]
-    res = await ex(client.table("rest_items").select("name").eq("grp", grp)
-                   .in_("name", [evil, "nope"]))
+    res = await ex(
+        client.table("rest_items").select("name").eq("grp", grp).in_("name", [evil, "nope"])
+    )
     assert res.data == [{"name": evil}]
     assert _items_intact(db_url)
 
@@ -819,8 +969,9 @@ async def test_injection_in_rpc_argument_is_a_value(client, db_url):
     marker = tag() + "'); drop table rest_calls; --"
     assert (await ex(client.rpc("rest_record_call", {"marker": marker}))).data == 1
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("select count(*) from rest_calls where marker = %s",
-                            (marker,)).fetchone() == (1,)
+        assert conn.execute(
+            "select count(*) from rest_calls where marker = %s", (marker,)
+        ).fetchone() == (1,)
 
 
 def test_oversized_body_returns_413(api_url, service_key, rest_schema):
@@ -830,32 +981,36 @@ def test_oversized_body_returns_413(api_url, service_key, rest_schema):
 
 
 def test_invalid_json_body_returns_400_pgrst102(api_url, service_key, rest_schema):
-    resp = httpx.post(f"{api_url}/rest/v1/rest_items", content=b'{"name": ',
-                      headers=_headers(service_key, **{"Content-Type": "application/json"}))
+    resp = httpx.post(
+        f"{api_url}/rest/v1/rest_items",
+        content=b'{"name": ',
+        headers=_headers(service_key, **{"Content-Type": "application/json"}),
+    )
     assert resp.status_code == 400 and resp.json()["code"] == "PGRST102"
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"qty": "eq"}, "failed to parse filter (eq)"),
-    ({"qty": "zz.1"}, "failed to parse filter (zz.1)"),
-    ({"qty": "in.1,2"}, "failed to parse filter (in.1,2)"),
-    ({"qty": "in.(1,2"}, "failed to parse filter (in.(1,2)"),
-    ({"active": "is.maybe"}, "failed to parse filter (is.maybe)"),
-    ({"qty": "eq(some).{1}"}, "failed to parse filter (eq(some).{1})"),
-    ({"or": "(qty.eq.1"}, "failed to parse logic tree ((qty.eq.1)"),
-    ({"or": "qty.eq.1"}, "failed to parse logic tree (qty.eq.1)"),
-    ({"or": "(qty.eq.1,)"}, "failed to parse logic tree ((qty.eq.1,))"),
-    ({"and": "(qty)"}, "failed to parse logic tree ((qty))"),
-    ({"order": "qty.sideways"}, "failed to parse order (qty.sideways)"),
-    ({"select": "name,,qty"}, "failed to parse select parameter (name,,qty)"),
-    ({"select": "name::int;"}, "failed to parse select parameter (name::int;)"),
-    ({"limit": "ten"}, "failed to parse limit (ten)"),
-    ({"offset": "-1"}, "failed to parse offset (-1)"),
-])
-def test_malformed_query_returns_400_pgrst100(params, message, api_url, service_key,
-                                              rest_schema):
-    resp = httpx.get(f"{api_url}/rest/v1/rest_items", params=params,
-                     headers=_headers(service_key))
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"qty": "eq"}, "failed to parse filter (eq)"),
+        ({"qty": "zz.1"}, "failed to parse filter (zz.1)"),
+        ({"qty": "in.1,2"}, "failed to parse filter (in.1,2)"),
+        ({"qty": "in.(1,2"}, "failed to parse filter (in.(1,2)"),
+        ({"active": "is.maybe"}, "failed to parse filter (is.maybe)"),
+        ({"qty": "eq(some).{1}"}, "failed to parse filter (eq(some).{1})"),
+        ({"or": "(qty.eq.1"}, "failed to parse logic tree ((qty.eq.1)"),
+        ({"or": "qty.eq.1"}, "failed to parse logic tree (qty.eq.1)"),
+        ({"or": "(qty.eq.1,)"}, "failed to parse logic tree ((qty.eq.1,))"),
+        ({"and": "(qty)"}, "failed to parse logic tree ((qty))"),
+        ({"order": "qty.sideways"}, "failed to parse order (qty.sideways)"),
+        ({"select": "name,,qty"}, "failed to parse select parameter (name,,qty)"),
+        ({"select": "name::int;"}, "failed to parse select parameter (name::int;)"),
+        ({"limit": "ten"}, "failed to parse limit (ten)"),
+        ({"offset": "-1"}, "failed to parse offset (-1)"),
+    ],
+)
+def test_malformed_query_returns_400_pgrst100(params, message, api_url, service_key, rest_schema):
+    resp = httpx.get(f"{api_url}/rest/v1/rest_items", params=params, headers=_headers(service_key))
     assert resp.status_code == 400, resp.text
     assert resp.json()["code"] == "PGRST100"
     assert resp.json()["message"] == message
@@ -863,35 +1018,47 @@ def test_malformed_query_returns_400_pgrst100(params, message, api_url, service_
 
 # ── shaping and preferences ───────────────────────────────────────────────────────────────
 def test_insert_with_select_param_shapes_returned_rows(api_url, service_key, rest_schema):
-    resp = httpx.post(f"{api_url}/rest/v1/rest_items", params={"select": "label:name,qty"},
-                      json={"name": "shaped", "grp": tag()},
-                      headers=_headers(service_key, Prefer="return=representation"))
+    resp = httpx.post(
+        f"{api_url}/rest/v1/rest_items",
+        params={"select": "label:name,qty"},
+        json={"name": "shaped", "grp": tag()},
+        headers=_headers(service_key, Prefer="return=representation"),
+    )
     assert resp.status_code == 201
     assert resp.json() == [{"label": "shaped", "qty": 7}]
 
 
 def test_headers_only_insert_returns_location_without_body(api_url, service_key, rest_schema):
-    resp = httpx.post(f"{api_url}/rest/v1/rest_items", json={"name": "loc", "grp": tag()},
-                      headers=_headers(service_key, Prefer="return=headers-only"))
+    resp = httpx.post(
+        f"{api_url}/rest/v1/rest_items",
+        json={"name": "loc", "grp": tag()},
+        headers=_headers(service_key, Prefer="return=headers-only"),
+    )
     assert resp.status_code == 201 and resp.content == b""
     assert resp.headers["location"].startswith("/rest_items?id=eq.")
 
 
 @pytest.mark.parametrize("method", ["planned", "estimated"])
-def test_count_planned_or_estimated_is_answered_exactly(method, api_url, service_key, db_url,
-                                                         rest_schema):
+def test_count_planned_or_estimated_is_answered_exactly(
+    method, api_url, service_key, db_url, rest_schema
+):
     grp = tag()
     seed(db_url, grp, [{"name": "a"}, {"name": "b"}, {"name": "c"}])
-    resp = httpx.get(f"{api_url}/rest/v1/rest_items",
-                     params={"grp": f"eq.{grp}", "limit": "2", "select": "name"},
-                     headers=_headers(service_key, Prefer=f"count={method}"))
+    resp = httpx.get(
+        f"{api_url}/rest/v1/rest_items",
+        params={"grp": f"eq.{grp}", "limit": "2", "select": "name"},
+        headers=_headers(service_key, Prefer=f"count={method}"),
+    )
     assert resp.status_code == 206
     assert resp.headers["content-range"] == "0-1/3"
 
 
 def test_write_to_unexposed_content_profile_returns_406(api_url, service_key, rest_schema):
-    resp = httpx.post(f"{api_url}/rest/v1/rest_items", json={"name": "x"},
-                      headers=_headers(service_key, **{"Content-Profile": "auth"}))
+    resp = httpx.post(
+        f"{api_url}/rest/v1/rest_items",
+        json={"name": "x"},
+        headers=_headers(service_key, **{"Content-Profile": "auth"}),
+    )
     assert resp.status_code == 406 and resp.json()["code"] == "PGRST106"
 
 
@@ -913,14 +1080,20 @@ async def test_rpc_get_with_filters_applies_them_to_result(client):
 async def test_update_with_or_filter_and_not_modifies_only_matches(client, db_url):
     grp = tag()
     seed(db_url, grp, [{"name": "a", "qty": 1}, {"name": "b", "qty": 2}, {"name": "c", "qty": 3}])
-    res = await ex(client.table("rest_items").update({"qty": 0}).eq("grp", grp)
-                   .or_("name.eq.a,qty.gte.3").not_.eq("name", "c"))
+    res = await ex(
+        client.table("rest_items")
+        .update({"qty": 0})
+        .eq("grp", grp)
+        .or_("name.eq.a,qty.gte.3")
+        .not_.eq("name", "c")
+    )
     assert [r["name"] for r in res.data] == ["a"]
 
 
 def test_nul_byte_in_filter_value_returns_400(api_url, service_key, rest_schema):
-    resp = httpx.get(f"{api_url}/rest/v1/rest_items", params={"name": "eq.a\x00b"},
-                     headers=_headers(service_key))
+    resp = httpx.get(
+        f"{api_url}/rest/v1/rest_items", params={"name": "eq.a\x00b"}, headers=_headers(service_key)
+    )
     assert resp.status_code == 400 and resp.json()["code"] == "22021"
 
 
@@ -931,12 +1104,16 @@ async def test_role_settings_apply_after_switching_role(who, timeout, anon, new_
     assert (await ex(anon.rpc("rest_whoami", {}))).data["statement_timeout"] == timeout
 
 
-@pytest.mark.parametrize(("method", "path", "status", "code"), [
-    ("GET", "rest_items/1", 404, "PGRST125"),
-    ("GET", "", 404, "PGRST125"),
-    ("PUT", "rest_items", 405, "PGRST117"),
-])
-def test_unsupported_path_or_method_returns_postgrest_error(method, path, status, code, api_url,
-                                                            service_key, rest_schema):
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "rest_items/1", 404, "PGRST125"),
+        ("GET", "", 404, "PGRST125"),
+        ("PUT", "rest_items", 405, "PGRST117"),
+    ],
+)
+def test_unsupported_path_or_method_returns_postgrest_error(
+    method, path, status, code, api_url, service_key, rest_schema
+):
     resp = httpx.request(method, f"{api_url}/rest/v1/{path}", headers=_headers(service_key))
     assert resp.status_code == status and resp.json()["code"] == code

@@ -45,10 +45,12 @@ def test_stack_without_postgres_binaries_says_how_to_install(monkeypatch):
 
 def test_postgres_role_is_not_superuser_and_roles_match_supabase(admin_dsn: str):
     with psycopg.connect(admin_dsn) as conn:
-        roles = dict(conn.execute(
-            "select rolname, array[rolsuper, rolcanlogin, rolinherit, rolbypassrls] from pg_roles "
-            "where rolname in ('postgres','anon','authenticated','service_role','authenticator')"
-        ).fetchall())
+        roles = dict(
+            conn.execute(
+                "select rolname, array[rolsuper, rolcanlogin, rolinherit, rolbypassrls] from pg_roles "
+                "where rolname in ('postgres','anon','authenticated','service_role','authenticator')"
+            ).fetchall()
+        )
         members = conn.execute(
             "select r.rolname from pg_auth_members m join pg_roles r on r.oid = m.roleid "
             "join pg_roles u on u.oid = m.member where u.rolname = 'authenticator' order by 1"
@@ -72,8 +74,11 @@ def test_table_without_grants_is_not_exposed_to_api_roles(db: psycopg.Connection
 
 
 def test_auth_helpers_read_request_claims(db: psycopg.Connection):
-    claims = {"sub": "7d3f0a53-6a43-4f5e-9d5b-1d9c1c0a6a11", "role": "authenticated",
-              "email": "a@example.com"}
+    claims = {
+        "sub": "7d3f0a53-6a43-4f5e-9d5b-1d9c1c0a6a11",
+        "role": "authenticated",
+        "email": "a@example.com",
+    }
     with db.transaction():
         db.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
         row = db.execute("select auth.uid()::text, auth.role(), auth.email(), auth.jwt()->>'sub'")

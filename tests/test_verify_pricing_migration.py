@@ -35,8 +35,13 @@ SEED = ROOT / "supabase" / "seed.sql"
 LEGACY = ROOT / "tests" / "fixtures" / "legacy_pricing_state.sql"
 CONSOLIDATION = "20251101000002"
 
-LEGACY_ERRORS = {"legacy_price_not_in_model_pricing", "legacy_price_differs",
-                 "paid_model_priced_zero", "pricing_tiers_not_empty", "usage_without_price"}
+LEGACY_ERRORS = {
+    "legacy_price_not_in_model_pricing",
+    "legacy_price_differs",
+    "paid_model_priced_zero",
+    "pricing_tiers_not_empty",
+    "usage_without_price",
+}
 
 
 @pytest.fixture()
@@ -70,9 +75,15 @@ def run_sql_file(url: str, path: Path) -> None:
 
 def verify(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], check=False, capture_output=True,
-                          text=True,
-                          timeout=120, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def verify_json(url: str) -> tuple[int, dict]:
@@ -81,7 +92,8 @@ def verify_json(url: str) -> tuple[int, dict]:
 
 
 def test_verify_before_consolidation_cannot_check_then_consolidation_passes(
-        scratch: str, tmp_path: Path):
+    scratch: str, tmp_path: Path
+):
     # Billing core + seed, the legacy state, then the catalog migration: not consolidated yet.
     migrate(scratch, tmp_path, lambda v: v < "20251101", seed=True)
     run_sql_file(scratch, LEGACY)
@@ -101,12 +113,14 @@ def test_verify_before_consolidation_cannot_check_then_consolidation_passes(
         row = conn.execute(
             "select price_per_input_token, price_per_image, price_per_request from "
             "public.model_pricing where provider_id = 'legacyco' and model_id = "
-            "'legacy-vision-1'").fetchone()
+            "'legacy-vision-1'"
+        ).fetchone()
     assert row is not None and [str(v.normalize()) for v in row] == ["0.000003", "0.01", "0.001"]
 
 
 def test_verify_legacy_state_fails_names_problems_then_passes_after_populate(
-        scratch: str, tmp_path: Path):
+    scratch: str, tmp_path: Path
+):
     # A migrated database put back in the legacy state (columns, tiers, drift, usage).
     migrate(scratch, tmp_path, lambda v: True, seed=True)
     run_sql_file(scratch, LEGACY)
@@ -115,8 +129,12 @@ def test_verify_legacy_state_fails_names_problems_then_passes_after_populate(
     assert failed.returncode == 1, failed.stdout + failed.stderr
     for name in LEGACY_ERRORS:
         assert name in failed.stdout
-    for model in ("legacyco/legacy-chat-1", "legacyco/legacy-vision-1",
-                  "legacyco/legacy-drift-1", "legacyco/legacy-zero-1"):
+    for model in (
+        "legacyco/legacy-chat-1",
+        "legacyco/legacy-vision-1",
+        "legacyco/legacy-drift-1",
+        "legacyco/legacy-zero-1",
+    ):
         assert model in failed.stdout
     assert "legacyco/legacy-retired-1" not in failed.stdout
     assert "select populate_model_pricing();" in failed.stdout
@@ -133,8 +151,9 @@ def test_verify_legacy_state_fails_names_problems_then_passes_after_populate(
     assert "FAILED" not in fixed.stdout
 
     # Re-running the consolidation migration (re-runnable) drops the legacy storage again.
-    run_sql_file(scratch, next(
-        f.path for f in migration_files(MIGRATIONS) if f.version == CONSOLIDATION))
+    run_sql_file(
+        scratch, next(f.path for f in migration_files(MIGRATIONS) if f.version == CONSOLIDATION)
+    )
     code, report = verify_json(scratch)
     assert code == 0 and report["passed"] is True, report
     assert report["legacy_columns_present"] is False and report["pricing_tiers_present"] is False
@@ -149,12 +168,12 @@ def test_verify_fresh_database_passes(scratch: str, tmp_path: Path):
     assert code == 0 and report["failed"] == []
 
 
-def test_verify_warning_is_not_reported_as_passed_and_strict_fails(scratch: str,
-                                                                   tmp_path: Path):
+def test_verify_warning_is_not_reported_as_passed_and_strict_fails(scratch: str, tmp_path: Path):
     migrate(scratch, tmp_path, lambda v: True, seed=True)
     with psycopg.connect(scratch, autocommit=True) as conn:
-        conn.execute("insert into public.models (provider_id, model_id) "
-                     "values ('warnco', 'unpriced-1')")
+        conn.execute(
+            "insert into public.models (provider_id, model_id) values ('warnco', 'unpriced-1')"
+        )
     result = verify("--db-url", scratch)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "active_model_without_price" in result.stdout and "warnco/unpriced-1" in result.stdout
@@ -168,8 +187,13 @@ def test_verify_via_service_key_on_the_stack_checks_through_the_api(stack):
     assert result.returncode in (0, 1), result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert {c["name"] for c in report["checks"]} >= {
-        "legacy_price_not_in_model_pricing", "legacy_price_differs", "paid_model_priced_zero",
-        "active_model_without_price", "pricing_tiers_not_empty", "usage_without_price"}
+        "legacy_price_not_in_model_pricing",
+        "legacy_price_differs",
+        "paid_model_priced_zero",
+        "active_model_without_price",
+        "pricing_tiers_not_empty",
+        "usage_without_price",
+    }
 
 
 def test_verify_unreachable_database_exits_2(stack):
@@ -182,16 +206,28 @@ def test_verify_unreachable_database_exits_2(stack):
 
 def test_verify_unreachable_api_exits_2(stack):
     env = {**os.environ, "SUPABASE_URL": "http://127.0.0.1:9"}
-    result = subprocess.run([sys.executable, str(SCRIPT)], check=False, capture_output=True,
-                            text=True,
-                            timeout=60, env=env, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
     assert result.returncode == 2 and "could not check" in result.stderr
 
 
 def test_verify_not_authorized_exits_2(stack, api_url: str, anon_key: str):
     env = {**os.environ, "SUPABASE_URL": api_url, "SUPABASE_SERVICE_ROLE_KEY": anon_key}
-    result = subprocess.run([sys.executable, str(SCRIPT)], check=False, capture_output=True,
-                            text=True,
-                            timeout=60, env=env, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "could not check" in result.stderr

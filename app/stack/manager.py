@@ -10,8 +10,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import httpx
 
@@ -92,7 +92,9 @@ class Stack:
         """Recreate and bootstrap the local database; the gateway is restarted to drop its pool."""
         bins = self._binaries()
         if not self.cluster.running(bins):
-            raise StackError("the local stack is not running: start it with `tokenmeter stack start`")
+            raise StackError(
+                "the local stack is not running: start it with `tokenmeter stack start`"
+            )
         progress("recreating database")
         self.cluster.recreate_database()
         progress("restarting API gateway")
@@ -147,7 +149,9 @@ class Stack:
         log_fd = os.open(self.paths.gateway_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             pid = os.posix_spawn(
-                sys.executable, [sys.executable, "-m", "app.stack.gateway"], env,
+                sys.executable,
+                [sys.executable, "-m", "app.stack.gateway"],
+                env,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_DUP2, log_fd, 1),
@@ -183,8 +187,10 @@ class Stack:
     def logs(self, lines: int = 50) -> dict[str, list[str]]:
         """The last `lines` lines of each part's log."""
         out: dict[str, list[str]] = {}
-        for name, path in (("postgres", self.paths.postgres_log),
-                           ("gateway", self.paths.gateway_log)):
+        for name, path in (
+            ("postgres", self.paths.postgres_log),
+            ("gateway", self.paths.gateway_log),
+        ):
             try:
                 out[name] = path.read_text(errors="replace").splitlines()[-lines:]
             except FileNotFoundError:

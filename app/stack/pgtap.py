@@ -32,11 +32,19 @@ def run_pgtap(stack: Stack) -> int:
         with psycopg.connect(stack.cluster.superuser_dsn(), autocommit=True) as conn:
             conn.execute("create extension if not exists pgtap with schema extensions")
     except psycopg.OperationalError as exc:
-        raise PgTapError(f"cannot reach the local database (is the stack running?): {exc}") from None
+        raise PgTapError(
+            f"cannot reach the local database (is the stack running?): {exc}"
+        ) from None
     except psycopg.Error as exc:
         raise PgTapError(f"cannot create extension pgtap: {exc}. {INSTALL_HINT}") from None
-    env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(stack.paths.db_port),
-               PGUSER="postgres", PGPASSWORD="postgres", PGDATABASE="postgres")
+    env = dict(
+        os.environ,
+        PGHOST="127.0.0.1",
+        PGPORT=str(stack.paths.db_port),
+        PGUSER="postgres",
+        PGPASSWORD="postgres",
+        PGDATABASE="postgres",
+    )
     files = sorted(str(p) for p in tests.glob("*.sql"))
     if not files:
         raise PgTapError(f"no pgTAP test files in {tests}")

@@ -146,11 +146,22 @@ class Cluster:
         pwfile = self.paths.state / ".pwfile"
         pwfile.write_text(PASSWORD + "\n")
         _chown_tree(self.paths.state)
-        result = _run_as_server_user([
-            bins.tool("initdb"), "-D", str(self.paths.pgdata), "-U", SUPERUSER,
-            f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
-            "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions",
-        ])
+        result = _run_as_server_user(
+            [
+                bins.tool("initdb"),
+                "-D",
+                str(self.paths.pgdata),
+                "-U",
+                SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+                "--no-instructions",
+            ]
+        )
         pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise PostgresError(f"initdb failed:\n{result.stderr.strip()}")
@@ -179,10 +190,19 @@ class Cluster:
     def start(self, bins: Binaries) -> None:
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         _chown_tree(self.paths.logs)
-        result = _run_as_server_user([
-            bins.tool("pg_ctl"), "-D", str(self.paths.pgdata), "-l", str(self.paths.postgres_log),
-            "-w", "-t", "30", "start",
-        ])
+        result = _run_as_server_user(
+            [
+                bins.tool("pg_ctl"),
+                "-D",
+                str(self.paths.pgdata),
+                "-l",
+                str(self.paths.postgres_log),
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ]
+        )
         if result.returncode != 0:
             raise PostgresError(
                 f"PostgreSQL did not start on port {self.paths.db_port}: "
@@ -191,9 +211,17 @@ class Cluster:
 
     def stop(self, bins: Binaries) -> None:
         if self.running(bins):
-            _run_as_server_user([
-                bins.tool("pg_ctl"), "-D", str(self.paths.pgdata), "-m", "fast", "-w", "stop",
-            ])
+            _run_as_server_user(
+                [
+                    bins.tool("pg_ctl"),
+                    "-D",
+                    str(self.paths.pgdata),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "stop",
+                ]
+            )
 
     def bootstrapped(self) -> bool:
         with psycopg.connect(self.superuser_dsn(), autocommit=True) as conn:

@@ -22,7 +22,7 @@ import re
 import secrets
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bcrypt
@@ -59,7 +59,11 @@ class AuthError(ApiError):
     """An error answered with GoTrue's body `{"code", "error_code", "msg"}`."""
 
     def __init__(
-        self, status: int, error_code: str, msg: str, extra: dict[str, Any] | None = None,
+        self,
+        status: int,
+        error_code: str,
+        msg: str,
+        extra: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(status, error_code, msg, headers=headers)
@@ -91,8 +95,9 @@ def _check_api_key(request: Request) -> None:
     if not key:
         raise GatewayKeyError(401, "no_api_key", "No API key found in request")
     try:
-        claims = jwt.decode(key, _secret(request), algorithms=["HS256"],
-                            options={"verify_aud": False})
+        claims = jwt.decode(
+            key, _secret(request), algorithms=["HS256"], options={"verify_aud": False}
+        )
     except jwt.PyJWTError:
         raise GatewayKeyError(401, "invalid_api_key", "Invalid API key") from None
     if claims.get("role") not in ("anon", "service_role"):
@@ -157,13 +162,17 @@ def _check_password(password: str | None) -> str:
         raise AuthError(422, "validation_failed", "Signup requires a valid password")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AuthError(
-            422, "weak_password",
+            422,
+            "weak_password",
             f"Password should be at least {MIN_PASSWORD_LENGTH} characters.",
             extra={"weak_password": {"reasons": ["length"]}},
         )
     if len(password.encode()) > MAX_PASSWORD_BYTES:
-        raise AuthError(422, "validation_failed",
-                        f"Password cannot be longer than {MAX_PASSWORD_BYTES} characters")
+        raise AuthError(
+            422,
+            "validation_failed",
+            f"Password cannot be longer than {MAX_PASSWORD_BYTES} characters",
+        )
     return password
 
 
@@ -198,14 +207,23 @@ def _claims(request: Request) -> dict[str, Any]:
     try:
         if jwt.get_unverified_header(token).get("alg") != "HS256":
             raise jwt.InvalidAlgorithmError("unsupported algorithm")
-        claims = jwt.decode(token, _secret(request), algorithms=["HS256"],
-                            options={"verify_aud": False, "require": ["exp"]})
+        claims = jwt.decode(
+            token,
+            _secret(request),
+            algorithms=["HS256"],
+            options={"verify_aud": False, "require": ["exp"]},
+        )
     except jwt.ExpiredSignatureError:
-        raise AuthError(403, "bad_jwt", "invalid JWT: unable to parse or verify signature, "
-                        "token has invalid claims: token is expired") from None
+        raise AuthError(
+            403,
+            "bad_jwt",
+            "invalid JWT: unable to parse or verify signature, "
+            "token has invalid claims: token is expired",
+        ) from None
     except jwt.PyJWTError as exc:
-        raise AuthError(403, "bad_jwt",
-                        f"invalid JWT: unable to parse or verify signature, {exc}") from None
+        raise AuthError(
+            403, "bad_jwt", f"invalid JWT: unable to parse or verify signature, {exc}"
+        ) from None
     if not isinstance(claims, dict):
         raise AuthError(403, "bad_jwt", "invalid JWT: claims must be an object")
     return claims
@@ -223,7 +241,7 @@ def _admin(request: Request) -> dict[str, Any]:
 def _ts(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def user_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -241,15 +259,21 @@ def user_json(row: dict[str, Any]) -> dict[str, Any]:
         "updated_at": _ts(row["updated_at"]),
         "is_anonymous": bool(row["is_anonymous"]),
     }
-    for key in ("email_confirmed_at", "phone_confirmed_at", "confirmed_at", "last_sign_in_at",
-                "banned_until"):
+    for key in (
+        "email_confirmed_at",
+        "phone_confirmed_at",
+        "confirmed_at",
+        "last_sign_in_at",
+        "banned_until",
+    ):
         if row.get(key) is not None:
             out[key] = _ts(row[key])
     return out
 
 
-def _access_token(request: Request, user: dict[str, Any], session_id: uuid.UUID,
-                  signed_in_at: datetime) -> tuple[str, int, int]:
+def _access_token(
+    request: Request, user: dict[str, Any], session_id: uuid.UUID, signed_in_at: datetime
+) -> tuple[str, int, int]:
     """(token, expires_in, expires_at) for `user` in `session_id`."""
     expiry = int(request.app.state.config.jwt_expiry_seconds)
     now = int(time.time())
@@ -271,8 +295,13 @@ def _access_token(request: Request, user: dict[str, Any], session_id: uuid.UUID,
     return jwt.encode(claims, _secret(request), algorithm="HS256"), expiry, now + expiry
 
 
-def _session_json(request: Request, user: dict[str, Any], session_id: uuid.UUID,
-                  signed_in_at: datetime, refresh_token: str) -> dict[str, Any]:
+def _session_json(
+    request: Request,
+    user: dict[str, Any],
+    session_id: uuid.UUID,
+    signed_in_at: datetime,
+    refresh_token: str,
+) -> dict[str, Any]:
     token, expires_in, expires_at = _access_token(request, user, session_id, signed_in_at)
     return {
         "access_token": token,
@@ -285,8 +314,9 @@ def _session_json(request: Request, user: dict[str, Any], session_id: uuid.UUID,
 
 
 # ── database helpers ───────────────────────────────────────────────────────────────────────────
-async def _user_by(cur: psycopg.AsyncCursor[Any], column: str, value: Any,
-                   *, lock: bool = False) -> dict[str, Any] | None:
+async def _user_by(
+    cur: psycopg.AsyncCursor[Any], column: str, value: Any, *, lock: bool = False
+) -> dict[str, Any] | None:
     assert column in ("id", "email")
     await cur.execute(
         f"select {_USER_COLUMNS} from auth.users where {column} = %s and deleted_at is null"
@@ -296,8 +326,9 @@ async def _user_by(cur: psycopg.AsyncCursor[Any], column: str, value: Any,
     return await cur.fetchone()
 
 
-async def _new_session(cur: psycopg.AsyncCursor[Any], user_id: uuid.UUID
-                       ) -> tuple[uuid.UUID, datetime, str]:
+async def _new_session(
+    cur: psycopg.AsyncCursor[Any], user_id: uuid.UUID
+) -> tuple[uuid.UUID, datetime, str]:
     """Insert a session and its first refresh token; (session id, created_at, refresh token)."""
     session_id = uuid.uuid4()
     await cur.execute(
@@ -315,9 +346,17 @@ async def _new_session(cur: psycopg.AsyncCursor[Any], user_id: uuid.UUID
 
 
 async def _insert_user(
-    cur: psycopg.AsyncCursor[Any], *, user_id: uuid.UUID, email: str | None, phone: str | None,
-    password_hash: str | None, confirmed: bool, app_metadata: dict[str, Any],
-    user_metadata: dict[str, Any], role: str, signed_in: bool,
+    cur: psycopg.AsyncCursor[Any],
+    *,
+    user_id: uuid.UUID,
+    email: str | None,
+    phone: str | None,
+    password_hash: str | None,
+    confirmed: bool,
+    app_metadata: dict[str, Any],
+    user_metadata: dict[str, Any],
+    role: str,
+    signed_in: bool,
 ) -> dict[str, Any]:
     await cur.execute(
         f"""
@@ -334,9 +373,18 @@ async def _insert_user(
         )
         returning {_USER_COLUMNS}
         """,
-        {"id": user_id, "aud": AUDIENCE, "role": role, "email": email, "phone": phone,
-         "hash": password_hash or "", "confirmed": confirmed, "signed_in": signed_in,
-         "app": Jsonb(app_metadata), "meta": Jsonb(user_metadata)},
+        {
+            "id": user_id,
+            "aud": AUDIENCE,
+            "role": role,
+            "email": email,
+            "phone": phone,
+            "hash": password_hash or "",
+            "confirmed": confirmed,
+            "signed_in": signed_in,
+            "app": Jsonb(app_metadata),
+            "meta": Jsonb(user_metadata),
+        },
     )
     row = await cur.fetchone()
     assert row is not None
@@ -350,20 +398,27 @@ def _provider_metadata(extra: dict[str, Any] | None = None) -> dict[str, Any]:
 # ── public endpoints ───────────────────────────────────────────────────────────────────────────
 async def health(request: Request) -> JSONResponse:
     _check_api_key(request)
-    return JSONResponse({"version": "tokenmeter-local", "name": "GoTrue",
-                         "description": "GoTrue-compatible auth of the tokenmeter local stack"})
+    return JSONResponse(
+        {
+            "version": "tokenmeter-local",
+            "name": "GoTrue",
+            "description": "GoTrue-compatible auth of the tokenmeter local stack",
+        }
+    )
 
 
 async def settings(request: Request) -> JSONResponse:
     _check_api_key(request)
-    return JSONResponse({
-        "external": {"email": True, "phone": False, "anonymous_users": False},
-        "disable_signup": False,
-        "mailer_autoconfirm": True,
-        "phone_autoconfirm": False,
-        "sms_provider": "",
-        "saml_enabled": False,
-    })
+    return JSONResponse(
+        {
+            "external": {"email": True, "phone": False, "anonymous_users": False},
+            "disable_signup": False,
+            "mailer_autoconfirm": True,
+            "phone_autoconfirm": False,
+            "sms_provider": "",
+            "saml_enabled": False,
+        }
+    )
 
 
 async def signup(request: Request) -> JSONResponse:
@@ -382,21 +437,29 @@ async def signup(request: Request) -> JSONResponse:
             try:
                 async with conn.transaction():
                     user = await _insert_user(
-                        cur, user_id=uuid.uuid4(), email=email, phone=None,
-                        password_hash=password_hash, confirmed=True,
-                        app_metadata=_provider_metadata(), user_metadata=metadata,
-                        role=AUDIENCE, signed_in=True,
+                        cur,
+                        user_id=uuid.uuid4(),
+                        email=email,
+                        phone=None,
+                        password_hash=password_hash,
+                        confirmed=True,
+                        app_metadata=_provider_metadata(),
+                        user_metadata=metadata,
+                        role=AUDIENCE,
+                        signed_in=True,
                     )
                     session_id, started, refresh = await _new_session(cur, user["id"])
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name not in _USER_UNIQUE:
-                    raise AuthError(500, "unexpected_failure",
-                                    "Database error saving new user") from None
+                    raise AuthError(
+                        500, "unexpected_failure", "Database error saving new user"
+                    ) from None
                 raise AuthError(422, "user_already_exists", "User already registered") from None
             except psycopg.Error:
                 # A failing trigger on auth.users lands here, exactly as in GoTrue.
-                raise AuthError(500, "unexpected_failure",
-                                "Database error saving new user") from None
+                raise AuthError(
+                    500, "unexpected_failure", "Database error saving new user"
+                ) from None
     return JSONResponse(_session_json(request, user, session_id, started, refresh))
 
 
@@ -422,7 +485,7 @@ async def _password_grant(request: Request, body: dict[str, Any]) -> JSONRespons
             ok = await _verify(password, user["encrypted_password"] if user else None)
             if user is None or not ok:
                 raise AuthError(400, "invalid_credentials", "Invalid login credentials")
-            if user["banned_until"] and user["banned_until"] > datetime.now(timezone.utc):
+            if user["banned_until"] and user["banned_until"] > datetime.now(UTC):
                 raise AuthError(400, "user_banned", "User is banned")
             if user["email_confirmed_at"] is None:
                 raise AuthError(400, "email_not_confirmed", "Email not confirmed")
@@ -456,46 +519,62 @@ async def _refresh_grant(request: Request, body: dict[str, Any]) -> JSONResponse
                 )
                 found = await cur.fetchone()
                 if found is None:
-                    raise AuthError(400, "refresh_token_not_found",
-                                    "Invalid Refresh Token: Refresh Token Not Found")
+                    raise AuthError(
+                        400,
+                        "refresh_token_not_found",
+                        "Invalid Refresh Token: Refresh Token Not Found",
+                    )
                 if found["revoked"]:
                     reused = True
                     await cur.execute(
                         "update auth.refresh_tokens set revoked = true, updated_at = now() "
-                        "where session_id = %s", (found["session_id"],))
+                        "where session_id = %s",
+                        (found["session_id"],),
+                    )
                     await cur.execute(
                         "update auth.sessions set not_after = now(), updated_at = now() "
-                        "where id = %s", (found["session_id"],))
-                elif found["not_after"] is not None and found["not_after"] <= datetime.now(
-                        timezone.utc):
-                    raise AuthError(400, "session_expired", "Invalid Refresh Token: Session Expired")
+                        "where id = %s",
+                        (found["session_id"],),
+                    )
+                elif found["not_after"] is not None and found["not_after"] <= datetime.now(UTC):
+                    raise AuthError(
+                        400, "session_expired", "Invalid Refresh Token: Session Expired"
+                    )
                 else:
                     user = await _user_by(cur, "id", found["user_id"])
                     if user is None:
-                        raise AuthError(400, "refresh_token_not_found",
-                                        "Invalid Refresh Token: Refresh Token Not Found")
-                    if user["banned_until"] and user["banned_until"] > datetime.now(timezone.utc):
+                        raise AuthError(
+                            400,
+                            "refresh_token_not_found",
+                            "Invalid Refresh Token: Refresh Token Not Found",
+                        )
+                    if user["banned_until"] and user["banned_until"] > datetime.now(UTC):
                         raise AuthError(400, "user_banned", "User is banned")
                     fresh = secrets.token_urlsafe(24)
                     await cur.execute(
                         "update auth.refresh_tokens set revoked = true, updated_at = now() "
-                        "where id = %s", (found["id"],))
+                        "where id = %s",
+                        (found["id"],),
+                    )
                     await cur.execute(
                         "insert into auth.refresh_tokens (token, user_id, session_id, parent) "
                         "values (%s, %s, %s, %s)",
-                        (fresh, found["user_id"], found["session_id"], presented))
+                        (fresh, found["user_id"], found["session_id"], presented),
+                    )
                     await cur.execute(
                         "update auth.sessions set updated_at = now() where id = %s",
-                        (found["session_id"],))
+                        (found["session_id"],),
+                    )
     if reused:
-        raise AuthError(400, "refresh_token_already_used",
-                        "Invalid Refresh Token: Already Used")
+        raise AuthError(400, "refresh_token_already_used", "Invalid Refresh Token: Already Used")
     return JSONResponse(
-        _session_json(request, user, found["session_id"], found["created_at"], fresh))
+        _session_json(request, user, found["session_id"], found["created_at"], fresh)
+    )
 
 
-async def _current(request: Request, cur: psycopg.AsyncCursor[Any]
-                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+async def _current(
+    request: Request, cur: psycopg.AsyncCursor[Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(claims, user row) of the signed-in caller; 401/403 as GoTrue when there is none."""
     claims = _claims(request)
     try:
@@ -510,16 +589,18 @@ async def _current(request: Request, cur: psycopg.AsyncCursor[Any]
         try:
             sid = uuid.UUID(str(session_id))
         except ValueError:
-            raise AuthError(403, "bad_jwt", "invalid claim: session_id claim is not a UUID") \
-                from None
+            raise AuthError(
+                403, "bad_jwt", "invalid claim: session_id claim is not a UUID"
+            ) from None
         await cur.execute(
             "select 1 from auth.sessions where id = %s and user_id = %s "
             "and (not_after is null or not_after > now())",
             (sid, user_id),
         )
         if await cur.fetchone() is None:
-            raise AuthError(403, "session_not_found",
-                            "Session from session_id claim in JWT does not exist")
+            raise AuthError(
+                403, "session_not_found", "Session from session_id claim in JWT does not exist"
+            )
     return claims, user
 
 
@@ -545,14 +626,21 @@ async def update_user(request: Request) -> JSONResponse:
             try:
                 async with conn.transaction():
                     user = await _update_user_row(
-                        cur, user["id"], email=new_email, password_hash=password_hash,
-                        user_metadata=metadata, app_metadata=None, confirm_email=None,
+                        cur,
+                        user["id"],
+                        email=new_email,
+                        password_hash=password_hash,
+                        user_metadata=metadata,
+                        app_metadata=None,
+                        confirm_email=None,
                         banned_until=None,
                     )
             except psycopg.errors.UniqueViolation:
-                raise AuthError(422, "email_exists",
-                                "A user with this email address has already been registered") \
-                    from None
+                raise AuthError(
+                    422,
+                    "email_exists",
+                    "A user with this email address has already been registered",
+                ) from None
     return JSONResponse(user_json(user))
 
 
@@ -560,9 +648,15 @@ _UNSET_BAN = object()
 
 
 async def _update_user_row(
-    cur: psycopg.AsyncCursor[Any], user_id: uuid.UUID, *, email: str | None,
-    password_hash: str | None, user_metadata: dict[str, Any] | None,
-    app_metadata: dict[str, Any] | None, confirm_email: bool | None, banned_until: Any,
+    cur: psycopg.AsyncCursor[Any],
+    user_id: uuid.UUID,
+    *,
+    email: str | None,
+    password_hash: str | None,
+    user_metadata: dict[str, Any] | None,
+    app_metadata: dict[str, Any] | None,
+    confirm_email: bool | None,
+    banned_until: Any,
 ) -> dict[str, Any]:
     """Apply the given changes (None = unchanged); metadata is merged key by key, as GoTrue."""
     await cur.execute(
@@ -582,12 +676,16 @@ async def _update_user_row(
         where id = %(id)s
         returning {_USER_COLUMNS}
         """,
-        {"email": email, "hash": password_hash,
-         "meta": Jsonb(user_metadata) if user_metadata is not None else None,
-         "app": Jsonb(app_metadata) if app_metadata is not None else None,
-         "confirm": confirm_email, "set_ban": banned_until is not _UNSET_BAN and
-         banned_until is not None, "ban": None if banned_until is _UNSET_BAN else banned_until,
-         "id": user_id},
+        {
+            "email": email,
+            "hash": password_hash,
+            "meta": Jsonb(user_metadata) if user_metadata is not None else None,
+            "app": Jsonb(app_metadata) if app_metadata is not None else None,
+            "confirm": confirm_email,
+            "set_ban": banned_until is not _UNSET_BAN and banned_until is not None,
+            "ban": None if banned_until is _UNSET_BAN else banned_until,
+            "id": user_id,
+        },
     )
     row = await cur.fetchone()
     assert row is not None
@@ -606,11 +704,15 @@ async def logout(request: Request) -> Response:
             if scope == "global" or not session_id:
                 await cur.execute("delete from auth.sessions where user_id = %s", (user["id"],))
             elif scope == "local":
-                await cur.execute("delete from auth.sessions where id = %s and user_id = %s",
-                                  (uuid.UUID(session_id), user["id"]))
+                await cur.execute(
+                    "delete from auth.sessions where id = %s and user_id = %s",
+                    (uuid.UUID(session_id), user["id"]),
+                )
             else:
-                await cur.execute("delete from auth.sessions where user_id = %s and id <> %s",
-                                  (user["id"], uuid.UUID(session_id)))
+                await cur.execute(
+                    "delete from auth.sessions where user_id = %s and id <> %s",
+                    (user["id"], uuid.UUID(session_id)),
+                )
     return Response(status_code=204)
 
 
@@ -621,12 +723,12 @@ def _ban_until(body: dict[str, Any]) -> Any:
     if value is None:
         return _UNSET_BAN
     if value == "none":
-        return datetime.now(timezone.utc) - timedelta(seconds=1)
+        return datetime.now(UTC) - timedelta(seconds=1)
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(h|m|s|ms)", value)
     if not match:
         raise _validation("invalid format for ban duration")
     factor = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[match.group(2)]
-    return datetime.now(timezone.utc) + timedelta(seconds=float(match.group(1)) * factor)
+    return datetime.now(UTC) + timedelta(seconds=float(match.group(1)) * factor)
 
 
 def _path_user_id(request: Request) -> uuid.UUID:
@@ -661,30 +763,50 @@ async def admin_create_user(request: Request) -> JSONResponse:
     async with request.app.state.auth_pool.connection() as conn:
         async with conn.cursor(row_factory=dict_row) as cur:
             if email and await _user_by(cur, "email", email) is not None:
-                raise AuthError(422, "email_exists",
-                                "A user with this email address has already been registered")
+                raise AuthError(
+                    422,
+                    "email_exists",
+                    "A user with this email address has already been registered",
+                )
             try:
                 async with conn.transaction():
                     user = await _insert_user(
-                        cur, user_id=user_id, email=email, phone=phone,
-                        password_hash=password_hash, confirmed=confirm,
-                        app_metadata=app_metadata, user_metadata=user_metadata, role=role,
+                        cur,
+                        user_id=user_id,
+                        email=email,
+                        phone=phone,
+                        password_hash=password_hash,
+                        confirmed=confirm,
+                        app_metadata=app_metadata,
+                        user_metadata=user_metadata,
+                        role=role,
                         signed_in=False,
                     )
                     if ban is not _UNSET_BAN:
                         user = await _update_user_row(
-                            cur, user_id, email=None, password_hash=None, user_metadata=None,
-                            app_metadata=None, confirm_email=None, banned_until=ban)
+                            cur,
+                            user_id,
+                            email=None,
+                            password_hash=None,
+                            user_metadata=None,
+                            app_metadata=None,
+                            confirm_email=None,
+                            banned_until=ban,
+                        )
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name not in _USER_UNIQUE:
-                    raise AuthError(500, "unexpected_failure",
-                                    "Database error creating new user") from None
-                raise AuthError(422, "email_exists",
-                                "A user with this email address has already been registered") \
-                    from None
+                    raise AuthError(
+                        500, "unexpected_failure", "Database error creating new user"
+                    ) from None
+                raise AuthError(
+                    422,
+                    "email_exists",
+                    "A user with this email address has already been registered",
+                ) from None
             except psycopg.Error:
-                raise AuthError(500, "unexpected_failure",
-                                "Database error creating new user") from None
+                raise AuthError(
+                    500, "unexpected_failure", "Database error creating new user"
+                ) from None
     return JSONResponse(user_json(user))
 
 
@@ -712,8 +834,10 @@ async def admin_list_users(request: Request) -> JSONResponse:
             )
             rows = await cur.fetchall()
     total = int(total_row["n"]) if total_row else 0
-    return JSONResponse({"users": [user_json(r) for r in rows], "aud": AUDIENCE},
-                        headers={"x-total-count": str(total)})
+    return JSONResponse(
+        {"users": [user_json(r) for r in rows], "aud": AUDIENCE},
+        headers={"x-total-count": str(total)},
+    )
 
 
 async def _admin_user(request: Request, cur: psycopg.AsyncCursor[Any]) -> dict[str, Any]:
@@ -747,16 +871,21 @@ async def admin_update_user(request: Request) -> JSONResponse:
             try:
                 async with conn.transaction():
                     user = await _update_user_row(
-                        cur, user["id"], email=_email(email) if email is not None else None,
+                        cur,
+                        user["id"],
+                        email=_email(email) if email is not None else None,
                         password_hash=password_hash,
                         user_metadata=_opt_obj(body, "user_metadata", "data"),
-                        app_metadata=_opt_obj(body, "app_metadata"), confirm_email=confirm,
+                        app_metadata=_opt_obj(body, "app_metadata"),
+                        confirm_email=confirm,
                         banned_until=ban,
                     )
             except psycopg.errors.UniqueViolation:
-                raise AuthError(422, "email_exists",
-                                "A user with this email address has already been registered") \
-                    from None
+                raise AuthError(
+                    422,
+                    "email_exists",
+                    "A user with this email address has already been registered",
+                ) from None
     return JSONResponse(user_json(user))
 
 
@@ -773,17 +902,19 @@ async def admin_delete_user(request: Request) -> JSONResponse:
                 async with conn.transaction():
                     if soft:
                         # As GoTrue: keep the row, free the email/phone, end every session.
-                        await cur.execute("delete from auth.sessions where user_id = %s",
-                                          (user["id"],))
+                        await cur.execute(
+                            "delete from auth.sessions where user_id = %s", (user["id"],)
+                        )
                         await cur.execute(
                             "update auth.users set deleted_at = now(), updated_at = now(), "
                             "email = null, phone = null, encrypted_password = '' "
-                            "where id = %s", (user["id"],))
+                            "where id = %s",
+                            (user["id"],),
+                        )
                     else:
                         await cur.execute("delete from auth.users where id = %s", (user["id"],))
             except psycopg.Error:
-                raise AuthError(500, "unexpected_failure",
-                                "Database error deleting user") from None
+                raise AuthError(500, "unexpected_failure", "Database error deleting user") from None
     return JSONResponse({})
 
 

@@ -13,13 +13,42 @@ import psycopg
 from starlette.responses import JSONResponse
 
 _EXACT = {
-    "23503": 409, "23505": 409, "23502": 400, "23514": 400, "25006": 405, "P0001": 400,
-    "42883": 404, "42P01": 404, "42P17": 500, "42703": 400, "22P02": 400,
+    "23503": 409,
+    "23505": 409,
+    "23502": 400,
+    "23514": 400,
+    "25006": 405,
+    "P0001": 400,
+    "42883": 404,
+    "42P01": 404,
+    "42P17": 500,
+    "42703": 400,
+    "22P02": 400,
 }
 _BY_CLASS = {
-    "08": 503, "09": 500, "0L": 403, "0P": 403, "22": 400, "23": 400, "25": 500, "28": 403,
-    "2D": 500, "38": 500, "39": 500, "3B": 500, "40": 500, "53": 503, "54": 413, "55": 500,
-    "57": 500, "58": 500, "F0": 500, "HV": 500, "P0": 500, "XX": 500, "42": 400,
+    "08": 503,
+    "09": 500,
+    "0L": 403,
+    "0P": 403,
+    "22": 400,
+    "23": 400,
+    "25": 500,
+    "28": 403,
+    "2D": 500,
+    "38": 500,
+    "39": 500,
+    "3B": 500,
+    "40": 500,
+    "53": 503,
+    "54": 413,
+    "55": 500,
+    "57": 500,
+    "58": 500,
+    "F0": 500,
+    "HV": 500,
+    "P0": 500,
+    "XX": 500,
+    "42": 400,
 }
 _PT_CODE = re.compile(r"^PT(\d{3})$")
 
@@ -45,8 +74,12 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "details": self.details,
-                "hint": self.hint}
+        return {
+            "code": self.code,
+            "message": self.message,
+            "details": self.details,
+            "hint": self.hint,
+        }
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
@@ -70,14 +103,22 @@ def from_database_error(exc: psycopg.Error, role: str) -> ApiError:
     status = status_for_sqlstate(sqlstate, role)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return ApiError(
-        status, sqlstate, diag.message_primary or str(exc), diag.message_detail,
-        diag.message_hint, headers,
+        status,
+        sqlstate,
+        diag.message_primary or str(exc),
+        diag.message_detail,
+        diag.message_hint,
+        headers,
     )
 
 
 def jwt_error(message: str, code: str = "PGRST301") -> ApiError:
     """401 for a token we refuse to trust; nothing reaches the database."""
     return ApiError(
-        401, code, message,
-        headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{message}"'},
+        401,
+        code,
+        message,
+        headers={
+            "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{message}"'
+        },
     )

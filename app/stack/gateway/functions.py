@@ -19,9 +19,10 @@ import contextlib
 import os
 import re
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -36,10 +37,20 @@ WORKER_SCRIPT = Path(__file__).with_name("deno_worker.ts")
 BOOT_TIMEOUT_SECONDS = 60.0  # the first boot may download npm packages
 REQUEST_TIMEOUT_SECONDS = 150.0  # Supabase's wall-clock limit on the free plan
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length",
-})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 
 
 class FunctionError(ApiError):
@@ -92,28 +103,41 @@ class Workers:
     async def _boot(self, name: str) -> Worker:
         entry = self.functions_dir / name / "index.ts"
         port = _free_port()
-        env = dict(self.env, TOKENMETER_WORKER_PORT=str(port),
-                   TOKENMETER_FUNCTION_ENTRY=entry.resolve().as_uri())
+        env = dict(
+            self.env,
+            TOKENMETER_WORKER_PORT=str(port),
+            TOKENMETER_FUNCTION_ENTRY=entry.resolve().as_uri(),
+        )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as log:
             process = await asyncio.create_subprocess_exec(
-                self.deno, "run", "--allow-all", "--no-prompt", str(WORKER_SCRIPT),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                env=env, cwd=str(entry.parent),
+                self.deno,
+                "run",
+                "--allow-all",
+                "--no-prompt",
+                str(WORKER_SCRIPT),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                cwd=str(entry.parent),
             )
         worker = Worker(name, port, process)
         deadline = asyncio.get_running_loop().time() + BOOT_TIMEOUT_SECONDS
         while asyncio.get_running_loop().time() < deadline:
             if not worker.alive:
-                raise _relay_error(503, "BOOT_ERROR",
-                                   f"Function {name} failed to boot (please check logs)")
+                raise _relay_error(
+                    503, "BOOT_ERROR", f"Function {name} failed to boot (please check logs)"
+                )
             if await _answers(port):
                 return worker
             await asyncio.sleep(0.05)
         await _stop(worker)
-        raise _relay_error(503, "BOOT_ERROR",
-                           f"Function {name} did not start serving within "
-                           f"{BOOT_TIMEOUT_SECONDS:.0f} s")
+        raise _relay_error(
+            503,
+            "BOOT_ERROR",
+            f"Function {name} did not start serving within {BOOT_TIMEOUT_SECONDS:.0f} s",
+        )
 
     async def forget(self, name: str, worker: Worker) -> None:
         if self.running.get(name) is worker:
@@ -149,7 +173,7 @@ async def _stop(worker: Worker) -> None:
         worker.process.terminate()
     try:
         await asyncio.wait_for(worker.process.wait(), timeout=3)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             worker.process.kill()
         await worker.process.wait()
@@ -174,10 +198,12 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         SUPABASE_DB_URL=paths.db_url(),
         NO_COLOR="1",
     )
-    app.state.functions = Workers(functions_dir.resolve(), env, _deno_binary(),
-                                  paths.logs / "functions")
+    app.state.functions = Workers(
+        functions_dir.resolve(), env, _deno_binary(), paths.logs / "functions"
+    )
     app.state.functions_http = httpx.AsyncClient(
-        trust_env=False, timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=5.0),
+        trust_env=False,
+        timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=5.0),
     )
     try:
         yield
@@ -193,8 +219,9 @@ def _authorize(request: Request) -> None:
     try:
         tokens.request_claims(request, request.app.state.config.keys.jwt_secret)
     except ApiError as exc:
-        raise FunctionError(401, "UNAUTHORIZED_INVALID_JWT", f"Invalid JWT: {exc.message}") \
-            from None
+        raise FunctionError(
+            401, "UNAUTHORIZED_INVALID_JWT", f"Invalid JWT: {exc.message}"
+        ) from None
 
 
 async def _body(request: Request) -> bytes:
@@ -232,9 +259,9 @@ async def invoke(request: Request) -> Response:
         await asyncio.sleep(0.05)  # let a dying worker's exit status arrive
         if not worker.alive:
             await workers.forget(name, worker)
-            raise _relay_error(502, "WORKER_ERROR",
-                               f"Function {name} exited unexpectedly (please check logs)") \
-                from None
+            raise _relay_error(
+                502, "WORKER_ERROR", f"Function {name} exited unexpectedly (please check logs)"
+            ) from None
         raise _relay_error(502, "WORKER_ERROR", f"Function {name} did not answer") from None
     response = StreamingResponse(_relay(upstream), status_code=upstream.status_code)
     # Raw bytes pass through unchanged, so Content-Length and Content-Encoding stay valid;

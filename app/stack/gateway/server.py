@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
@@ -82,10 +82,16 @@ def create_app(config: GatewayConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.config = config
         app.state.rest_pool = AsyncConnectionPool(
-            config.dsn("authenticator"), min_size=2, max_size=config.pool_size, open=False,
+            config.dsn("authenticator"),
+            min_size=2,
+            max_size=config.pool_size,
+            open=False,
         )
         app.state.auth_pool = AsyncConnectionPool(
-            config.dsn("supabase_auth_admin"), min_size=1, max_size=4, open=False,
+            config.dsn("supabase_auth_admin"),
+            min_size=1,
+            max_size=4,
+            open=False,
         )
         await app.state.rest_pool.open(wait=True)
         await app.state.auth_pool.open(wait=True)
@@ -115,6 +121,11 @@ def run() -> None:
 
     config = GatewayConfig.from_env()
     uvicorn.run(
-        create_app(config), host="127.0.0.1", port=config.paths.api_port, log_level="warning",
-        loop="uvloop", http="httptools", access_log=False,
+        create_app(config),
+        host="127.0.0.1",
+        port=config.paths.api_port,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
     )

@@ -38,7 +38,9 @@ def decode(token: str, secret: str) -> dict[str, Any]:
         raise jwt_error(f"Wrong or unsupported JWT algorithm: {header.get('alg')!r}")
     try:
         claims = jwt.decode(
-            token, secret, algorithms=["HS256"],
+            token,
+            secret,
+            algorithms=["HS256"],
             options={"verify_aud": False, "require": []},
         )
     except jwt.ExpiredSignatureError:
@@ -61,7 +63,9 @@ def request_claims(request: Request, secret: str) -> dict[str, Any]:
     role = claims.get("role", "anon")
     if role not in API_ROLES:
         raise ApiError(
-            401, "42501", f'permission denied to set role "{role}"',
+            401,
+            "42501",
+            f'permission denied to set role "{role}"',
             headers={"WWW-Authenticate": "Bearer"},
         )
     claims.setdefault("role", role)

@@ -1,22 +1,25 @@
 """PostgREST-compatible /rest/v1: tables, views and functions of the exposed schemas.
 
-    schema_cache.py  what exists (pg_catalog), reloaded on NOTIFY pgrst
-    parse.py         the URL grammar (select, filters, logic trees, order)
-    build.py         SQL from parsed, cache-checked parts
-    transaction.py   one transaction per request, PostgREST's settings, pipelined
-    handlers.py      the HTTP endpoints
+schema_cache.py  what exists (pg_catalog), reloaded on NOTIFY pgrst
+parse.py         the URL grammar (select, filters, logic trees, order)
+build.py         SQL from parsed, cache-checked parts
+transaction.py   one transaction per request, PostgREST's settings, pipelined
+handlers.py      the HTTP endpoints
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
 from app.stack.gateway.rest.handlers import (
-    RestState, invalid_path, rpc_endpoint, table_endpoint,
+    RestState,
+    invalid_path,
+    rpc_endpoint,
+    table_endpoint,
 )
 from app.stack.gateway.rest.schema_cache import SchemaCacheHolder
 
@@ -38,8 +41,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 def routes() -> list[BaseRoute]:
     return [
         Route("/rpc/{name}", rpc_endpoint, methods=["GET", "HEAD", "POST"]),
-        Route("/{name}", table_endpoint,
-              methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "PUT"]),
-        Route("/{path:path}", invalid_path,
-              methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "PUT"]),
+        Route("/{name}", table_endpoint, methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "PUT"]),
+        Route(
+            "/{path:path}", invalid_path, methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "PUT"]
+        ),
     ]

@@ -14,7 +14,14 @@ from typing import Any
 from psycopg import sql
 
 from app.stack.gateway.rest.parse import (
-    COMPARISON_OPS, FTS_OPS, IS_VALUES, OTHER_BINARY_OPS, Field, Filter, Logic, OrderTerm,
+    COMPARISON_OPS,
+    FTS_OPS,
+    IS_VALUES,
+    OTHER_BINARY_OPS,
+    Field,
+    Filter,
+    Logic,
+    OrderTerm,
     SelectItem,
 )
 from app.stack.gateway.rest.schema_cache import CacheMiss, Function, Table
@@ -74,8 +81,11 @@ def filter_sql(src: Source, flt: Filter | Logic, params: list[Any]) -> sql.Compo
     """One WHERE condition. Raises CacheMiss 42703 for unknown columns."""
     if isinstance(flt, Logic):
         parts = [filter_sql(src, child, params) for child in flt.children]
-        joined = sql.SQL(f" {flt.conj} ").join(parts) if parts else sql.SQL(
-            "true" if flt.conj == "and" else "false")
+        joined = (
+            sql.SQL(f" {flt.conj} ").join(parts)
+            if parts
+            else sql.SQL("true" if flt.conj == "and" else "false")
+        )
         cond = sql.SQL("({})").format(joined)
         return sql.SQL("not {}").format(cond) if flt.negate else cond
     col = field_sql(src, flt.field, params)
@@ -87,13 +97,17 @@ def filter_sql(src: Source, flt: Filter | Logic, params: list[Any]) -> sql.Compo
         else:
             params.extend(flt.value)
             cond = sql.SQL("{} in ({})").format(
-                col, sql.SQL(", ").join(sql.SQL("%s") for _ in flt.value))
+                col, sql.SQL(", ").join(sql.SQL("%s") for _ in flt.value)
+            )
     elif op == "is":
         cond = sql.SQL("{} is {}").format(col, sql.SQL(IS_VALUES[str(flt.value)]))
     elif op in FTS_OPS:
         if _column_type(src, flt.field) not in (None, "tsvector"):
-            col = sql.SQL("to_tsvector({})").format(col) if flt.config is None else sql.SQL(
-                "to_tsvector(%s::regconfig, {})").format(col)
+            col = (
+                sql.SQL("to_tsvector({})").format(col)
+                if flt.config is None
+                else sql.SQL("to_tsvector(%s::regconfig, {})").format(col)
+            )
             if flt.config is not None:
                 params.append(flt.config)
         if flt.config is None:
@@ -119,8 +133,7 @@ def filter_sql(src: Source, flt: Filter | Logic, params: list[Any]) -> sql.Compo
 def where_sql(src: Source, filters: list[Filter | Logic], params: list[Any]) -> sql.Composable:
     if not filters:
         return sql.SQL("")
-    return sql.SQL(" where ") + sql.SQL(" and ").join(
-        filter_sql(src, f, params) for f in filters)
+    return sql.SQL(" where ") + sql.SQL(" and ").join(filter_sql(src, f, params) for f in filters)
 
 
 def select_list(src: Source, items: tuple[SelectItem, ...], params: list[Any]) -> sql.Composable:
@@ -167,27 +180,31 @@ def body_expr(single: bool, rows: str = "_t") -> sql.Composable:
     return sql.SQL(f"coalesce(json_agg({rows}), '[]')::text")
 
 
-def read(src: Source, shape: ReadShape, *, count: bool, single: bool,
-         scalar: bool = False) -> tuple[sql.Composable, list[Any]]:
+def read(
+    src: Source, shape: ReadShape, *, count: bool, single: bool, scalar: bool = False
+) -> tuple[sql.Composable, list[Any]]:
     """SELECT answering one row: (body text, rows in page, total or null).
 
     Raises CacheMiss 42703 for unknown columns."""
     params: list[Any] = list(src.from_params)
-    target = sql.SQL("{}.* ").format(src.qualifier) if scalar else select_list(
-        src, shape.select, params)
+    target = (
+        sql.SQL("{}.* ").format(src.qualifier) if scalar else select_list(src, shape.select, params)
+    )
     where_params: list[Any] = []
     where = where_sql(src, shape.filters, where_params)
     params += where_params
     order = order_sql(src, shape.order, params)
     inner = sql.SQL("select {} from {}{}{}{}").format(
-        target, src.from_clause, where, order, page_sql(shape))
+        target, src.from_clause, where, order, page_sql(shape)
+    )
     rows = "_t.pgrst_scalar" if scalar else "_t"
     total: sql.Composable = sql.SQL("null::bigint")
     if count:
         total = sql.SQL("(select count(*) from {}{})").format(src.from_clause, where)
         params = params + list(src.from_params) + where_params
     query = sql.SQL("select {}, count(*), {} from ({}) _t").format(
-        body_expr(single, rows), total, inner)
+        body_expr(single, rows), total, inner
+    )
     return query, params
 
 
@@ -195,7 +212,8 @@ def _payload_columns(table: Table, names: list[str]) -> None:
     for name in names:
         if name not in table.columns:
             raise CacheMiss(
-                400, "PGRST204",
+                400,
+                "PGRST204",
                 f"Could not find the '{name}' column of '{table.name}' in the schema cache",
             )
 
@@ -205,27 +223,46 @@ def returning(minimal: bool) -> sql.Composable:
     return sql.SQL(" returning 1") if minimal else sql.SQL(" returning {}.*")
 
 
-def wrap_mutation(table: Table, mutation: sql.Composable, params: list[Any], shape: ReadShape,
-                  *, minimal: bool, single: bool, count: bool) -> tuple[sql.Composable, list[Any]]:
+def wrap_mutation(
+    table: Table,
+    mutation: sql.Composable,
+    params: list[Any],
+    shape: ReadShape,
+    *,
+    minimal: bool,
+    single: bool,
+    count: bool,
+) -> tuple[sql.Composable, list[Any]]:
     """Run `mutation` in a CTE and answer (body, rows, total) like `read`."""
     if minimal:
-        query = sql.SQL("with pgrst_source as ({}) select null::text, count(*), {} "
-                        "from pgrst_source").format(
-            mutation, sql.SQL("count(*)") if count else sql.SQL("null::bigint"))
+        query = sql.SQL(
+            "with pgrst_source as ({}) select null::text, count(*), {} from pgrst_source"
+        ).format(mutation, sql.SQL("count(*)") if count else sql.SQL("null::bigint"))
         return query, params
     src = Source(sql.Identifier("pgrst_source"), sql.Identifier("pgrst_source"), table)
     sel_params: list[Any] = []
     target = select_list(src, shape.select, sel_params)
-    query = sql.SQL("with pgrst_source as ({}) select {}, count(*), {} from "
-                    "(select {} from pgrst_source) _t").format(
-        mutation, body_expr(single), sql.SQL("count(*)") if count else sql.SQL("null::bigint"),
-        target)
+    query = sql.SQL(
+        "with pgrst_source as ({}) select {}, count(*), {} from (select {} from pgrst_source) _t"
+    ).format(
+        mutation,
+        body_expr(single),
+        sql.SQL("count(*)") if count else sql.SQL("null::bigint"),
+        target,
+    )
     return query, params + sel_params
 
 
-def insert(table: Table, body: str, columns: list[str], *, missing_default: list[str] | None,
-           conflict: tuple[str, ...] | None, merge: bool, minimal: bool
-           ) -> tuple[sql.Composable, list[Any]]:
+def insert(
+    table: Table,
+    body: str,
+    columns: list[str],
+    *,
+    missing_default: list[str] | None,
+    conflict: tuple[str, ...] | None,
+    merge: bool,
+    minimal: bool,
+) -> tuple[sql.Composable, list[Any]]:
     """INSERT … SELECT from the JSON array `body` (bound once).
 
     `missing_default`: columns some rows lack, which then take the column's DEFAULT expression.
@@ -242,20 +279,26 @@ def insert(table: Table, body: str, columns: list[str], *, missing_default: list
                 # The DEFAULT text comes from pg_catalog (pg_get_expr), never from the request.
                 params.append(name)
                 col = sql.SQL("case when _r.j::jsonb ? %s then {} else {} end").format(
-                    col, sql.SQL(default) if default else sql.SQL("null"))
+                    col, sql.SQL(default) if default else sql.SQL("null")
+                )
             exprs.append(col)
         params.append(body)
-        source = sql.SQL("select {} from json_array_elements(%s::json) _r(j), "
-                         "lateral json_populate_record(null::{}, _r.j) _p").format(
-            sql.SQL(", ").join(exprs), ident)
+        source = sql.SQL(
+            "select {} from json_array_elements(%s::json) _r(j), "
+            "lateral json_populate_record(null::{}, _r.j) _p"
+        ).format(sql.SQL(", ").join(exprs), ident)
     else:
         params.append(body)
         source = sql.SQL("select {} from json_populate_recordset(null::{}, %s::json) _p").format(
             sql.SQL(", ").join(sql.SQL("_p.{}").format(sql.Identifier(c)) for c in columns)
-            if columns else sql.SQL("1"), ident)
+            if columns
+            else sql.SQL("1"),
+            ident,
+        )
     if columns:
         stmt = sql.SQL("insert into {} ({}) {}").format(
-            ident, sql.SQL(", ").join(map(sql.Identifier, columns)), source)
+            ident, sql.SQL(", ").join(map(sql.Identifier, columns)), source
+        )
     else:
         # A body of `{}`: every column takes its default.
         stmt = sql.SQL("insert into {} default values").format(ident)
@@ -266,8 +309,11 @@ def insert(table: Table, body: str, columns: list[str], *, missing_default: list
         updates = [c for c in columns if c not in conflict] if merge else []
         if updates:
             stmt += sql.SQL(" on conflict ({}) do update set {}").format(
-                target, sql.SQL(", ").join(
-                    sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in updates))
+                target,
+                sql.SQL(", ").join(
+                    sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in updates
+                ),
+            )
         else:
             stmt += sql.SQL(" on conflict ({}) do nothing").format(target)
     if not minimal:
@@ -275,24 +321,28 @@ def insert(table: Table, body: str, columns: list[str], *, missing_default: list
     return stmt + returning(True), params
 
 
-def update(table: Table, body: str, columns: list[str], filters: list[Filter | Logic],
-           *, minimal: bool) -> tuple[sql.Composable, list[Any]]:
+def update(
+    table: Table, body: str, columns: list[str], filters: list[Filter | Logic], *, minimal: bool
+) -> tuple[sql.Composable, list[Any]]:
     """UPDATE … SET from the JSON object `body`. Raises CacheMiss 42703 for unknown columns."""
     _payload_columns(table, columns)
     src = table_source(table)
     params: list[Any] = [body]
     assignments = sql.SQL(", ").join(
-        sql.SQL("{0} = pgrst_body.{0}").format(sql.Identifier(c)) for c in columns)
+        sql.SQL("{0} = pgrst_body.{0}").format(sql.Identifier(c)) for c in columns
+    )
     where = where_sql(src, filters, params)
-    stmt = sql.SQL("update {} set {} from json_populate_record(null::{}, %s::json) pgrst_body{}"
-                   ).format(src.from_clause, assignments, src.from_clause, where)
+    stmt = sql.SQL(
+        "update {} set {} from json_populate_record(null::{}, %s::json) pgrst_body{}"
+    ).format(src.from_clause, assignments, src.from_clause, where)
     if minimal:
         return stmt + returning(True), params
     return stmt + sql.SQL(" returning {}.*").format(src.qualifier), params
 
 
-def delete(table: Table, filters: list[Filter | Logic], *, minimal: bool
-           ) -> tuple[sql.Composable, list[Any]]:
+def delete(
+    table: Table, filters: list[Filter | Logic], *, minimal: bool
+) -> tuple[sql.Composable, list[Any]]:
     """DELETE with the request's filters. Raises CacheMiss 42703 for unknown columns."""
     src = table_source(table)
     params: list[Any] = []
@@ -312,11 +362,14 @@ def call_source(fn: Function, args: dict[str, Any], body: str) -> tuple[sql.Comp
     if not call_args:
         return sql.SQL("{}()").format(name), []
     columns = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.type)) for a in call_args)
+        sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.type)) for a in call_args
+    )
     named = sql.SQL(", ").join(
-        sql.SQL("{0} := _a.{0}").format(sql.Identifier(a.name)) for a in call_args)
+        sql.SQL("{0} := _a.{0}").format(sql.Identifier(a.name)) for a in call_args
+    )
     return sql.SQL("json_to_record(%s::json) as _a({}), lateral {}({})").format(
-        columns, name, named), [body]
+        columns, name, named
+    ), [body]
 
 
 def call_scalar(fn: Function, args: dict[str, Any], body: str) -> tuple[sql.Composable, list]:
@@ -326,13 +379,18 @@ def call_scalar(fn: Function, args: dict[str, Any], body: str) -> tuple[sql.Comp
     if not call_args:
         expr = sql.SQL("{}()").format(name)
         return sql.SQL("select coalesce(to_json({})::text, 'null'), 1, null::bigint").format(
-            expr), []
+            expr
+        ), []
     columns = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.type)) for a in call_args)
+        sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.type)) for a in call_args
+    )
     named = sql.SQL(", ").join(
-        sql.SQL("{0} := _a.{0}").format(sql.Identifier(a.name)) for a in call_args)
-    return sql.SQL("select coalesce(to_json({}({}))::text, 'null'), 1, null::bigint "
-                   "from json_to_record(%s::json) as _a({})").format(name, named, columns), [body]
+        sql.SQL("{0} := _a.{0}").format(sql.Identifier(a.name)) for a in call_args
+    )
+    return sql.SQL(
+        "select coalesce(to_json({}({}))::text, 'null'), 1, null::bigint "
+        "from json_to_record(%s::json) as _a({})"
+    ).format(name, named, columns), [body]
 
 
 def function_source(fn: Function, args: dict[str, Any], body: str) -> Source:
@@ -340,5 +398,6 @@ def function_source(fn: Function, args: dict[str, Any], body: str) -> Source:
     from_items, params = call_source(fn, args, body)
     alias = "pgrst_scalar" if not fn.returns_composite else "pgrst_f"
     sub = sql.SQL("(select {}.* from {} as {}) pgrst_src").format(
-        sql.Identifier(alias), from_items, sql.Identifier(alias))
+        sql.Identifier(alias), from_items, sql.Identifier(alias)
+    )
     return Source(sub, sql.Identifier("pgrst_src"), None, params)

@@ -21,7 +21,12 @@ from app.stack.gateway import tokens
 from app.stack.gateway.errors import ApiError
 from app.stack.gateway.rest import build, parse
 from app.stack.gateway.rest.schema_cache import (
-    EXPOSED_SCHEMAS, CacheMiss, Function, SchemaCache, SchemaCacheHolder, Table,
+    EXPOSED_SCHEMAS,
+    CacheMiss,
+    Function,
+    SchemaCache,
+    SchemaCacheHolder,
+    Table,
 )
 from app.stack.gateway.rest.transaction import RequestContext, run
 
@@ -146,8 +151,9 @@ def _schema(request: Request) -> str:
     schema = request.headers.get(header) or EXPOSED_SCHEMAS[0]
     if schema not in EXPOSED_SCHEMAS:
         raise ApiError(
-            406, "PGRST106", f"The schema must be one of the following: "
-            f"{', '.join(EXPOSED_SCHEMAS)}",
+            406,
+            "PGRST106",
+            f"The schema must be one of the following: {', '.join(EXPOSED_SCHEMAS)}",
         )
     return schema
 
@@ -156,12 +162,17 @@ def _wants_object(request: Request) -> bool:
     return OBJECT_MEDIA in request.headers.get("accept", "")
 
 
-def _context(request: Request, cache: SchemaCache, claims: dict[str, Any],
-             path: str) -> RequestContext:
+def _context(
+    request: Request, cache: SchemaCache, claims: dict[str, Any], path: str
+) -> RequestContext:
     role = str(claims["role"])
     return RequestContext(
-        role=role, claims=claims, method=request.method, path=path,
-        headers=dict(request.headers.items()), cookies=dict(request.cookies),
+        role=role,
+        claims=claims,
+        method=request.method,
+        path=path,
+        headers=dict(request.headers.items()),
+        cookies=dict(request.cookies),
         role_settings=cache.role_settings.get(role, ()),
     )
 
@@ -170,14 +181,19 @@ def _table(cache: SchemaCache, schema: str, name: str) -> Table:
     """The cached table or view. Raises CacheMiss 404 PGRST205."""
     table = cache.tables.get((schema, name))
     if table is None:
-        raise CacheMiss(404, "PGRST205",
-                       f"Could not find the table '{schema}.{name}' in the schema cache")
+        raise CacheMiss(
+            404, "PGRST205", f"Could not find the table '{schema}.{name}' in the schema cache"
+        )
     return table
 
 
 def _not_one(rows: int) -> ApiError:
-    return ApiError(406, "PGRST116", "JSON object requested, multiple (or no) rows returned",
-                    f"The result contains {rows} rows")
+    return ApiError(
+        406,
+        "PGRST116",
+        "JSON object requested, multiple (or no) rows returned",
+        f"The result contains {rows} rows",
+    )
 
 
 def _check_single(row: tuple[Any, ...]) -> None:
@@ -192,8 +208,9 @@ def _content_range(offset: int, rows: int, total: int | None) -> str:
     return f"{offset}-{offset + rows - 1}/{total_text}"
 
 
-def _read_response(request: Request, row: tuple[Any, ...], offset: int, single: bool,
-                   counted: bool) -> Response:
+def _read_response(
+    request: Request, row: tuple[Any, ...], offset: int, single: bool, counted: bool
+) -> Response:
     body, rows, total = row
     status = 200
     if counted and total is not None and rows < total and not single:
@@ -235,8 +252,14 @@ async def table_endpoint(request: Request) -> Response:
         return await _serve_table(request, state, cache, claims, schema, raw)
 
 
-async def _serve_table(request: Request, state: RestState, cache: SchemaCache,
-                       claims: dict[str, Any], schema: str, raw: bytes) -> Response:
+async def _serve_table(
+    request: Request,
+    state: RestState,
+    cache: SchemaCache,
+    claims: dict[str, Any],
+    schema: str,
+    raw: bytes,
+) -> Response:
     name = request.path_params["name"]
     table = _table(cache, schema, name)
     ctx = _context(request, cache, claims, f"/{name}")
@@ -246,8 +269,12 @@ async def _serve_table(request: Request, state: RestState, cache: SchemaCache,
         return await _read_table(request, state, table, ctx, prefer, single)
     query = parse_query(request.query_params.multi_items())
     if query.limit is not None or query.offset:
-        raise ApiError(400, "PGRST100", "failed to parse limit (mutation)",
-                       "limit/offset on writes is not supported by the local stack")
+        raise ApiError(
+            400,
+            "PGRST100",
+            "failed to parse limit (mutation)",
+            "limit/offset on writes is not supported by the local stack",
+        )
     minimal = prefer.ret != "representation"
     shape = query.shape()
     if prefer.ret == "headers-only" and table.primary_key:
@@ -260,12 +287,15 @@ async def _serve_table(request: Request, state: RestState, cache: SchemaCache,
     elif request.method == "PATCH":
         payload = _json_body(raw)
         if not isinstance(payload, dict):
-            raise ApiError(400, "PGRST102", "Empty or invalid json",
-                           "PATCH expects a JSON object")
+            raise ApiError(400, "PGRST102", "Empty or invalid json", "PATCH expects a JSON object")
         columns = list(query.columns or payload.keys())
         if not columns:
-            return Response("[]" if not minimal else b"", 200 if not minimal else 204,
-                            {"Content-Range": "*/*"}, media_type=JSON_TYPE)
+            return Response(
+                "[]" if not minimal else b"",
+                200 if not minimal else 204,
+                {"Content-Range": "*/*"},
+                media_type=JSON_TYPE,
+            )
         stmt, params = build.update(table, raw.decode(), columns, query.filters, minimal=minimal)
         status = 204 if minimal else 200
     elif request.method == "DELETE":
@@ -274,9 +304,16 @@ async def _serve_table(request: Request, state: RestState, cache: SchemaCache,
     else:
         raise ApiError(405, "PGRST117", f"Unsupported HTTP method: {request.method}")
     query_sql, all_params = build.wrap_mutation(
-        table, stmt, params, shape, minimal=minimal, single=single, count=prefer.count)
-    row = await run(state.pool, ctx, query_sql, all_params, read_only=False,
-                    check=_check_single if single else None)
+        table, stmt, params, shape, minimal=minimal, single=single, count=prefer.count
+    )
+    row = await run(
+        state.pool,
+        ctx,
+        query_sql,
+        all_params,
+        read_only=False,
+        check=_check_single if single else None,
+    )
     body, rows, total = row
     headers = {"Content-Range": f"*/{total if total is not None else '*'}"}
     if prefer.ret == "headers-only":
@@ -292,13 +329,18 @@ async def _serve_table(request: Request, state: RestState, cache: SchemaCache,
     return Response(body, status, headers, media_type=media)
 
 
-def _insert(table: Table, raw: bytes, payload: Any, query: Query, prefer: Prefer,
-            minimal: bool) -> tuple[sql.Composable, list[Any]]:
+def _insert(
+    table: Table, raw: bytes, payload: Any, query: Query, prefer: Prefer, minimal: bool
+) -> tuple[sql.Composable, list[Any]]:
     """The INSERT for a POST body. Raises ApiError PGRST102/PGRST204/PGRST100."""
     rows = [payload] if isinstance(payload, dict) else payload
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise ApiError(400, "PGRST102", "Empty or invalid json",
-                       "Expected a JSON object or an array of objects")
+        raise ApiError(
+            400,
+            "PGRST102",
+            "Empty or invalid json",
+            "Expected a JSON object or an array of objects",
+        )
     if query.columns is not None:
         columns = list(query.columns)
     else:
@@ -319,27 +361,46 @@ def _insert(table: Table, raw: bytes, payload: Any, query: Query, prefer: Prefer
     if prefer.resolution:
         conflict = query.on_conflict or table.primary_key or None
     return build.insert(
-        table, body, columns, missing_default=missing, conflict=conflict,
-        merge=prefer.resolution == "merge-duplicates", minimal=minimal,
+        table,
+        body,
+        columns,
+        missing_default=missing,
+        conflict=conflict,
+        merge=prefer.resolution == "merge-duplicates",
+        minimal=minimal,
     )
 
 
-async def _read_table(request: Request, state: RestState, table: Table, ctx: RequestContext,
-                      prefer: Prefer, single: bool) -> Response:
-    key = (state.holder.generation, table.schema, table.name, request.url.query, prefer.count,
-           single)
+async def _read_table(
+    request: Request,
+    state: RestState,
+    table: Table,
+    ctx: RequestContext,
+    prefer: Prefer,
+    single: bool,
+) -> Response:
+    key = (
+        state.holder.generation,
+        table.schema,
+        table.name,
+        request.url.query,
+        prefer.count,
+        single,
+    )
     plan = state.plans.get(key)
     if plan is None:
         query = parse_query(request.query_params.multi_items())
-        stmt, params = build.read(build.table_source(table), query.shape(), count=prefer.count,
-                                  single=single)
+        stmt, params = build.read(
+            build.table_source(table), query.shape(), count=prefer.count, single=single
+        )
         plan = (stmt.as_string(None), tuple(params), query.offset or 0)  # type: ignore[assignment]
         if len(state.plans) >= _PLAN_CACHE_SIZE:
             state.plans.clear()
         state.plans[key] = plan  # type: ignore[assignment]
     text, params, offset = plan  # type: ignore[misc]
-    row = await run(state.pool, ctx, text, params, read_only=True,
-                    check=_check_single if single else None)
+    row = await run(
+        state.pool, ctx, text, params, read_only=True, check=_check_single if single else None
+    )
     return _read_response(request, row, offset, single, prefer.count)
 
 
@@ -367,8 +428,14 @@ async def rpc_endpoint(request: Request) -> Response:
         return await _serve_rpc(request, state, cache, claims, schema, raw)
 
 
-async def _serve_rpc(request: Request, state: RestState, cache: SchemaCache,
-                     claims: dict[str, Any], schema: str, raw: bytes) -> Response:
+async def _serve_rpc(
+    request: Request,
+    state: RestState,
+    cache: SchemaCache,
+    claims: dict[str, Any],
+    schema: str,
+    raw: bytes,
+) -> Response:
     name = request.path_params["name"]
     ctx = _context(request, cache, claims, f"/rpc/{name}")
     prefer = Prefer.parse(request.headers.get("prefer"))
@@ -382,8 +449,12 @@ async def _serve_rpc(request: Request, state: RestState, cache: SchemaCache,
     else:
         payload = _json_body(raw)
         if not isinstance(payload, dict):
-            raise ApiError(400, "PGRST102", "Empty or invalid json",
-                           "Expected a JSON object of named arguments")
+            raise ApiError(
+                400,
+                "PGRST102",
+                "Empty or invalid json",
+                "Expected a JSON object of named arguments",
+            )
         query = parse_query(request.query_params.multi_items())
         args = payload
         body = raw.decode() if raw.strip() else "{}"
@@ -391,7 +462,8 @@ async def _serve_rpc(request: Request, state: RestState, cache: SchemaCache,
     if fn is None:
         listed = ", ".join(sorted(args))
         raise CacheMiss(
-            404, "PGRST202",
+            404,
+            "PGRST202",
             f"Could not find the function {schema}.{name}({listed}) in the schema cache",
             f"Searched for the function {schema}.{name} with parameters {listed} or with a "
             "single unnamed json/jsonb parameter, but no matches were found in the schema cache.",
@@ -407,10 +479,12 @@ async def _serve_rpc(request: Request, state: RestState, cache: SchemaCache,
     src = build.function_source(fn, args, body)
     scalar = not fn.returns_composite
     as_object = single or not fn.returns_set
-    stmt, params = build.read(src, query.shape(), count=prefer.count, single=as_object,
-                              scalar=scalar)
-    row = await run(state.pool, ctx, stmt, params, read_only=read_only,
-                    check=_check_single if single else None)
+    stmt, params = build.read(
+        src, query.shape(), count=prefer.count, single=as_object, scalar=scalar
+    )
+    row = await run(
+        state.pool, ctx, stmt, params, read_only=read_only, check=_check_single if single else None
+    )
     return _read_response(request, row, query.offset or 0, as_object, prefer.count)
 
 

@@ -14,22 +14,56 @@ from app.stack.gateway.errors import ApiError
 
 # Operators and the SQL they become (build.py); grouped by what their value looks like.
 COMPARISON_OPS = {
-    "eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=",
-    "like": "like", "ilike": "ilike", "match": "~", "imatch": "~*",
+    "eq": "=",
+    "neq": "<>",
+    "gt": ">",
+    "gte": ">=",
+    "lt": "<",
+    "lte": "<=",
+    "like": "like",
+    "ilike": "ilike",
+    "match": "~",
+    "imatch": "~*",
 }
 OTHER_BINARY_OPS = {
-    "isdistinct": "is distinct from", "cs": "@>", "cd": "<@", "ov": "&&",
-    "sl": "<<", "sr": ">>", "nxr": "&<", "nxl": "&>", "adj": "-|-",
+    "isdistinct": "is distinct from",
+    "cs": "@>",
+    "cd": "<@",
+    "ov": "&&",
+    "sl": "<<",
+    "sr": ">>",
+    "nxr": "&<",
+    "nxl": "&>",
+    "adj": "-|-",
 }
 FTS_OPS = {
-    "fts": "to_tsquery", "plfts": "plainto_tsquery", "phfts": "phraseto_tsquery",
+    "fts": "to_tsquery",
+    "plfts": "plainto_tsquery",
+    "phfts": "phraseto_tsquery",
     "wfts": "websearch_to_tsquery",
 }
 ALL_OPS = frozenset({*COMPARISON_OPS, *OTHER_BINARY_OPS, *FTS_OPS, "in", "is"})
-IS_VALUES = {"null": "null", "not_null": "not null", "true": "true", "false": "false",
-             "unknown": "unknown"}
-RESERVED = frozenset({"select", "order", "limit", "offset", "on_conflict", "columns",
-                      "or", "and", "not.or", "not.and"})
+IS_VALUES = {
+    "null": "null",
+    "not_null": "not null",
+    "true": "true",
+    "false": "false",
+    "unknown": "unknown",
+}
+RESERVED = frozenset(
+    {
+        "select",
+        "order",
+        "limit",
+        "offset",
+        "on_conflict",
+        "columns",
+        "or",
+        "and",
+        "not.or",
+        "not.and",
+    }
+)
 
 # A field name: anything but the grammar's punctuation; PostgREST allows spaces and more.
 _NAME = r'(?:"(?:[^"\\]|\\.)+"|[^.,:()"\->\s][^.,:()"\->]*)'
@@ -143,9 +177,11 @@ def parse_select(raw: str) -> tuple[SelectItem, ...]:
         if "(" in part or part.startswith("..."):
             name = part.split("(", 1)[0].split(":")[-1].lstrip(".").strip()
             raise ApiError(
-                400, "PGRST200",
+                400,
+                "PGRST200",
                 f"Could not find a relationship for '{name}' in the schema cache",
-                "Resource embedding is not supported by the local stack", None,
+                "Resource embedding is not supported by the local stack",
+                None,
             )
         alias: str | None = None
         cast: str | None = None
@@ -174,9 +210,9 @@ def parse_filter(field: Field, expr: str, whole: str) -> Filter:
     match = _OP_RE.match(op_text)
     if not dot or not match or match["op"] not in ALL_OPS:
         raise parse_error(
-            "filter", whole,
-            f'unexpected "{op_text[:20]}" expecting "not" or operator '
-            "(eq, gt, ...)",
+            "filter",
+            whole,
+            f'unexpected "{op_text[:20]}" expecting "not" or operator (eq, gt, ...)',
         )
     op, arg = match["op"], match["arg"]
     modifier = config = None
@@ -192,7 +228,8 @@ def parse_filter(field: Field, expr: str, whole: str) -> Filter:
     if op == "is":
         if value.lower() not in IS_VALUES:
             raise parse_error(
-                "filter", whole,
+                "filter",
+                whole,
                 'unexpected value expecting "null", "not_null", "true", "false" or "unknown"',
             )
         return Filter(field, op, value.lower(), negate)
@@ -236,8 +273,9 @@ def _parse_logic_body(conj: str, negate: bool, body: str, whole: str) -> Logic:
         sub = part[4:] if sub_negate else part
         for sub_conj in ("and", "or"):
             if sub.startswith(sub_conj + "("):
-                children.append(_parse_logic_body(sub_conj, sub_negate, sub[len(sub_conj):],
-                                                  whole))
+                children.append(
+                    _parse_logic_body(sub_conj, sub_negate, sub[len(sub_conj) :], whole)
+                )
                 break
         else:
             children.append(_parse_logic_leaf(part, whole))
@@ -255,8 +293,14 @@ def _parse_logic_leaf(part: str, whole: str) -> Filter:
     flt = parse_filter(field, match["expr"], whole)
     # Inside a tree, values may be double-quoted to carry commas and parentheses.
     if isinstance(flt.value, str) and len(flt.value) >= 2 and flt.value[0] == flt.value[-1] == '"':
-        flt = Filter(flt.field, flt.op, re.sub(r"\\(.)", r"\1", flt.value[1:-1]), flt.negate,
-                     flt.modifier, flt.config)
+        flt = Filter(
+            flt.field,
+            flt.op,
+            re.sub(r"\\(.)", r"\1", flt.value[1:-1]),
+            flt.negate,
+            flt.modifier,
+            flt.config,
+        )
     return flt
 
 
@@ -276,7 +320,8 @@ def parse_order(raw: str) -> tuple[OrderTerm, ...]:
                 nulls = modifier[5:]
             else:
                 raise parse_error(
-                    "order", raw,
+                    "order",
+                    raw,
                     f'unexpected "{modifier[:20]}" expecting "asc", "desc", "nullsfirst" '
                     'or "nullslast"',
                 )

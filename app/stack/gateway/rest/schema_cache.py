@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -164,7 +165,11 @@ async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
     cache = SchemaCache()
     for relid, schema, name, is_view in rels:
         cache.tables[(schema, name)] = Table(
-            schema, name, is_view, columns.get(relid, {}), keys.get(relid, ()),
+            schema,
+            name,
+            is_view,
+            columns.get(relid, {}),
+            keys.get(relid, ()),
         )
     for schema, name, names, types, ndefaults, rettype, retset, composite, void, vol in funcs:
         if len(names) != len(types) or any(n == "" for n in names):

@@ -10,8 +10,9 @@ committing (`.single()`) leave out the COMMIT and decide after reading the row.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 from psycopg import AsyncClientCursor, sql
@@ -42,7 +43,10 @@ class RequestContext:
 
     def settings_params(self) -> tuple[str, ...]:
         return (
-            self.role, json.dumps(self.claims, separators=(",", ":")), self.method, self.path,
+            self.role,
+            json.dumps(self.claims, separators=(",", ":")),
+            self.method,
+            self.path,
             json.dumps(self.headers, separators=(",", ":")),
             json.dumps(self.cookies, separators=(",", ":")),
             *(item for pair in self.role_settings for item in pair),
@@ -67,10 +71,15 @@ async def run(
     Raises ApiError for database errors (SQLSTATE mapped as PostgREST does)."""
     text = query if isinstance(query, str) else query.as_string(None)
     commit_now = check is None or read_only
-    script = "".join((
-        "begin read only;" if read_only else "begin;", ctx.settings_sql(), ";", text,
-        ";commit" if commit_now else "",
-    ))
+    script = "".join(
+        (
+            "begin read only;" if read_only else "begin;",
+            ctx.settings_sql(),
+            ";",
+            text,
+            ";commit" if commit_now else "",
+        )
+    )
     async with pool.connection() as conn:
         if not conn.autocommit:
             # The script carries its own BEGIN/COMMIT; without this psycopg adds another BEGIN.
