@@ -32,7 +32,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 if ! .venv/bin/python -c "import app, pytest, openai" >/dev/null 2>&1 \
-   || [ pyproject.toml -nt .venv/.installed ]; then
+   || [ ! -x .venv/bin/ruff ] || [ pyproject.toml -nt .venv/.installed ]; then
   echo "==> installing tokenmeter into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
   touch .venv/.installed
