@@ -1,14 +1,19 @@
-"""scripts/verify_pricing_migration.py as people run it (a subprocess), on scratch databases.
+"""scripts/verify_pricing_migration.py as people run it (a subprocess), on scratch databases
+pushed file by file with the real migrations, following docs/pricing.md ("Consolidation"):
 
-Two legacy flows, following the consolidation plan and tests/fixtures/legacy_pricing_state.sql:
-  * billing core, the legacy state, the catalog migration — everything before the
-    consolidation migration, which is where `pricing_consolidation_report()` and
-    `populate_model_pricing()` are defined, so the script cannot check yet (exit 2); after the
-    consolidation migration it passes;
-  * a migrated database put back in the legacy state: the script fails (exit 1) naming every
-    planted problem and what to do; after `select populate_model_pricing()` it passes; after
-    re-running the (re-runnable) consolidation migration it passes again.
-A fresh database passes (its one warning is not called PASSED); unreachable/unauthorized → 2.
+  * legacy database: billing core + seed, then tests/fixtures/legacy_pricing_state.sql where the
+    real legacy database has it (the legacy `models` table exists before the catalog migration),
+    then the catalog migration (the script cannot check yet: exit 2), then everything up to
+    20251101000007 (functions, views; the legacy storage is still there): the script fails
+    (exit 1) naming every planted problem; after `select populate_model_pricing()` it passes;
+    20251101000008 drops the legacy columns and pricing_tiers; the script passes again; the
+    later migrations still apply;
+  * the same on a fresh database: the script passes at every step and 20251101000008 changes
+    nothing;
+  * the abort path through the real file: a legacy price that cannot be copied makes the push
+    of 20251101000008 fail with consolidation_would_lose_prices naming the model, and nothing
+    (not even populate's copy) is kept; once fixed, the push succeeds.
+A warning is not called PASSED; unreachable/unauthorized -> 2.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from app.migrations import Migrator, migration_files, split_statements
+from app.migrations import MigrationError, Migrator, migration_files, split_statements
 from app.stack.postgres import BOOTSTRAP_SQL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +38,10 @@ SCRIPT = ROOT / "scripts" / "verify_pricing_migration.py"
 MIGRATIONS = ROOT / "supabase" / "migrations"
 SEED = ROOT / "supabase" / "seed.sql"
 LEGACY = ROOT / "tests" / "fixtures" / "legacy_pricing_state.sql"
-CONSOLIDATION = "20251101000002"
+CATALOG = "20251101000001"
+BEFORE_DROP = "20251101000007"  # the last pricing migration that keeps the legacy storage
+DROP = "20251101000008"  # 20251101000008_drop_legacy_pricing_storage.sql
+LEGACY_COLUMNS = {"pricing_prompt", "pricing_completion", "pricing_image", "pricing_request"}
 
 LEGACY_ERRORS = {
     "legacy_price_not_in_model_pricing",
@@ -91,40 +99,70 @@ def verify_json(url: str) -> tuple[int, dict]:
     return result.returncode, json.loads(result.stdout)
 
 
-def test_verify_before_consolidation_cannot_check_then_consolidation_passes(
+def legacy_storage(url: str) -> tuple[set[str], bool]:
+    """The legacy price columns models still has, and whether pricing_tiers exists."""
+    with psycopg.connect(url) as conn:
+        columns = {
+            row[0]
+            for row in conn.execute(
+                "select column_name::text from information_schema.columns "
+                "where table_schema = 'public' and table_name = 'models' "
+                "and column_name = any(%s)",
+                (sorted(LEGACY_COLUMNS),),
+            )
+        }
+        tiers = conn.execute("select to_regclass('public.pricing_tiers') is not null").fetchone()
+    return columns, bool(tiers and tiers[0])
+
+
+def public_columns(url: str) -> set[tuple[str, str, str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "select table_name::text, column_name::text, data_type::text "
+            "from information_schema.columns where table_schema = 'public'"
+        ).fetchall()
+    return set(rows)
+
+
+def applied_versions(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("select version from supabase_migrations.schema_migrations")
+        return {row[0] for row in rows}
+
+
+def populate(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("select public.populate_model_pricing()").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def migrate_legacy_database(url: str, tmp_path: Path) -> None:
+    """Billing core + seed, the legacy state where a real legacy database has it (before the
+    catalog migration), then every pricing migration up to 20251101000007."""
+    migrate(url, tmp_path, lambda v: v < "20251101", seed=True)
+    run_sql_file(url, LEGACY)
+    migrate(url, tmp_path, lambda v: v <= BEFORE_DROP, seed=False)
+
+
+def test_legacy_database_script_fails_populate_fixes_drop_migration_passes(
     scratch: str, tmp_path: Path
 ):
-    # Billing core + seed, the legacy state, then the catalog migration: not consolidated yet.
+    # Billing core + seed, the legacy state, the catalog migration: no report function yet.
     migrate(scratch, tmp_path, lambda v: v < "20251101", seed=True)
     run_sql_file(scratch, LEGACY)
-    migrate(scratch, tmp_path, lambda v: v < CONSOLIDATION, seed=False)
-
+    migrate(scratch, tmp_path, lambda v: v <= CATALOG, seed=False)
     missing = verify("--db-url", scratch)
     assert missing.returncode == 2, missing.stdout + missing.stderr
     assert "pricing_consolidation_report() does not exist" in missing.stderr
     assert "PASSED" not in missing.stdout
 
-    # The consolidation migration copies the legacy prices and drops the legacy storage.
-    migrate(scratch, tmp_path, lambda v: v <= CONSOLIDATION, seed=False)
-    code, report = verify_json(scratch)
-    assert code == 0 and report["passed"] is True, report
-    assert report["legacy_columns_present"] is False
-    with psycopg.connect(scratch) as conn:
-        row = conn.execute(
-            "select price_per_input_token, price_per_image, price_per_request from "
-            "public.model_pricing where provider_id = 'legacyco' and model_id = "
-            "'legacy-vision-1'"
-        ).fetchone()
-    assert row is not None and [str(v.normalize()) for v in row] == ["0.000003", "0.01", "0.001"]
+    # Up to 20251101000007: the functions and views exist, the legacy storage is untouched.
+    migrate(scratch, tmp_path, lambda v: v <= BEFORE_DROP, seed=False)
+    assert legacy_storage(scratch) == (LEGACY_COLUMNS, True)
+    assert DROP not in applied_versions(scratch)
 
-
-def test_verify_legacy_state_fails_names_problems_then_passes_after_populate(
-    scratch: str, tmp_path: Path
-):
-    # A migrated database put back in the legacy state (columns, tiers, drift, usage).
-    migrate(scratch, tmp_path, lambda v: True, seed=True)
-    run_sql_file(scratch, LEGACY)
-
+    # 1. The script fails and names every planted problem and what to do.
     failed = verify("--db-url", scratch)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     for name in LEGACY_ERRORS:
@@ -143,29 +181,113 @@ def test_verify_legacy_state_fails_names_problems_then_passes_after_populate(
     assert code == 1 and report["passed"] is False
     assert set(report["failed"]) == LEGACY_ERRORS
     assert set(report["todo"]) == LEGACY_ERRORS
+    assert report["legacy_columns_present"] is True and report["pricing_tiers_present"] is True
 
-    with psycopg.connect(scratch, autocommit=True) as conn:
-        conn.execute("select public.populate_model_pricing()")
+    # 2. populate_model_pricing() fixes them (4 rows, see the fixture), idempotently.
+    assert populate(scratch) == 4
+    assert populate(scratch) == 0
+
+    # 3. The script passes; the legacy storage is still there.
     fixed = verify("--db-url", scratch)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "FAILED" not in fixed.stdout
+    code, report = verify_json(scratch)
+    assert code == 0 and report["passed"] is True, report
+    assert report["legacy_columns_present"] is True
+    with psycopg.connect(scratch) as conn:
+        row = conn.execute(
+            "select price_per_input_token, price_per_image, price_per_request from "
+            "public.model_pricing where provider_id = 'legacyco' and model_id = "
+            "'legacy-vision-1'"
+        ).fetchone()
+    assert row is not None and [str(v.normalize()) for v in row] == ["0.000003", "0.01", "0.001"]
 
-    # Re-running the consolidation migration (re-runnable) drops the legacy storage again.
-    run_sql_file(
-        scratch, next(f.path for f in migration_files(MIGRATIONS) if f.version == CONSOLIDATION)
-    )
+    # 4. The drop migration drops the legacy columns and pricing_tiers.
+    migrate(scratch, tmp_path, lambda v: v <= DROP, seed=False)
+    assert DROP in applied_versions(scratch)
+    assert legacy_storage(scratch) == (set(), False)
+
+    # 5. The script passes again.
     code, report = verify_json(scratch)
     assert code == 0 and report["passed"] is True, report
     assert report["legacy_columns_present"] is False and report["pricing_tiers_present"] is False
 
+    # The later migrations apply on top, and the script still passes.
+    migrate(scratch, tmp_path, lambda v: True, seed=False)
+    assert applied_versions(scratch) == {f.version for f in migration_files(MIGRATIONS)}
+    final = verify("--db-url", scratch)
+    assert final.returncode == 0, final.stdout + final.stderr
 
-def test_verify_fresh_database_passes(scratch: str, tmp_path: Path):
-    migrate(scratch, tmp_path, lambda v: True, seed=True)
-    result = verify("--db-url", scratch)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "FAILED" not in result.stdout
+
+def test_fresh_database_script_passes_before_and_after_the_drop_migration(
+    scratch: str, tmp_path: Path
+):
+    migrate(scratch, tmp_path, lambda v: v < "20251101", seed=True)
+    migrate(scratch, tmp_path, lambda v: v <= BEFORE_DROP, seed=False)
+    assert legacy_storage(scratch) == (set(), False)
+
+    first = verify("--db-url", scratch)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "FAILED" not in first.stdout
+    code, report = verify_json(scratch)
+    assert code == 0 and report["failed"] == [] and report["legacy_columns_present"] is False
+
+    assert populate(scratch) == 0
     code, report = verify_json(scratch)
     assert code == 0 and report["failed"] == []
+
+    before = public_columns(scratch)
+    migrate(scratch, tmp_path, lambda v: v <= DROP, seed=False)
+    assert DROP in applied_versions(scratch)
+    assert public_columns(scratch) == before, "the drop migration is a no-op on a fresh database"
+    again = verify("--db-url", scratch)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "FAILED" not in again.stdout
+
+    migrate(scratch, tmp_path, lambda v: True, seed=False)
+    code, report = verify_json(scratch)
+    assert code == 0 and report["failed"] == []
+
+
+def test_drop_migration_aborts_naming_the_model_and_drops_nothing(scratch: str, tmp_path: Path):
+    migrate_legacy_database(scratch, tmp_path)
+    with psycopg.connect(scratch, autocommit=True) as conn:
+        conn.execute(
+            "insert into public.models (provider_id, model_id, pricing_prompt, "
+            "pricing_completion) values ('legacyco', 'legacy-broken-1', -0.000001, 0.000002)"
+        )
+        prices_before = conn.execute("select count(*) from public.model_pricing").fetchone()
+
+    # The push runs populate itself, then the DO block aborts: the negative price cannot be
+    # copied, so dropping the columns would lose it.
+    with pytest.raises(MigrationError) as failure:
+        migrate(scratch, tmp_path, lambda v: v <= DROP, seed=False)
+    message = str(failure.value)
+    assert "20251101000008_drop_legacy_pricing_storage.sql" in message
+    assert "consolidation_would_lose_prices" in message
+    assert "legacyco/legacy-broken-1" in message
+
+    # Nothing was dropped or kept: not the storage, not populate's copies, not the history row.
+    assert legacy_storage(scratch) == (LEGACY_COLUMNS, True)
+    assert DROP not in applied_versions(scratch)
+    with psycopg.connect(scratch) as conn:
+        prices_after = conn.execute("select count(*) from public.model_pricing").fetchone()
+        tiers = conn.execute("select count(*) from public.pricing_tiers").fetchone()
+    assert prices_after == prices_before and tiers == (1,)
+    failed = verify("--db-url", scratch)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "legacyco/legacy-broken-1" in failed.stdout
+
+    # Fixed, the same push copies everything and drops the legacy storage.
+    with psycopg.connect(scratch, autocommit=True) as conn:
+        conn.execute(
+            "update public.models set pricing_prompt = 0.000001 "
+            "where provider_id = 'legacyco' and model_id = 'legacy-broken-1'"
+        )
+    migrate(scratch, tmp_path, lambda v: v <= DROP, seed=False)
+    assert legacy_storage(scratch) == (set(), False)
+    code, report = verify_json(scratch)
+    assert code == 0 and report["passed"] is True, report
 
 
 def test_verify_warning_is_not_reported_as_passed_and_strict_fails(scratch: str, tmp_path: Path):

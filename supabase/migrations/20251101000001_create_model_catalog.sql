@@ -18,7 +18,8 @@
 --   * public.price_audit: every insert / update / delete of a price (or alias, migration 3) with
 --     who (role, user id), when, old → new. Filled by a trigger, so ANY change is audited.
 -- Works on a fresh database and on one in the legacy state (a `models` table already exists,
--- possibly with the legacy pricing_* columns — 20251101000002 consolidates those).
+-- possibly with the legacy pricing_* columns — 20251101000002 defines the tools that copy and
+-- check them, 20251101000008 drops them).
 
 -- ── models ─────────────────────────────────────────────────────────────────────────────────
 create table if not exists public.models (

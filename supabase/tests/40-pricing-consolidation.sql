@@ -1,10 +1,14 @@
--- 40-pricing-consolidation.sql — the consolidation workflow of docs/pricing.md, end to end:
---   fresh database: the report passes, populate copies nothing, the migration is a no-op;
+-- 40-pricing-consolidation.sql — the consolidation workflow of docs/pricing.md, end to end,
+-- on the migrated database (the legacy state is planted again inside this test's transaction):
+--   fresh database: the report passes, populate copies nothing, the drop migration
+--   (20251101000008_drop_legacy_pricing_storage.sql, run again here with \ir) is a no-op;
 --   legacy state (tests/fixtures/legacy_pricing_state.sql): the report fails naming each planted
---   problem, populate_model_pricing() fixes them (idempotently), the report passes, the
---   consolidation migration (run again here with \ir) drops the legacy storage, passes again;
---   the abort path: a legacy price that cannot be copied stops the migration's DO block with a
---   message naming the model, and nothing is dropped.
+--   problem, populate_model_pricing() fixes them (idempotently), the report passes, the drop
+--   migration drops the legacy storage, the report passes again;
+--   the abort path: a legacy price that cannot be copied makes private.assert_consolidation_safe()
+--   (what the drop migration's DO block calls before dropping) raise a message naming the model,
+--   and nothing is dropped. tests/test_verify_pricing_migration.py runs the same workflow through
+--   the migration files themselves, on scratch databases, including the DO block's abort.
 BEGIN;
 SELECT plan(33);
 set local client_min_messages = warning;
@@ -33,11 +37,11 @@ select is(public.populate_model_pricing(), 0, 'fresh database: populate copies n
 create temporary table schema_before as
   select table_name::text, column_name::text from information_schema.columns
   where table_schema = 'public';
-\ir ../migrations/20251101000002_consolidate_model_pricing.sql
+\ir ../migrations/20251101000008_drop_legacy_pricing_storage.sql
 select set_eq($$select table_name::text, column_name::text from information_schema.columns
                 where table_schema = 'public'$$,
   $$select * from schema_before$$,
-  'fresh database: the consolidation migration is a no-op on the schema');
+  'fresh database: the drop migration is a no-op on the schema');
 
 -- ── Legacy state ───────────────────────────────────────────────────────────────────────────
 \ir ../../tests/fixtures/legacy_pricing_state.sql
@@ -94,13 +98,13 @@ select ok(exists (select 1 from public.price_audit a where a.model_id = 'legacy-
                   and a.action = 'insert' and a.actor_role = 'postgres'),
   'populate''s changes are audited');
 
--- the migration drops the legacy storage; the report still passes
-\ir ../migrations/20251101000002_consolidate_model_pricing.sql
-select hasnt_column('public', 'models', 'pricing_prompt', 'the migration drops the legacy columns');
-select hasnt_table('public', 'pricing_tiers', 'the migration drops pricing_tiers');
+-- the drop migration drops the legacy storage; the report still passes
+\ir ../migrations/20251101000008_drop_legacy_pricing_storage.sql
+select hasnt_column('public', 'models', 'pricing_prompt', 'the drop migration drops the legacy columns');
+select hasnt_table('public', 'pricing_tiers', 'the drop migration drops pricing_tiers');
 insert into report_of values ('dropped', public.pricing_consolidation_report());
 select is((select (r ->> 'passed')::boolean from report_of where step = 'dropped'), true,
-  'after the migration the report passes again');
+  'after the drop migration the report passes again');
 select is((select (r ->> 'legacy_columns_present')::boolean from report_of where step = 'dropped'),
   false, 'the report runs without the legacy columns');
 select is((select pricing_prompt from public.models_legacy_pricing
@@ -114,7 +118,7 @@ values ('legacyco', 'legacy-broken-1', -0.000001, 0.000002);
 select lives_ok('select public.populate_model_pricing()', 'populate skips a legacy price it cannot copy');
 select throws_ok($t$ do $d$ begin perform private.assert_consolidation_safe(); end $d$ $t$,
   'P0001', 'consolidation_would_lose_prices',
-  'the DO block aborts when a legacy price could not be copied');
+  'the drop migration''s guard aborts when a legacy price could not be copied');
 select throws_like($t$ do $d$ begin perform private.assert_consolidation_safe(); end $d$ $t$,
   '%consolidation_would_lose_prices%',
   'the abort raises consolidation_would_lose_prices');

@@ -1,17 +1,20 @@
--- 20251101000002_consolidate_model_pricing.sql
+-- 20251101000002_pricing_consolidation_functions.sql
 --
 -- Consolidation plan (shared seed 004), phase 3: model_pricing is the ONLY source of prices.
--- On a database in the legacy state (models.pricing_prompt / pricing_completion / pricing_image
--- / pricing_request, plus an unused pricing_tiers table) this migration
---   1. copies the legacy prices into model_pricing (public.populate_model_pricing(), idempotent);
---   2. verifies in a DO block that dropping the legacy storage loses nothing
---      (private.assert_consolidation_safe(): aborts naming every model that would lose a price);
---   3. drops the legacy columns and pricing_tiers.
--- On a fresh database the DO block finds no legacy storage and steps 1-3 are no-ops: both end
--- in the same schema. Every statement is re-runnable (create or replace / if exists), so the
--- file can be applied again after tests/fixtures/legacy_pricing_state.sql.
--- Also: public.pricing_consolidation_report() (the verification script's checks, runnable from
--- the SQL editor) and the plan's views, all reading the version of a price in effect now.
+-- This file defines the tools of the consolidation and changes no data and no legacy storage:
+--   * public.populate_model_pricing(): copies the legacy prices (models.pricing_prompt /
+--     pricing_completion / pricing_image / pricing_request, and single pricing_tiers rows as
+--     the long-context tier) into model_pricing; idempotent;
+--   * public.pricing_consolidation_report(): the checks of scripts/verify_pricing_migration.py,
+--     runnable from the SQL editor;
+--   * private.assert_consolidation_safe(): aborts naming every model that would lose a price;
+--   * the plan's views, all reading the version of a price in effect now.
+-- Everything here works with AND without the legacy storage (dynamic SQL, checked at run time),
+-- because the storage stays in place until the LAST pricing migration,
+-- 20251101000008_drop_legacy_pricing_storage.sql, which runs populate itself, verifies with
+-- private.assert_consolidation_safe() and only then drops it. In between, a team in the legacy
+-- state runs the verification script and populate_model_pricing() (docs/pricing.md,
+-- "Consolidation"). Every statement is re-runnable (create or replace).
 -- Legacy units: pricing_prompt / pricing_completion are per token (like model_pricing),
 -- pricing_image per image, pricing_request per request; NULL image/request means 0.
 -- Error codes (catalog: 20251018000005): 42501 forbidden; P0001 consolidation_would_lose_prices.
@@ -358,7 +361,8 @@ $$;
 
 -- private.assert_consolidation_safe(): raises P0001 consolidation_would_lose_prices naming
 -- every model whose legacy price or tier is not (identically) in model_pricing. The DO block
--- below calls it right before dropping the legacy storage.
+-- of 20251101000008_drop_legacy_pricing_storage.sql calls it right before dropping the legacy
+-- storage.
 create or replace function private.assert_consolidation_safe() returns void
 language plpgsql stable set search_path = '' as $$
 declare
@@ -379,26 +383,6 @@ begin
   end if;
 end
 $$;
-
--- ── Consolidate: copy, verify, drop (no-ops on a fresh database) ─────────────────────────
-do $$
-begin
-  if not private.has_legacy_pricing() and to_regclass('public.pricing_tiers') is null then
-    raise notice 'no legacy pricing storage: nothing to consolidate';
-    return;
-  end if;
-  raise notice 'populate_model_pricing() copied % price rows',
-    public.populate_model_pricing();
-  perform private.assert_consolidation_safe();
-end
-$$;
-
-alter table public.models
-  drop column if exists pricing_prompt,
-  drop column if exists pricing_completion,
-  drop column if exists pricing_image,
-  drop column if exists pricing_request;
-drop table if exists public.pricing_tiers;
 
 comment on table public.model_pricing is
   'SINGLE SOURCE OF TRUTH for model prices: one row per price version. Look a price up '
