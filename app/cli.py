@@ -113,6 +113,9 @@ def db_push(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Show what would be applied; change nothing."
     ),
+    up_to: str | None = typer.Option(
+        None, "--up-to", help="Apply pending migrations up to this version only (tokenmeter's own)."
+    ),
 ) -> None:
     """Apply pending migrations, each file in one transaction with its history row."""
     from app.migrations import MigrationError, Migrator
@@ -124,6 +127,7 @@ def db_push(
                 include_seed=include_seed,
                 dry_run=dry_run,
                 progress=lambda msg: status.update(msg),
+                up_to=up_to,
             )
     except MigrationError as exc:
         fail(str(exc))

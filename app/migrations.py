@@ -134,9 +134,21 @@ class Migrator:
             )
         return rows
 
-    def plan(self, conn: psycopg.Connection, include_all: bool, include_seed: bool) -> PushPlan:
+    def plan(
+        self,
+        conn: psycopg.Connection,
+        include_all: bool,
+        include_seed: bool,
+        up_to: str | None = None,
+    ) -> PushPlan:
         applied = self.applied_versions(conn)
         files = migration_files(self.migrations_dir)
+        if up_to is not None:
+            if not up_to.isdigit():
+                raise MigrationError(f"--up-to must be a migration version (digits), got {up_to!r}")
+            # Our extension of the CLI's push: stop at a version, e.g. to run the pricing
+            # verification script before the migration that drops the legacy columns.
+            files = [f for f in files if int(f.version) <= int(up_to)]
         pending = [f for f in files if f.version not in applied]
         newest = max((int(v) for v in applied), default=None)
         out_of_order = [f for f in pending if newest is not None and int(f.version) < newest]
@@ -167,11 +179,13 @@ class Migrator:
         include_seed: bool = False,
         dry_run: bool = False,
         progress: Callable[[str], None] = lambda _msg: None,
+        up_to: str | None = None,
     ) -> PushPlan:
-        """Apply pending migrations (and seeds when asked). Returns what was (or would be) done."""
+        """Apply pending migrations (and seeds when asked), those up to version `up_to` when
+        given. Returns what was (or would be) done."""
         with self._connect() as conn:
             conn.autocommit = True
-            plan = self.plan(conn, include_all, include_seed)
+            plan = self.plan(conn, include_all, include_seed, up_to)
             if dry_run:
                 return plan
             if plan.pending or plan.seeds:

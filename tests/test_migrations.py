@@ -190,3 +190,17 @@ def test_cli_db_push_and_status_json_against_db_url(scratch_db: str, tmp_path: P
     assert '"applied": true' in status.stdout
     bad = runner.invoke(app, ["db", "push", "--db-url", "postgresql://nobody:x@127.0.0.1:1/none"])
     assert bad.exit_code == 1 and "cannot connect" in bad.output
+
+
+def test_push_up_to_version_stops_there_and_rejects_non_versions(scratch_db: str, tmp_path: Path):
+    folder = tmp_path / "m"
+    write(folder, "1_a.sql", "create table a (x int);")
+    write(folder, "2_b.sql", "create table b (x int);")
+    write(folder, "3_c.sql", "create table c (x int);")
+    plan = Migrator(scratch_db, folder, []).push(up_to="2")
+    assert [f.version for f in plan.pending] == ["1", "2"]
+    assert [row[0] for row in history(scratch_db)] == ["1", "2"]
+    with pytest.raises(MigrationError, match="--up-to must be a migration version"):
+        Migrator(scratch_db, folder, []).push(up_to="latest")
+    Migrator(scratch_db, folder, []).push()
+    assert [row[0] for row in history(scratch_db)] == ["1", "2", "3"]
