@@ -56,7 +56,8 @@ def test_invoke_health_sync_client_returns_ok(api_url: str, anon_key: str, http:
         api_url, anon_key, ClientOptions(httpx_client=http, auto_refresh_token=False)
     )
     answer = client.functions.invoke("health", {"responseType": "json"})
-    assert answer["status"] == "ok" and answer["checks"] == {"auth": "ok"}
+    assert answer["status"] == "ok" and answer["checks"] == {"auth": "ok", "database": "ok"}
+    assert answer["price_rows"] > 0  # counted through REST by supabase-js
     assert answer["env"] == {
         "SUPABASE_URL": True,
         "SUPABASE_ANON_KEY": True,

@@ -1,7 +1,7 @@
 // Health check of the deployed stack: answers {"status":"ok"} when the function runtime can reach
-// the Auth API, and through it the database (listing one user reads auth.users), with the
-// service key. It needs no table of ours, so it works on a fresh project. It reports which
-// Supabase environment variables are set (never their values).
+// the Auth API (listing one user reads auth.users) and the database through the REST API
+// (counting the price list, which tokenmeter's migrations create), with the service key.
+// It reports which Supabase environment variables are set (never their values).
 import { createClient } from "npm:@supabase/supabase-js@2";
 
 const ENV_NAMES = ["SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_DB_URL"];
@@ -28,9 +28,18 @@ Deno.serve(async (req: Request) => {
   });
   const started = performance.now();
   const { error } = await supabase.auth.admin.listUsers({ page: 1, perPage: 1 });
-  const latencyMs = Math.round(performance.now() - started);
   if (error) {
     return json({ status: "error", error: "auth_unreachable", detail: error.message, env }, 503);
   }
-  return json({ status: "ok", checks: { auth: "ok" }, latency_ms: latencyMs, env });
+  const prices = await supabase.from("model_pricing").select("id", { count: "exact", head: true });
+  if (prices.error) {
+    return json({ status: "error", error: "database_unreachable", detail: prices.error.message, env }, 503);
+  }
+  return json({
+    status: "ok",
+    checks: { auth: "ok", database: "ok" },
+    price_rows: prices.count,
+    latency_ms: Math.round(performance.now() - started),
+    env,
+  });
 });
