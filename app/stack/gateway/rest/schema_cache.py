@@ -231,11 +231,14 @@ class SchemaCacheHolder:
 
         NOTIFY may reach us a moment after the migration's COMMIT, so a miss right after DDL
         reloads at once. Forced reloads are at most one per second, so unknown names cannot
-        be used to hammer the catalog."""
+        be used to hammer the catalog; within that second a miss waits briefly for the NOTIFY
+        of DDL that has just committed instead (a rate limit must not hide a real change)."""
         if not self._dirty.is_set() and self._idle.is_set():
             now = time.monotonic()
             if now - self._last_forced < 1.0:
-                return self.cache
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._dirty.wait(), timeout=0.25)
+                return await self.settled()
             self._last_forced = now
             self._dirty.set()
             await asyncio.sleep(0)
