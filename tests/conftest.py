@@ -103,6 +103,28 @@ def new_client(api_url: str) -> Iterator[Callable[[str], Client]]:
         http.close()
 
 
+@pytest.fixture()
+def signed_up_user(
+    new_client: Callable[[str], Client], anon_key: str
+) -> Callable[[], tuple[str, Client]]:
+    """Signs a new user up through the Auth API with the anon key, as an app does:
+    (user id, a client signed in as them)."""
+
+    def make() -> tuple[str, Client]:
+        client = new_client(anon_key)
+        response = client.auth.sign_up({"email": random_email(), "password": "correct-horse-9"})
+        assert response.user is not None and response.session is not None
+        return response.user.id, client
+
+    return make
+
+
+@pytest.fixture()
+def sign_up(signed_up_user: Callable[[], tuple[str, Client]]) -> Callable[[], str]:
+    """Signs a new user up; returns their id."""
+    return lambda: signed_up_user()[0]
+
+
 def random_email() -> str:
     return f"user-{uuid.uuid4().hex[:12]}@example.com"
 

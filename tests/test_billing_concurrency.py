@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 import httpx
 import psycopg
 import pytest
-from conftest import random_email
 
 from app.errors import InsufficientBalance, TokenmeterError
 from app.meter import AsyncMeter, Meter
@@ -30,18 +29,6 @@ from supabase import AsyncClientOptions, Client, acreate_client
 PASSWORD = "correct-horse-9"
 TIMEOUT = 90  # seconds for a whole concurrent run: far above normal (a few s), below hanging
 T = TypeVar("T")
-
-
-@pytest.fixture()
-def sign_up(new_client: Callable[[str], Client], anon_key: str) -> Callable[[], str]:
-    def make() -> str:
-        response = new_client(anon_key).auth.sign_up(
-            {"email": random_email(), "password": PASSWORD}
-        )
-        assert response.user is not None
-        return response.user.id
-
-    return make
 
 
 @pytest.fixture()

@@ -15,7 +15,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import random_email
 from postgrest import APIError
 
 from app.meter import Meter
@@ -25,19 +24,6 @@ PASSWORD = "correct-horse-9"
 
 
 # ── fixtures and helpers ──────────────────────────────────────────────────────────────────
-@pytest.fixture()
-def sign_up(new_client: Callable[[str], Client], anon_key: str) -> Callable[[], tuple[str, Client]]:
-    """A new user through `auth.sign_up` with the anon key: (user id, their signed-in client)."""
-
-    def make() -> tuple[str, Client]:
-        client = new_client(anon_key)
-        response = client.auth.sign_up({"email": random_email(), "password": PASSWORD})
-        assert response.user is not None and response.session is not None
-        return response.user.id, client
-
-    return make
-
-
 @pytest.fixture()
 def anon(new_client: Callable[[str], Client], anon_key: str) -> Client:
     return new_client(anon_key)
@@ -93,8 +79,8 @@ def activity(service: Meter, user_id: str) -> str:
 
 
 # ── reading ───────────────────────────────────────────────────────────────────────────────
-def test_new_user_reads_own_balance_at_zero(sign_up):
-    user_id, client = sign_up()
+def test_new_user_reads_own_balance_at_zero(signed_up_user):
+    user_id, client = signed_up_user()
     rows = client.table("user_balances").select("user_id,balance::text,currency").execute().data
     assert rows == [{"user_id": user_id, "balance": "0.000000000000", "currency": "USD"}]
     mine = client.rpc("my_balance", {}).execute().data
@@ -107,9 +93,9 @@ def test_new_user_reads_own_balance_at_zero(sign_up):
     }
 
 
-def test_user_reads_own_balance_usage_ledger_and_holds_only(sign_up, service):
-    alice, alice_client = sign_up()
-    bob, _ = sign_up()
+def test_user_reads_own_balance_usage_ledger_and_holds_only(signed_up_user, service):
+    alice, alice_client = signed_up_user()
+    bob, _ = signed_up_user()
     alice_request = activity(service, alice)
     activity(service, bob)
     balances = alice_client.table("user_balances").select("user_id").execute().data
@@ -128,9 +114,9 @@ def test_user_reads_own_balance_usage_ledger_and_holds_only(sign_up, service):
     assert (mine["balance"], mine["held"], mine["available"]) == ("1.99979", "0.25", "1.74979")
 
 
-def test_user_meter_usage_reads_own_records_exactly_and_nobody_elses(sign_up, service):
-    alice, alice_client = sign_up()
-    bob, _ = sign_up()
+def test_user_meter_usage_reads_own_records_exactly_and_nobody_elses(signed_up_user, service):
+    alice, alice_client = signed_up_user()
+    bob, _ = signed_up_user()
     alice_request = activity(service, alice)
     activity(service, bob)
     as_alice = Meter(alice_client)
@@ -142,15 +128,15 @@ def test_user_meter_usage_reads_own_records_exactly_and_nobody_elses(sign_up, se
 @pytest.mark.parametrize(
     "table", ["user_balances", "usage_records", "ledger_entries", "credit_reservations"]
 )
-def test_user_filters_on_other_user_reads_nothing(sign_up, service, table):
-    _alice, alice_client = sign_up()
-    bob, _ = sign_up()
+def test_user_filters_on_other_user_reads_nothing(signed_up_user, service, table):
+    _alice, alice_client = signed_up_user()
+    bob, _ = signed_up_user()
     activity(service, bob)
     assert alice_client.table(table).select("*").eq("user_id", bob).execute().data == []
 
 
-def test_user_reads_price_list_and_estimates_cost(sign_up):
-    _, client = sign_up()
+def test_user_reads_price_list_and_estimates_cost(signed_up_user):
+    _, client = signed_up_user()
     row = (
         client.table("model_pricing")
         .select("provider_id,price_per_input_token::text")
@@ -171,8 +157,8 @@ def test_user_reads_price_list_and_estimates_cost(sign_up):
 
 
 @pytest.mark.parametrize("table", ["billing_settings", "signup_errors"])
-def test_user_reads_operator_tables_is_denied(sign_up, table):
-    _, client = sign_up()
+def test_user_reads_operator_tables_is_denied(signed_up_user, table):
+    _, client = signed_up_user()
     denied(client.table(table).select("*"))
 
 
@@ -203,20 +189,20 @@ def test_anon_calls_my_balance_is_denied(anon):
 
 
 # ── changing balances ─────────────────────────────────────────────────────────────────────
-def test_user_updates_own_balance_is_denied_and_unchanged(sign_up, db):
-    user_id, client = sign_up()
+def test_user_updates_own_balance_is_denied_and_unchanged(signed_up_user, db):
+    user_id, client = signed_up_user()
     denied(client.table("user_balances").update({"balance": 1000}).eq("user_id", user_id))
     assert stored_balance(db, user_id) == 0
 
 
-def test_user_deletes_own_balance_is_denied_and_row_kept(sign_up, db):
-    user_id, client = sign_up()
+def test_user_deletes_own_balance_is_denied_and_row_kept(signed_up_user, db):
+    user_id, client = signed_up_user()
     denied(client.table("user_balances").delete().eq("user_id", user_id))
     assert stored_balance(db, user_id) == 0
 
 
-def test_user_upserts_own_balance_is_denied_and_unchanged(sign_up, db):
-    user_id, client = sign_up()
+def test_user_upserts_own_balance_is_denied_and_unchanged(signed_up_user, db):
+    user_id, client = signed_up_user()
     denied(client.table("user_balances").upsert({"user_id": user_id, "balance": 1000}))
     assert stored_balance(db, user_id) == 0
 
@@ -231,8 +217,8 @@ def test_user_upserts_own_balance_is_denied_and_unchanged(sign_up, db):
         {"balance": -1},
     ],
 )
-def test_user_inserts_own_balance_with_explicit_values_is_denied(sign_up, db, row):
-    user_id, client = sign_up()
+def test_user_inserts_own_balance_with_explicit_values_is_denied(signed_up_user, db, row):
+    user_id, client = signed_up_user()
     # Start from a missing row (the fallback case the insert policy exists for).
     db.execute("delete from public.user_balances where user_id = %s", (user_id,))
     denied(client.table("user_balances").insert({"user_id": user_id, **row}))
@@ -242,9 +228,9 @@ def test_user_inserts_own_balance_with_explicit_values_is_denied(sign_up, db, ro
     assert stored_balance(db, user_id) == 0
 
 
-def test_user_inserts_balance_for_other_user_is_denied(sign_up, db, service):
-    _alice, alice_client = sign_up()
-    bob, _ = sign_up()
+def test_user_inserts_balance_for_other_user_is_denied(signed_up_user, db, service):
+    _alice, alice_client = signed_up_user()
+    bob, _ = signed_up_user()
     db.execute("delete from public.user_balances where user_id = %s", (bob,))
     error = denied(alice_client.table("user_balances").insert({"user_id": bob}))
     assert "row-level security" in (error.message or "")
@@ -253,8 +239,8 @@ def test_user_inserts_balance_for_other_user_is_denied(sign_up, db, service):
     assert stored_balance(db, bob) == 1
 
 
-def test_user_inserts_second_own_balance_conflicts_and_unchanged(sign_up, db, service):
-    user_id, client = sign_up()
+def test_user_inserts_second_own_balance_conflicts_and_unchanged(signed_up_user, db, service):
+    user_id, client = signed_up_user()
     service.top_up(user_id=user_id, amount=Decimal(3), reference=rid())
     with pytest.raises(APIError) as info:
         client.table("user_balances").insert({"user_id": user_id}).execute()
@@ -302,8 +288,10 @@ def _write(client: Client, table: str, op: str, user_id: str) -> Any:
 
 @pytest.mark.parametrize("op", ["insert", "update", "delete"])
 @pytest.mark.parametrize("table", ["ledger_entries", "usage_records", "credit_reservations"])
-def test_user_writes_money_table_is_denied_and_nothing_changes(sign_up, service, db, table, op):
-    user_id, client = sign_up()
+def test_user_writes_money_table_is_denied_and_nothing_changes(
+    signed_up_user, service, db, table, op
+):
+    user_id, client = signed_up_user()
     activity(service, user_id)
     before = (counts(db, user_id), stored_balance(db, user_id))
     denied(_write(client, table, op, user_id))
@@ -350,8 +338,10 @@ SERVICE_RPCS: dict[str, Callable[[str, str], dict[str, Any]]] = {
 
 
 @pytest.mark.parametrize("rpc", sorted(SERVICE_RPCS))
-def test_user_calls_service_only_function_is_denied_and_nothing_written(sign_up, service, db, rpc):
-    user_id, client = sign_up()
+def test_user_calls_service_only_function_is_denied_and_nothing_written(
+    signed_up_user, service, db, rpc
+):
+    user_id, client = signed_up_user()
     request_id = activity(service, user_id)  # an existing request: settle/refund would act on it
     before = (counts(db, user_id), stored_balance(db, user_id))
     error = denied(client.rpc(rpc, SERVICE_RPCS[rpc](user_id, request_id)))
@@ -364,8 +354,8 @@ def test_anon_calls_service_only_function_is_denied(anon, rpc):
     denied(anon.rpc(rpc, SERVICE_RPCS[rpc](str(uuid.uuid4()), rid())))
 
 
-def test_user_my_balance_follows_service_movements(sign_up, service):
-    user_id, client = sign_up()
+def test_user_my_balance_follows_service_movements(signed_up_user, service):
+    user_id, client = signed_up_user()
     service.top_up(user_id=user_id, amount=Decimal("0.000000000003"), reference=rid())
     service.reserve(user_id=user_id, request_id=rid(), amount=Decimal("0.000000000001"))
     mine = client.rpc("my_balance", {}).execute().data

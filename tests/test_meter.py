@@ -42,20 +42,6 @@ FREE_MODEL = ("openrouter", "meta-llama/llama-3.3-70b-instruct:free")
 
 # ── fixtures and helpers ──────────────────────────────────────────────────────────────────
 @pytest.fixture()
-def sign_up(new_client: Callable[[str], Client], anon_key: str) -> Callable[[], str]:
-    """Signs a new user up through the Auth API (as the demo does); returns their id."""
-
-    def make() -> str:
-        response = new_client(anon_key).auth.sign_up(
-            {"email": random_email(), "password": PASSWORD}
-        )
-        assert response.user is not None
-        return response.user.id
-
-    return make
-
-
-@pytest.fixture()
 def service(new_client: Callable[[str], Client], service_key: str) -> Client:
     return new_client(service_key)
 
