@@ -1,7 +1,7 @@
 -- 20251201000003_set_based_usage_batch.sql
 --
--- record_usage_batch, set-based: the same contract and the same results (20251018000008,
--- 20251201000001), in a handful of statements over the whole batch instead of ~6 per record.
+-- record_usage_batch, set-based: the same contract and results as 20251018000008, plus the
+-- replay of a stored request_id before pricing (bug 4 of 20251201000001), in a handful of statements over the whole batch instead of ~6 per record.
 -- Why: the per-record loop (an exception block, check_usage, a replay probe, assert_user_exists,
 -- prepare_usage, insert_usage and one balance update per user) held the batch to ~6,300
 -- records/s (docs/benchmarks.md); the issue asks for 20,000 with idempotency and balance
@@ -138,7 +138,7 @@ $$;
 
 -- ── record_usage_batch ────────────────────────────────────────────────────────────────────
 -- public.record_usage_batch(records) → {results: [...], recorded, replayed, failed}.
--- Contract unchanged (20251018000008, 20251201000001). records: JSON array of 1 to 1000 objects
+-- Contract unchanged (20251018000008). records: JSON array of 1 to 1000 objects
 -- with record_usage's parameter names as keys (user_id, model, input_tokens, output_tokens,
 -- request_id, provider, cached_input_tokens, metadata, occurred_at, latency_ms, status).
 -- results[i] (same order as records):
