@@ -5,7 +5,9 @@ Thin by design: parse, call `Meter`, render. Users are given by id or email.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 
 import typer
@@ -22,22 +24,28 @@ USER_HELP = "User id (uuid) or email."
 JSON_HELP = "Machine-readable output."
 
 
-def _meter() -> Meter:
+@contextlib.contextmanager
+def _meter() -> Iterator[Meter]:
+    """The Meter for one command: our errors become a message and an exit code, and its
+    connections are closed afterwards."""
     with handle_errors():
-        return Meter.from_env()
-    raise AssertionError("unreachable")  # handle_errors exits on error
+        meter = Meter.from_env()
+    try:
+        with handle_errors():
+            yield meter
+    finally:
+        meter.close()
 
 
 def _user_id(meter: Meter, user: str) -> str:
+    """The id of a user given by id or email (raises NotFound for an unknown email)."""
     try:
         return str(uuid.UUID(user))
     except ValueError:
         pass
     if "@" not in user:
         fail(f"user must be a uuid or an email address, got {user!r}")
-    with handle_errors():
-        return meter.user_id_for_email(email=user)
-    raise AssertionError("unreachable")
+    return meter.user_id_for_email(email=user)
 
 
 def _decimal(value: str, name: str) -> Decimal:
@@ -50,7 +58,7 @@ def _decimal(value: str, name: str) -> Decimal:
     return amount
 
 
-def _balance_table(check: BalanceCheck) -> Table:
+def balance_table(check: BalanceCheck) -> Table:
     table = Table("user", "balance", "held", "available")
     table.add_row(
         check.user_id[:8] + "…",
@@ -61,7 +69,7 @@ def _balance_table(check: BalanceCheck) -> Table:
     return table
 
 
-def _usage_table(rows: list[UsageRecord] | list[UsageResult], title: str = "usage") -> Table:
+def usage_table(rows: list[UsageRecord] | list[UsageResult], title: str = "usage") -> Table:
     currency = rows[0].currency if rows else "USD"
     table = Table(
         "request", "model", "in", "cached", "out", f"cost {currency}", "at (UTC)", title=title
@@ -86,13 +94,12 @@ def balance_show(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Balance, credit held by open reservations, and what is available."""
-    meter = _meter()
-    with handle_errors():
+    with _meter() as meter:
         check = meter.balance(user_id=_user_id(meter, user))
     if as_json:
         print_json(check)
     else:
-        console.print(_balance_table(check))
+        console.print(balance_table(check))
 
 
 @balance_app.command("top-up")
@@ -109,8 +116,7 @@ def balance_top_up(
 ) -> None:
     """Credit a user's balance (recorded in the ledger)."""
     value = _decimal(amount, "amount")
-    meter = _meter()
-    with handle_errors():
+    with _meter() as meter:
         movement = meter.top_up(user_id=_user_id(meter, user), amount=value, reference=reference)
     if as_json:
         print_json(movement)
@@ -136,8 +142,7 @@ def usage_record(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Record (and charge) one request's usage."""
-    meter = _meter()
-    with handle_errors():
+    with _meter() as meter:
         result = meter.record_usage(
             user_id=_user_id(meter, user),
             model=model,
@@ -151,7 +156,7 @@ def usage_record(
         print_json(result)
         return
     console.print(
-        _usage_table([result], title="recorded" + (" (replayed)" if result.replayed else ""))
+        usage_table([result], title="recorded" + (" (replayed)" if result.replayed else ""))
     )
     warning = "  [bold yellow]negative balance[/]" if result.negative_balance else ""
     console.print(f"balance {money(result.balance, result.currency)}{warning}")
@@ -164,13 +169,12 @@ def usage_list(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """A user's most recent usage records with their costs."""
-    meter = _meter()
-    with handle_errors():
+    with _meter() as meter:
         rows = meter.usage(user_id=_user_id(meter, user), limit=limit)
     if as_json:
         print_json(rows)
     else:
-        console.print(_usage_table(rows))
+        console.print(usage_table(rows))
 
 
 def demo() -> None:

@@ -31,6 +31,12 @@ async def async_service_client(settings: Settings) -> AsyncClient:
     return await acreate_client(settings.supabase_url, settings.service_role_key)
 
 
+def close_client(client: Client) -> None:
+    """Release the HTTP connections of a client we built (supabase-py has no Client.close)."""
+    client.postgrest.aclose()  # sync despite its name: closes the REST httpx.Client
+    client.auth.close()
+
+
 def translate(exc: Exception) -> TokenmeterError:
     """Our error for anything supabase-py raised."""
     if isinstance(exc, APIError):

@@ -12,19 +12,29 @@ from decimal import Decimal
 
 from rich.console import Console
 
-from app.client import call
+from app.billing_cli import balance_table, usage_table
+from app.client import call, close_client
 from app.config import ConfigError, Settings
 from app.errors import InsufficientBalance, UnknownModel
 from app.meter import Meter
 from app.output import money
-from supabase import create_client
+from supabase import Client, create_client
 
 
 def run_demo(console: Console) -> None:
+    """Run the walk-through; raises ConfigError / TokenmeterError (the CLI renders them)."""
     settings = Settings.load()
     if not settings.anon_key:
         raise ConfigError("SUPABASE_ANON_KEY is needed to sign a demo user up")
-    meter = Meter.from_env()
+    user_client = create_client(settings.supabase_url, settings.anon_key)
+    try:
+        with Meter.from_env() as meter:
+            _walk_through(console, settings, meter, user_client)
+    finally:
+        close_client(user_client)
+
+
+def _walk_through(console: Console, settings: Settings, meter: Meter, user_client: Client) -> None:
     step = iter(range(1, 100))
 
     def say(text: str) -> None:
@@ -32,7 +42,6 @@ def run_demo(console: Console) -> None:
 
     email = f"demo-{uuid.uuid4().hex[:8]}@example.com"
     say(f"[bold]{email}[/] signs up through the Auth API ({settings.supabase_url}/auth/v1)")
-    user_client = create_client(settings.supabase_url, settings.anon_key)
     session = call(
         lambda: user_client.auth.sign_up({"email": email, "password": "demo-password-1"})
     )
@@ -116,10 +125,8 @@ def run_demo(console: Console) -> None:
         console.print(f"   reserve $1,000 → {exc.code}: {exc.detail}")
 
     say("the usage, with costs snapshotted at the prices in effect, and the balance")
-    from app.billing_cli import _balance_table, _usage_table
-
-    console.print(_usage_table(meter.usage(user_id=user_id)))
-    console.print(_balance_table(meter.balance(user_id=user_id)))
+    console.print(usage_table(meter.usage(user_id=user_id)))
+    console.print(balance_table(meter.balance(user_id=user_id)))
     drift = meter.audit()
     console.print(
         f"   balance_audit(): {'no user whose balance differs from their ledger' if not drift else drift}"

@@ -22,7 +22,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from app.client import acall, async_service_client, call, json_value, service_client
+from app.client import (
+    acall,
+    async_service_client,
+    call,
+    close_client,
+    json_value,
+    service_client,
+)
 from app.client import rpc_params as _params
 from app.config import Settings
 from app.models import (
@@ -233,8 +240,18 @@ class Meter(_Operations):
 
     @classmethod
     def from_env(cls) -> Meter:
-        """A Meter using SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY (env, .env, local stack)."""
+        """A Meter using SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY (env, .env, local stack).
+        Use it as a context manager (or call close()) to release its connections."""
         return cls(service_client(Settings.load()))
+
+    def close(self) -> None:
+        close_client(self.client)
+
+    def __enter__(self) -> Meter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _send(self, op: _Call[T]) -> T:
         response = call(lambda: self.client.rpc(op.rpc, op.params).execute())

@@ -34,7 +34,7 @@ from pydantic import (
     field_validator,
 )
 
-from app.client import call, json_value, service_client
+from app.client import call, close_client, json_value, service_client
 from app.client import rpc_params as _params
 from app.config import Settings
 from app.errors import InvalidInput
@@ -786,7 +786,7 @@ class Pricing:
     def close(self) -> None:
         """Close the HTTP connections of a client this service created."""
         if self._owns_client:
-            self.client.postgrest.aclose()  # sync despite the name: closes the httpx.Client
+            close_client(self.client)
 
     def __enter__(self) -> Self:
         return self
