@@ -2,7 +2,7 @@
 -- exactly as intended for every table × role and every function × role, nothing is executable
 -- by PUBLIC, every SECURITY DEFINER function pins search_path, the signup trigger is in place.
 BEGIN;
-SELECT plan(103);
+SELECT plan(110);
 
 -- ── Tables and RLS ─────────────────────────────────────────────────────────────────────────
 select tables_are('public', array['model_pricing', 'billing_settings', 'user_balances',
@@ -138,8 +138,8 @@ select is(
   (select array_agg(p.proname::text order by p.proname) from pg_proc p
    where p.prosecdef
      and p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)),
-  array['adjust_balance', 'audit_price_change', 'check_balance', 'estimate_cost',
-        'handle_new_user', 'import_model_prices', 'populate_model_pricing', 'price_history',
+  array['adjust_balance', 'audit_price_change', 'check_balance', 'delete_user_usage',
+        'estimate_cost', 'handle_new_user', 'import_model_prices', 'populate_model_pricing', 'price_history',
         'pricing_consolidation_report', 'record_usage', 'record_usage_batch', 'refund_usage',
         'release_reservation', 'remove_model_alias', 'repair_missing_balances', 'reprice_usage',
         'reserve_credit', 'set_model_alias', 'set_model_price', 'settle_usage', 'top_up',
@@ -155,6 +155,26 @@ $$, 'every billing function sets search_path = ''''');
 select has_trigger('auth', 'users', 'on_auth_user_created', 'auth.users has the signup trigger');
 select trigger_is('auth', 'users', 'on_auth_user_created', 'private', 'handle_new_user',
   'the signup trigger calls private.handle_new_user()');
+
+-- ── Users of usage records and ledger entries (20251201000004) ────────────────────────────
+-- Checked per statement, not by foreign keys; deleted with their user by a trigger that must
+-- fire after the foreign keys' cascades (row triggers fire in name order).
+select hasnt_fk('public', 'usage_records', 'usage_records has no per-row foreign key');
+select hasnt_fk('public', 'ledger_entries', 'ledger_entries has no per-row foreign key');
+select trigger_is('public', 'usage_records', 'usage_records_user_exists', 'private',
+  'assert_rows_have_users', 'usage_records checks its users once per insert statement');
+select trigger_is('public', 'ledger_entries', 'ledger_entries_user_exists', 'private',
+  'assert_rows_have_users', 'ledger_entries checks its users once per insert statement');
+select trigger_is('auth', 'users', 'on_auth_user_deleted', 'private', 'delete_user_usage',
+  'deleting a user deletes their usage and ledger rows');
+select ok((select bool_and(t.tgname::text collate "C" < 'on_auth_user_deleted')
+           from pg_trigger t
+           where t.tgrelid = 'auth.users'::regclass and t.tgname like 'RI_ConstraintTrigger_a_%'),
+  'the cleanup trigger fires after every foreign-key cascade of auth.users');
+select is((select c.reloptions from pg_class c where c.oid = 'public.user_balances'::regclass),
+  array['fillfactor=50', 'autovacuum_vacuum_threshold=1000',
+        'autovacuum_vacuum_scale_factor=0.05'],
+  'user_balances leaves room for in-place balance updates');
 
 SELECT * FROM finish();
 ROLLBACK;
