@@ -166,7 +166,11 @@ def pgbench(
     extra: list[str],
     database: str = "bench_pgbench",
     user: str = "postgres",
+    clients: int = 8,
+    transactions: int | None = None,
 ) -> float:
+    """tps of one pgbench run: `seconds` long, or `transactions` per client when given."""
+    length = ["-t", str(transactions)] if transactions else ["-T", str(int(seconds))]
     out = subprocess.run(
         [
             str(bindir / "pgbench"),
@@ -177,11 +181,10 @@ def pgbench(
             "-U",
             user,
             "-c",
-            "8",
+            str(clients),
             "-j",
-            "2",
-            "-T",
-            str(int(seconds)),
+            str(min(clients, 2)),
+            *length,
             "-n",
             *extra,
             database,
@@ -196,17 +199,9 @@ def pgbench(
     return float(match.group(1))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-
-    paths = StackPaths.from_env()
-    keys = stack_keys.load_or_create(paths)
-    bindir = find_binaries().bindir
+def prepare(paths: StackPaths, bindir: Path) -> tuple[list[str], list[str]]:
+    """1,000 funded users (also in bench.users, numbered for pgbench scripts), one hot user, and
+    a fresh `pgbench -i -s 1` database for the references: (users, [hot user])."""
     dsn = paths.db_url("supabase_admin")
     with psycopg.connect(dsn, autocommit=True) as conn:
         if not conn.execute("select 1 from pg_database where datname = 'bench_pgbench'").fetchone():
@@ -240,6 +235,22 @@ def main() -> None:
         check=True,
         capture_output=True,
     )
+    return users, hot_user
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    paths = StackPaths.from_env()
+    keys = stack_keys.load_or_create(paths)
+    bindir = find_binaries().bindir
+    dsn = paths.db_url("supabase_admin")
+    users, hot_user = prepare(paths, bindir)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         script.write(HOT_ROW_SCRIPT)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as usage_script:

@@ -1,0 +1,158 @@
+"""What one record_usage call costs the server, against `pgbench -N` and against its bare writes.
+
+Throughput ratios on a shared 2-core machine move by ±20 % from run to run; the server CPU a
+transaction costs does not. This script measures it directly: the CPU time (user + system) that
+every `postgres` process of the machine used during a pgbench run of a fixed number of
+transactions, divided by that number (Linux /proc; the stack's cluster should be the only one
+busy). All three scripts run through pgbench, the reference's own C client, 8 clients:
+
+  record_usage  public.record_usage(...) for one of 1,000 funded users (as billing_bench A')
+  bare writes   the three writes record_usage exists for and nothing else: insert the usage row,
+                insert its ledger row, update the balance (no validation, no price lookup, no
+                idempotency probe, no result JSON), in one PL/pgSQL function
+  pgbench -N    the reference: update one account, read it, insert one history row
+
+Then throughput at 1, 2, 4 and 8 clients, record_usage over pgbench -N: at 1 client both wait
+on round trips and commits (pgbench -N makes five round trips, record_usage one); at 8 clients
+on 2 cores they wait on CPU.
+
+    .venv/bin/tokenmeter stack start
+    .venv/bin/python bench/record_usage_cost.py --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+from billing_bench import RECORD_USAGE_SCRIPT, pgbench, prepare
+from rich.console import Console
+from rich.table import Table
+
+from app.stack.paths import StackPaths
+from app.stack.postgres import find_binaries
+
+BARE_WRITES = """
+create or replace function bench.bare_writes(user_id uuid, request_id text) returns numeric
+language plpgsql security definer set search_path = '' as $$
+declare
+  new_balance numeric;
+begin
+  insert into public.usage_records (user_id, request_id, provider_id, model_id, input_tokens,
+    output_tokens, cached_input_tokens, price_per_input_token, price_per_output_token,
+    price_per_cached_input_token, price_per_request, cost)
+  values (bare_writes.user_id, bare_writes.request_id, 'openai', 'gpt-4o-mini', 1000, 200, 0,
+    0.00000015, 0.0000006, 0.000000075, 0, 0.00027);
+  insert into public.ledger_entries (user_id, kind, amount, reference)
+  values (bare_writes.user_id, 'usage', -0.00027, bare_writes.request_id);
+  update public.user_balances b set balance = b.balance - 0.00027, updated_at = now()
+  where b.user_id = bare_writes.user_id returning b.balance into new_balance;
+  return new_balance;
+end
+$$;
+"""
+BARE_WRITES_SCRIPT = """\\set u random(1, 1000)
+select bench.bare_writes((select id from bench.users where n = :u), gen_random_uuid()::text);
+"""
+console = Console(stderr=True)
+
+
+def postgres_cpu_seconds() -> float:
+    """user + system CPU seconds of every live `postgres` process (children included)."""
+    ticks = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if stat[stat.index("(") + 1 : stat.rindex(")")] != "postgres":
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def server_micros_per_tx(run: Callable[[int], float], transactions: int) -> float:
+    """Server CPU µs per transaction of `run(transactions per client)` (8 clients)."""
+    before = postgres_cpu_seconds()
+    run(transactions)
+    return (postgres_cpu_seconds() - before) * 1e6 / (transactions * 8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--transactions", type=int, default=1000, help="per client, CPU part")
+    parser.add_argument("--seconds", type=float, default=6.0, help="per sweep point")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    paths = StackPaths.from_env()
+    bindir = find_binaries().bindir
+    prepare(paths, bindir)
+    with psycopg.connect(paths.db_url("supabase_admin"), autocommit=True) as conn:
+        conn.execute(BARE_WRITES)
+    scripts = {}
+    for name, text in (("usage", RECORD_USAGE_SCRIPT), ("bare", BARE_WRITES_SCRIPT)):
+        with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+            f.write(text)
+        scripts[name] = f.name
+
+    def usage(clients: int = 8, seconds: float = 0, transactions: int | None = None) -> float:
+        return pgbench(
+            bindir, paths.db_port, seconds, ["-f", scripts["usage"]], "postgres",
+            "supabase_admin", clients, transactions,
+        )  # fmt: skip
+
+    def bare(transactions: int) -> float:
+        return pgbench(
+            bindir, paths.db_port, 0, ["-f", scripts["bare"]], "postgres", "supabase_admin",
+            8, transactions,
+        )  # fmt: skip
+
+    def reference(clients: int = 8, seconds: float = 0, transactions: int | None = None) -> float:
+        return pgbench(bindir, paths.db_port, seconds, ["-N"], clients=clients,
+                       transactions=transactions)  # fmt: skip
+
+    cpu: dict[str, list[float]] = {"record_usage": [], "bare writes": [], "pgbench -N": []}
+    sweep: dict[int, list[float]] = {1: [], 2: [], 4: [], 8: []}
+    for run in range(args.runs):
+        console.log(f"run {run + 1}/{args.runs}: server CPU per transaction")
+        n = args.transactions
+        cpu["record_usage"].append(server_micros_per_tx(lambda t: usage(transactions=t), n))
+        cpu["bare writes"].append(server_micros_per_tx(bare, n))
+        cpu["pgbench -N"].append(server_micros_per_tx(lambda t: reference(transactions=t), n))
+        for clients in sweep:
+            console.log(f"run {run + 1}/{args.runs}: {clients} client(s)")
+            ratio = usage(clients, args.seconds) / reference(clients, args.seconds)
+            sweep[clients].append(ratio)
+
+    cpu_medians = {name: statistics.median(v) for name, v in cpu.items()}
+    sweep_medians = {clients: statistics.median(v) for clients, v in sweep.items()}
+    if args.json:
+        print(json.dumps({"server_micros_per_tx": cpu, "ratio_by_clients": sweep,
+                          "medians": {"cpu": cpu_medians, "ratio": sweep_medians}}, indent=2))  # fmt: skip
+        return
+    table = Table("transaction", "server CPU µs (median)", "runs", "vs pgbench -N",
+                  title=f"server CPU per transaction, 8 clients × {args.transactions}")  # fmt: skip
+    for name, value in cpu_medians.items():
+        ratio = cpu_medians["pgbench -N"] / value
+        table.add_row(name, f"{value:,.0f}", ", ".join(f"{v:,.0f}" for v in cpu[name]),
+                      f"{ratio:.2f}× the rate")  # fmt: skip
+    Console().print(table)
+    sweep_table = Table("clients", "record_usage / pgbench -N (median)", "runs",
+                        title=f"throughput ratio, {args.seconds:g} s per point")  # fmt: skip
+    for clients, value in sweep_medians.items():
+        sweep_table.add_row(str(clients), f"{value:.2f}×",
+                            ", ".join(f"{v:.2f}" for v in sweep[clients]))  # fmt: skip
+    Console().print(sweep_table)
+
+
+if __name__ == "__main__":
+    main()
