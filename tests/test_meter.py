@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -1396,3 +1397,33 @@ async def test_top_up_for_user_without_balance_row_creates_it(meter, sign_up, db
     db.execute("delete from public.user_balances where user_id = %s", (user_id,))
     moved = await run(meter, "top_up", user_id=user_id, amount=Decimal("0.5"), reference=rid())
     assert moved.balance == Decimal("0.5") == stored_balance(db, user_id)
+
+
+def test_record_usage_batch_results_have_exactly_record_usage_keys_and_values(sign_up, db):
+    """The set-based batch builds its results inline, not through private.usage_result: the
+    keys, and the values of a replayed record, must match what record_usage returns."""
+    user = sign_up()
+    db.execute("select public.top_up(user_id => %s, amount => 10, reference => %s)", (user, rid()))
+    first = rid()
+    single = db.execute(
+        "select public.record_usage(user_id => %s, model => 'gpt-4o', input_tokens => 10, "
+        "output_tokens => 10, request_id => %s, metadata => '{\"images\": 0}')",
+        (user, first),
+    ).fetchone()[0]
+    records = [
+        {"user_id": user, "model": "gpt-4o", "input_tokens": 10, "output_tokens": 10,
+         "request_id": first},
+        {"user_id": user, "model": "gpt-4o-mini", "input_tokens": 7, "output_tokens": 3,
+         "request_id": rid()},
+    ]  # fmt: skip
+    batch = db.execute(
+        "select public.record_usage_batch(records => %s::jsonb)", (json.dumps(records),)
+    ).fetchone()[0]
+    replayed, recorded = batch["results"]
+    assert set(replayed) - {"index", "ok"} == set(single)
+    assert set(recorded) - {"index", "ok"} == set(single)
+    changed = {"replayed", "balance", "negative_balance"}
+    assert {k: v for k, v in replayed.items() if k not in changed | {"index", "ok"}} == {
+        k: v for k, v in single.items() if k not in changed
+    }
+    assert replayed["replayed"] is True and single["replayed"] is False

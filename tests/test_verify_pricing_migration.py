@@ -353,3 +353,14 @@ def test_verify_not_authorized_exits_2(stack, api_url: str, anon_key: str):
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "could not check" in result.stderr
+
+
+def test_rollback_sql_in_the_docs_is_the_one_pgtap_runs():
+    """docs/pricing.md promises its rollback SQL is tested verbatim by 40-pricing-rollback.sql."""
+    root = Path(__file__).resolve().parent.parent
+    docs = (root / "docs" / "pricing.md").read_text()
+    rollback_section = docs[docs.index("## Rollback") :]
+    documented = rollback_section.split("```sql\n", 1)[1].split("```", 1)[0]
+    pgtap = (root / "supabase" / "tests" / "40-pricing-rollback.sql").read_text()
+    tested = pgtap.split("-- rollback:begin\n", 1)[1].split("-- rollback:end", 1)[0]
+    assert documented.strip() and documented.strip() == tested.strip()
