@@ -91,7 +91,12 @@ def timed(clients: int, seconds: float, make_worker: Callable[[int], Callable[[]
     return sum(counts) / (time.perf_counter() - began)
 
 
-def record_usage_worker(dsn: str, users: list[str]) -> Callable[[int], Callable[[], int]]:
+def record_usage_worker(
+    dsn: str, users: list[str], model: str = MODEL, provider: str | None = None
+) -> Callable[[int], Callable[[], int]]:
+    """A worker per client slot: record_usage over its own connection, cycling over its share
+    of `users`, 1,000 input / 200 output tokens of `model`."""
+
     def make(slot: int) -> Callable[[], int]:
         conn = psycopg.connect(dsn, autocommit=True)
         seq = itertools.count()
@@ -100,8 +105,8 @@ def record_usage_worker(dsn: str, users: list[str]) -> Callable[[int], Callable[
         def work() -> int:
             conn.execute(
                 "select public.record_usage(user_id => %s, model => %s, input_tokens => 1000, "
-                "output_tokens => 200, request_id => %s)",
-                (next(cycle), MODEL, f"bench-{slot}-{next(seq)}-{uuid.uuid4().hex[:8]}"),
+                "output_tokens => 200, request_id => %s, provider => %s)",
+                (next(cycle), model, f"bench-{slot}-{next(seq)}-{uuid.uuid4().hex[:8]}", provider),
             )
             return 1
 

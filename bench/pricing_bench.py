@@ -22,16 +22,13 @@ that is rolled back afterwards. Target: < 2 s.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
-import threading
 import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from billing_bench import make_users, record_usage_worker, timed
 from rich.console import Console
 from rich.table import Table
 
@@ -83,66 +80,6 @@ def fresh_database(paths: StackPaths, name: str, migrations: str) -> str:
             conn.execute(migration.read_text())
         conn.execute((ROOT / "supabase" / "seed.sql").read_text())
     return dsn
-
-
-def make_users(conn: psycopg.Connection, count: int) -> list[str]:
-    ids = [str(uuid.uuid4()) for _ in range(count)]
-    with conn.cursor() as cur:
-        cur.executemany(
-            "insert into auth.users (id, aud, role, email, created_at, updated_at) "
-            "values (%s, 'authenticated', 'authenticated', %s, now(), now())",
-            [(uid, f"pricing-bench-{uid}@example.com") for uid in ids],
-        )
-        cur.executemany(
-            "select public.top_up(user_id => %s, amount => 1000000, reference => %s)",
-            [(uid, f"pricing-bench-{uid}") for uid in ids],
-        )
-    return ids
-
-
-def timed(seconds: float, make_worker: Callable[[int], Callable[[], int]]) -> float:
-    counts = [0] * CLIENTS
-    barrier = threading.Barrier(CLIENTS + 1)
-    deadline = [float("inf")]
-
-    def loop(slot: int) -> None:
-        work = make_worker(slot)
-        barrier.wait()
-        done = 0
-        while time.perf_counter() < deadline[0]:
-            done += work()
-        counts[slot] = done
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    began = time.perf_counter()
-    deadline[0] = began + seconds
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - began)
-
-
-def record_usage_worker(
-    dsn: str, users: list[str], model: str, provider: str | None
-) -> Callable[[int], Callable[[], int]]:
-    def make(slot: int) -> Callable[[], int]:
-        conn = psycopg.connect(dsn, autocommit=True)
-        cycle = itertools.cycle(users[slot::CLIENTS] or users)
-        seq = itertools.count()
-
-        def work() -> int:
-            conn.execute(
-                "select public.record_usage(user_id => %s, model => %s, input_tokens => 1000, "
-                "output_tokens => 200, request_id => %s, provider => %s)",
-                (next(cycle), model, f"pb-{slot}-{next(seq)}-{uuid.uuid4().hex[:8]}", provider),
-            )
-            return 1
-
-        return work
-
-    return make
 
 
 def lookup_micros(dsn: str, model: str, calls: int = 20_000) -> float:
@@ -249,19 +186,25 @@ def main() -> None:
     for run in range(args.runs):
         console.log(f"run {run + 1}/{args.runs}: core (billing core only)")
         results["core"].append(
-            timed(args.seconds, record_usage_worker(core_dsn, core_users, "gpt-4o-mini", None))
+            timed(
+                CLIENTS,
+                args.seconds,
+                record_usage_worker(core_dsn, core_users, "gpt-4o-mini", None),
+            )
         )
         console.log(f"run {run + 1}/{args.runs}: base")
-        results["base"].append(timed(args.seconds, exact))
+        results["base"].append(timed(CLIENTS, args.seconds, exact))
         load()
         console.log(f"run {run + 1}/{args.runs}: loaded (+{EXTRA_MODELS:,} models and aliases)")
-        results["loaded"].append(timed(args.seconds, exact))
+        results["loaded"].append(timed(CLIENTS, args.seconds, exact))
         results["alias"].append(
-            timed(args.seconds, record_usage_worker(dsn, users, "bench-hot-alias", None))
+            timed(CLIENTS, args.seconds, record_usage_worker(dsn, users, "bench-hot-alias", None))
         )
         results["pattern"].append(
             timed(
-                args.seconds, record_usage_worker(dsn, users, "openai/gpt-4o-mini-2024-07-18", None)
+                CLIENTS,
+                args.seconds,
+                record_usage_worker(dsn, users, "openai/gpt-4o-mini-2024-07-18", None),
             )
         )
         lookups["core exact"].append(lookup_micros(core_dsn, "gpt-4o-mini"))
