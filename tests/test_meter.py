@@ -34,7 +34,7 @@ from app.errors import (
     UnknownModel,
 )
 from app.meter import AsyncMeter, Meter
-from app.models import BatchResult, UsageResult
+from app.models import BatchResult, Reservation, UsageResult
 from supabase import AsyncClientOptions, Client, acreate_client
 
 PASSWORD = "correct-horse-9"
@@ -185,6 +185,16 @@ async def funded_user(meter: Meter | AsyncMeter, sign_up: Callable[[], str], amo
     return user_id
 
 
+async def funded_hold(
+    meter: Meter | AsyncMeter, sign_up: Callable[[], str], **reserve: Any
+) -> tuple[str, str, Reservation]:
+    """A user funded with 1 and a hold on a new request_id: (user_id, request_id, the hold)."""
+    user_id = await funded_user(meter, sign_up, "1")
+    request_id = rid()
+    hold = await run(meter, "reserve", user_id=user_id, request_id=request_id, **reserve)
+    return user_id, request_id, hold
+
+
 # ── signup ────────────────────────────────────────────────────────────────────────────────
 async def test_signup_through_auth_api_creates_balance_at_zero(meter, sign_up, db):
     user_id = sign_up()
@@ -325,16 +335,8 @@ async def test_record_usage_conflicting_retry_raises_conflict_and_writes_nothing
 
 
 async def test_settle_conflicting_retry_other_model_raises_conflict(meter, sign_up, db):
-    user_id = await funded_user(meter, sign_up, "1")
-    request_id = rid()
-    await run(
-        meter,
-        "reserve",
-        user_id=user_id,
-        request_id=request_id,
-        amount=Decimal("0.1"),
-        model="gpt-4o-mini",
-        provider="openai",
+    user_id, request_id, _ = await funded_hold(
+        meter, sign_up, amount=Decimal("0.1"), model="gpt-4o-mini", provider="openai"
     )
     first = await run(meter, "settle", request_id=request_id, input_tokens=100, output_tokens=50)
     await fails(
@@ -876,15 +878,8 @@ async def test_check_balance_estimated_cost_sets_allowed(meter, sign_up):
 
 # ── reservations ──────────────────────────────────────────────────────────────────────────
 async def test_reserve_within_available_holds_and_replays(meter, sign_up, db):
-    user_id = await funded_user(meter, sign_up, "1")
-    request_id = rid()
-    hold = await run(
-        meter,
-        "reserve",
-        user_id=user_id,
-        request_id=request_id,
-        amount=Decimal("0.4"),
-        model="gpt-4o",
+    user_id, request_id, hold = await funded_hold(
+        meter, sign_up, amount=Decimal("0.4"), model="gpt-4o"
     )
     assert (hold.status, hold.amount, hold.held, hold.available) == (
         "held",
@@ -1032,15 +1027,8 @@ async def test_settle_after_reserve_charges_real_cost_and_releases_hold(meter, s
 
 
 async def test_settle_real_cost_above_hold_charges_full_cost(meter, sign_up, db):
-    user_id = await funded_user(meter, sign_up, "1")
-    request_id = rid()
-    await run(
-        meter,
-        "reserve",
-        user_id=user_id,
-        request_id=request_id,
-        amount=Decimal("0.000001"),
-        model="gpt-4o",
+    user_id, request_id, _ = await funded_hold(
+        meter, sign_up, amount=Decimal("0.000001"), model="gpt-4o"
     )
     settled = await run(
         meter, "settle", request_id=request_id, input_tokens=1000, output_tokens=1000
@@ -1054,15 +1042,8 @@ async def test_settle_already_recorded_request_releases_hold(meter, sign_up, db)
     request was already recorded (record_usage with the same request_id, e.g. by another code
     path), settling must still close the hold instead of leaving it counting until it expires
     (charged AND held: the phantom hold of LiteLLM #27639 / #36926)."""
-    user_id = await funded_user(meter, sign_up, "1")
-    request_id = rid()
-    await run(
-        meter,
-        "reserve",
-        user_id=user_id,
-        request_id=request_id,
-        amount=Decimal("0.5"),
-        model="gpt-4o",
+    user_id, request_id, _ = await funded_hold(
+        meter, sign_up, amount=Decimal("0.5"), model="gpt-4o"
     )
     recorded = await run(
         meter,
@@ -1083,15 +1064,8 @@ async def test_settle_already_recorded_request_releases_hold(meter, sign_up, db)
 
 
 async def test_settle_bad_tokens_raises_invalid_usage_and_keeps_hold(meter, sign_up, db):
-    user_id = await funded_user(meter, sign_up, "1")
-    request_id = rid()
-    await run(
-        meter,
-        "reserve",
-        user_id=user_id,
-        request_id=request_id,
-        amount=Decimal("0.2"),
-        model="gpt-4o",
+    user_id, request_id, _ = await funded_hold(
+        meter, sign_up, amount=Decimal("0.2"), model="gpt-4o"
     )
     error = await fails(
         InvalidUsage, meter, "settle", request_id=request_id, input_tokens=-1, output_tokens=1
