@@ -10,6 +10,9 @@ busy). All three scripts run through pgbench, the reference's own C client, 8 cl
   bare writes   the three writes record_usage exists for and nothing else: insert the usage row,
                 insert its ledger row, update the balance (no validation, no price lookup, no
                 idempotency probe, no result JSON), in one PL/pgSQL function
+  floor         the least any metering design writes, as record_usage would (one function call):
+                one row keyed by a unique request id, and the balance update, in two bare tables
+                with no other index, no CHECK, no trigger
   pgbench -N    the reference: update one account, read it, insert one history row
 
 Then throughput at 1, 2, 4 and 8 clients, record_usage over pgbench -N: at 1 client both wait
@@ -57,6 +60,29 @@ begin
 end
 $$;
 """
+FLOOR_WRITES = """
+drop table if exists bench.floor_usage;
+drop table if exists bench.floor_balances;
+create table bench.floor_usage (request_id text primary key, user_id uuid not null,
+  cost numeric not null);
+create table bench.floor_balances (user_id uuid primary key, balance numeric not null)
+  with (fillfactor = 50);
+insert into bench.floor_balances select id, 1000000 from bench.users;
+create or replace function bench.floor_writes(user_id uuid, request_id text) returns numeric
+language plpgsql set search_path = '' as $$
+declare
+  new_balance numeric;
+begin
+  insert into bench.floor_usage values (floor_writes.request_id, floor_writes.user_id, 0.00027);
+  update bench.floor_balances b set balance = b.balance - 0.00027
+  where b.user_id = floor_writes.user_id returning b.balance into new_balance;
+  return new_balance;
+end
+$$;
+"""
+FLOOR_WRITES_SCRIPT = """\\set u random(1, 1000)
+select bench.floor_writes((select id from bench.users where n = :u), gen_random_uuid()::text);
+"""
 BARE_WRITES_SCRIPT = """\\set u random(1, 1000)
 select bench.bare_writes((select id from bench.users where n = :u), gen_random_uuid()::text);
 """
@@ -98,8 +124,12 @@ def main() -> None:
     prepare(paths, bindir)
     with psycopg.connect(paths.db_url("supabase_admin"), autocommit=True) as conn:
         conn.execute(BARE_WRITES)
+        conn.execute(FLOOR_WRITES)
     scripts = {}
-    for name, text in (("usage", RECORD_USAGE_SCRIPT), ("bare", BARE_WRITES_SCRIPT)):
+    scripts_text = (
+        ("usage", RECORD_USAGE_SCRIPT), ("bare", BARE_WRITES_SCRIPT), ("floor", FLOOR_WRITES_SCRIPT)
+    )  # fmt: skip
+    for name, text in scripts_text:
         with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
             f.write(text)
         scripts[name] = f.name
@@ -110,9 +140,9 @@ def main() -> None:
             "supabase_admin", clients, transactions,
         )  # fmt: skip
 
-    def bare(transactions: int) -> float:
-        return pgbench(
-            bindir, paths.db_port, 0, ["-f", scripts["bare"]], "postgres", "supabase_admin",
+    def script(name: str) -> Callable[[int], float]:
+        return lambda transactions: pgbench(
+            bindir, paths.db_port, 0, ["-f", scripts[name]], "postgres", "supabase_admin",
             8, transactions,
         )  # fmt: skip
 
@@ -120,13 +150,16 @@ def main() -> None:
         return pgbench(bindir, paths.db_port, seconds, ["-N"], clients=clients,
                        transactions=transactions)  # fmt: skip
 
-    cpu: dict[str, list[float]] = {"record_usage": [], "bare writes": [], "pgbench -N": []}
+    cpu: dict[str, list[float]] = {
+        "record_usage": [], "bare writes": [], "floor": [], "pgbench -N": []
+    }  # fmt: skip
     sweep: dict[int, list[float]] = {1: [], 2: [], 4: [], 8: []}
     for run in range(args.runs):
         console.log(f"run {run + 1}/{args.runs}: server CPU per transaction")
         n = args.transactions
         cpu["record_usage"].append(server_micros_per_tx(lambda t: usage(transactions=t), n))
-        cpu["bare writes"].append(server_micros_per_tx(bare, n))
+        cpu["bare writes"].append(server_micros_per_tx(script("bare"), n))
+        cpu["floor"].append(server_micros_per_tx(script("floor"), n))
         cpu["pgbench -N"].append(server_micros_per_tx(lambda t: reference(transactions=t), n))
         for clients in sweep:
             console.log(f"run {run + 1}/{args.runs}: {clients} client(s)")
