@@ -82,25 +82,18 @@ def _walk_through(console: Console, settings: Settings, meter: Meter, user_clien
         ("gpt-4o-mini", 3_000, 1_024, 500),
     ]
     for model, tokens_in, cached, tokens_out in calls:
-        rid = f"req-{uuid.uuid4().hex[:12]}"
-        result = meter.record_usage(
+        usage = dict(
             user_id=user_id,
             model=model,
             input_tokens=tokens_in,
             cached_input_tokens=cached,
             output_tokens=tokens_out,
-            request_id=rid,
+            request_id=f"req-{uuid.uuid4().hex[:12]}",
         )
+        result = meter.record_usage(**usage)
         console.print(f"   {model:<17} {money(result.cost):>22}")
         if model == "claude-sonnet-4":
-            retry = meter.record_usage(
-                user_id=user_id,
-                model=model,
-                input_tokens=tokens_in,
-                cached_input_tokens=cached,
-                output_tokens=tokens_out,
-                request_id=rid,
-            )
+            retry = meter.record_usage(**usage)  # the same call again: replayed, not charged
             console.print(
                 f"   {'(retry)':<17} {money(retry.cost):>22}  replayed={retry.replayed}: "
                 "charged once"

@@ -27,6 +27,7 @@ os.environ.setdefault("TOKENMETER_API_PORT", "54331")
 os.environ.setdefault("TOKENMETER_DB_PORT", "54332")
 
 from app.migrations import Migrator  # noqa: E402
+from app.pricing import Pricing  # noqa: E402
 from app.stack import keys as stack_keys  # noqa: E402
 from app.stack.manager import Stack  # noqa: E402
 from app.stack.paths import StackPaths  # noqa: E402
@@ -101,6 +102,18 @@ def new_client(api_url: str) -> Iterator[Callable[[str], Client]]:
     yield build
     for http in opened:
         http.close()
+
+
+@pytest.fixture()
+def service(new_client: Callable[[str], Client], service_key: str) -> Client:
+    """A supabase-py client with the service_role key."""
+    return new_client(service_key)
+
+
+@pytest.fixture()
+def pricing(service: Client) -> Pricing:
+    """The price catalog facade (app.pricing) as the service."""
+    return Pricing(service)
 
 
 @pytest.fixture()

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -32,7 +31,6 @@ from app.pricing import (
     prices_from_file,
     to_litellm,
 )
-from supabase import Client, ClientOptions, create_client
 
 SAMPLE = Path(__file__).parent / "fixtures" / "litellm_sample.json"
 TODAY = date(2026, 6, 1)
@@ -183,20 +181,6 @@ def test_export_to_litellm_round_trips_exactly_through_the_mapper():
 
 
 # ── Against the stack ───────────────────────────────────────────────────────────────────────
-@pytest.fixture()
-def service(api_url: str, service_key: str) -> Iterator[Client]:
-    http = httpx.Client(timeout=30)
-    yield create_client(
-        api_url, service_key, ClientOptions(auto_refresh_token=False, httpx_client=http)
-    )
-    http.close()
-
-
-@pytest.fixture()
-def pricing(service: Client) -> Pricing:
-    return Pricing(service)
-
-
 @pytest.fixture()
 def own_sample(tmp_path: Path) -> Callable[..., tuple[Path, str]]:
     """The sample with every model renamed '<name>-<suffix>' (keys keep their prefixes)."""

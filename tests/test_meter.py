@@ -42,11 +42,6 @@ FREE_MODEL = ("openrouter", "meta-llama/llama-3.3-70b-instruct:free")
 
 
 # ── fixtures and helpers ──────────────────────────────────────────────────────────────────
-@pytest.fixture()
-def service(new_client: Callable[[str], Client], service_key: str) -> Client:
-    return new_client(service_key)
-
-
 @pytest.fixture(params=["sync", "async"])
 async def meter(
     request: pytest.FixtureRequest, api_url: str, service_key: str, service: Client

@@ -3,13 +3,14 @@ case per file, so a failing file is named in the pytest summary."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import psycopg
 import pytest
+
+from app.stack.pgtap import pg_prove_env
 
 TESTS = sorted((Path(__file__).resolve().parents[1] / "supabase" / "tests").glob("*.sql"))
 
@@ -19,14 +20,7 @@ def pgtap_env(stack, admin_dsn: str) -> dict[str, str]:
     assert shutil.which("pg_prove"), "pg_prove missing: run scripts/setup.sh"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute("create extension if not exists pgtap with schema extensions")
-    return dict(
-        os.environ,
-        PGHOST="127.0.0.1",
-        PGPORT=str(stack.paths.db_port),
-        PGUSER="postgres",
-        PGPASSWORD="postgres",
-        PGDATABASE="postgres",
-    )
+    return pg_prove_env(stack.paths.db_port)
 
 
 def test_pgtap_suite_exists():

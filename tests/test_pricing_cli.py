@@ -11,11 +11,9 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import httpx
 import pytest
 from conftest import random_email
 from typer.testing import CliRunner, Result
@@ -23,7 +21,7 @@ from typer.testing import CliRunner, Result
 from app.cli import app
 from app.meter import Meter
 from app.pricing import Pricing, per_million, to_per_token
-from supabase import Client, ClientOptions, create_client
+from supabase import Client
 
 WIDE = {"COLUMNS": "200"}
 runner = CliRunner()
@@ -42,20 +40,6 @@ def assert_refused(result: Result, *needles: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
-
-
-@pytest.fixture()
-def service(api_url: str, service_key: str) -> Iterator[Client]:
-    http = httpx.Client(timeout=30)
-    yield create_client(
-        api_url, service_key, ClientOptions(auto_refresh_token=False, httpx_client=http)
-    )
-    http.close()
-
-
-@pytest.fixture()
-def pricing(service: Client) -> Pricing:
-    return Pricing(service)
 
 
 @pytest.fixture()

@@ -22,6 +22,18 @@ class PgTapError(RuntimeError):
     """pgTAP could not be run (missing tools, stack down)."""
 
 
+def pg_prove_env(db_port: int) -> dict[str, str]:
+    """The environment pg_prove (psql) runs in: the local stack's database, as `postgres`."""
+    return dict(
+        os.environ,
+        PGHOST="127.0.0.1",
+        PGPORT=str(db_port),
+        PGUSER="postgres",
+        PGPASSWORD="postgres",
+        PGDATABASE="postgres",
+    )
+
+
 def run_pgtap(stack: Stack) -> int:
     """Run every test file; returns pg_prove's exit code (0 = all passed)."""
     pg_prove = shutil.which("pg_prove")
@@ -37,14 +49,7 @@ def run_pgtap(stack: Stack) -> int:
         ) from None
     except psycopg.Error as exc:
         raise PgTapError(f"cannot create extension pgtap: {exc}. {INSTALL_HINT}") from None
-    env = dict(
-        os.environ,
-        PGHOST="127.0.0.1",
-        PGPORT=str(stack.paths.db_port),
-        PGUSER="postgres",
-        PGPASSWORD="postgres",
-        PGDATABASE="postgres",
-    )
+    env = pg_prove_env(stack.paths.db_port)
     files = sorted(str(p) for p in tests.glob("*.sql"))
     if not files:
         raise PgTapError(f"no pgTAP test files in {tests}")

@@ -84,6 +84,12 @@ def _validation(msg: str) -> AuthError:
     return AuthError(400, "validation_failed", msg)
 
 
+def _email_exists() -> AuthError:
+    return AuthError(
+        422, "email_exists", "A user with this email address has already been registered"
+    )
+
+
 # ── request helpers ────────────────────────────────────────────────────────────────────────────
 def _secret(request: Request) -> str:
     return str(request.app.state.config.keys.jwt_secret)
@@ -636,11 +642,7 @@ async def update_user(request: Request) -> JSONResponse:
                         banned_until=None,
                     )
             except psycopg.errors.UniqueViolation:
-                raise AuthError(
-                    422,
-                    "email_exists",
-                    "A user with this email address has already been registered",
-                ) from None
+                raise _email_exists() from None
     return JSONResponse(user_json(user))
 
 
@@ -763,11 +765,7 @@ async def admin_create_user(request: Request) -> JSONResponse:
     async with request.app.state.auth_pool.connection() as conn:
         async with conn.cursor(row_factory=dict_row) as cur:
             if email and await _user_by(cur, "email", email) is not None:
-                raise AuthError(
-                    422,
-                    "email_exists",
-                    "A user with this email address has already been registered",
-                )
+                raise _email_exists()
             try:
                 async with conn.transaction():
                     user = await _insert_user(
@@ -798,11 +796,7 @@ async def admin_create_user(request: Request) -> JSONResponse:
                     raise AuthError(
                         500, "unexpected_failure", "Database error creating new user"
                     ) from None
-                raise AuthError(
-                    422,
-                    "email_exists",
-                    "A user with this email address has already been registered",
-                ) from None
+                raise _email_exists() from None
             except psycopg.Error:
                 raise AuthError(
                     500, "unexpected_failure", "Database error creating new user"
@@ -881,11 +875,7 @@ async def admin_update_user(request: Request) -> JSONResponse:
                         banned_until=ban,
                     )
             except psycopg.errors.UniqueViolation:
-                raise AuthError(
-                    422,
-                    "email_exists",
-                    "A user with this email address has already been registered",
-                ) from None
+                raise _email_exists() from None
     return JSONResponse(user_json(user))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,8 +238,12 @@ def _json_body(raw: bytes) -> Any:
 
 
 # ── tables and views ──────────────────────────────────────────────────────────────────────
-async def table_endpoint(request: Request) -> Response:
-    """GET/HEAD/POST/PATCH/DELETE on `/{name}`. Raises ApiError (see module docstring)."""
+Serve = Callable[[Request, RestState, SchemaCache, dict[str, Any], str, bytes], Awaitable[Response]]
+
+
+async def _serve(request: Request, serve: Serve) -> Response:
+    """Authenticate, read the body, then `serve` against the schema cache. A CacheMiss means the
+    schema changed since the cache was read: refresh it once and serve again."""
     state = _state(request)
     claims = _claims(request, state)
     schema = _schema(request)
@@ -246,10 +251,15 @@ async def table_endpoint(request: Request) -> Response:
     if request.method not in ("GET", "HEAD"):
         raw = await read_body(request, state.max_body_bytes)
     try:
-        return await _serve_table(request, state, state.holder.cache, claims, schema, raw)
+        return await serve(request, state, state.holder.cache, claims, schema, raw)
     except CacheMiss:
         cache = await state.holder.refresh_after_miss()
-        return await _serve_table(request, state, cache, claims, schema, raw)
+        return await serve(request, state, cache, claims, schema, raw)
+
+
+async def table_endpoint(request: Request) -> Response:
+    """GET/HEAD/POST/PATCH/DELETE on `/{name}`. Raises ApiError (see module docstring)."""
+    return await _serve(request, _serve_table)
 
 
 async def _serve_table(
@@ -415,17 +425,7 @@ def _choose(fns: list[Function], given: set[str]) -> Function | None:
 
 async def rpc_endpoint(request: Request) -> Response:
     """GET/HEAD/POST on `/rpc/{name}`. Raises ApiError (see module docstring)."""
-    state = _state(request)
-    claims = _claims(request, state)
-    schema = _schema(request)
-    raw = b""
-    if request.method not in ("GET", "HEAD"):
-        raw = await read_body(request, state.max_body_bytes)
-    try:
-        return await _serve_rpc(request, state, state.holder.cache, claims, schema, raw)
-    except CacheMiss:
-        cache = await state.holder.refresh_after_miss()
-        return await _serve_rpc(request, state, cache, claims, schema, raw)
+    return await _serve(request, _serve_rpc)
 
 
 async def _serve_rpc(
