@@ -17,18 +17,20 @@ from rich.progress import Progress
 from rich.table import Table
 
 from app import billing_cli
-from app.output import console, err_console, fail, handle_errors, print_json
-from app.pricing import (
+from app.litellm import (
     ImportResult,
-    ModelPrice,
-    Pricing,
-    decimal_text,
     dumps_exact,
     merge_results,
-    parse_time,
     prices_csv,
     prices_from_file,
     to_litellm,
+)
+from app.output import console, err_console, fail, handle_errors, print_json
+from app.pricing import (
+    ModelPrice,
+    Pricing,
+    decimal_text,
+    parse_time,
 )
 from app.stack.manager import Stack, StackError
 

@@ -21,8 +21,7 @@ from typer.testing import CliRunner
 
 from app.cli import app
 from app.errors import InvalidInput
-from app.pricing import (
-    Pricing,
+from app.litellm import (
     dumps_exact,
     load_litellm,
     map_litellm,
@@ -31,6 +30,7 @@ from app.pricing import (
     prices_from_file,
     to_litellm,
 )
+from app.pricing import Pricing
 
 SAMPLE = Path(__file__).parent / "fixtures" / "litellm_sample.json"
 TODAY = date(2026, 6, 1)
