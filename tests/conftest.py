@@ -152,3 +152,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     database-wide state (e.g. the pricing consolidation report passes), which rows left behind by
     the Python tests' own (random) users and models would otherwise change."""
     items.sort(key=lambda item: 0 if item.path.name == "test_pgtap.py" else 1)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fuzz-long",
+        action="store_true",
+        help="run the fuzz suite (tests/test_fuzz.py) with 20x the examples and a random seed",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Read by tests/test_fuzz.py when it is imported (its @settings are built at import time).
+    if config.getoption("--fuzz-long"):
+        os.environ["TOKENMETER_FUZZ_LONG"] = "1"
