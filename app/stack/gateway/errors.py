@@ -113,12 +113,10 @@ def from_database_error(exc: psycopg.Error, role: str) -> ApiError:
 
 
 def jwt_error(message: str, code: str = "PGRST301") -> ApiError:
-    """401 for a token we refuse to trust; nothing reaches the database."""
-    return ApiError(
-        401,
-        code,
-        message,
-        headers={
-            "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{message}"'
-        },
-    )
+    """401 for a token we refuse to trust; nothing reaches the database. The message goes in
+    the body only: it can quote the token, and a header holds Latin-1 text without quotes or
+    line breaks, so the header is fixed text (RFC 6750's invalid_token)."""
+    return ApiError(401, code, message, headers={"WWW-Authenticate": INVALID_TOKEN_CHALLENGE})
+
+
+INVALID_TOKEN_CHALLENGE = 'Bearer error="invalid_token"'

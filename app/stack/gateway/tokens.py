@@ -3,10 +3,16 @@
 Only HS256 tokens signed with the stack's secret are accepted; `alg: none`, other algorithms,
 bad signatures, expired tokens and roles outside the API roles are refused with 401 before any
 database work. No token at all means the anon role, as in PostgREST.
+
+Tokens longer than MAX_TOKEN_BYTES are refused before they are decoded, in `apikey` and in
+`Authorization`, by every API (REST here, Auth and Functions through `check_size`). Verified
+claims are remembered in a ClaimsCache bounded by entries and by bytes, so whatever tokens a
+caller sends, the cache holds at most CLAIMS_CACHE_BYTES of them. docs/limits.md says why.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jwt
@@ -15,27 +21,50 @@ from starlette.requests import Request
 from app.stack.gateway.errors import ApiError, jwt_error
 
 API_ROLES = frozenset({"anon", "authenticated", "service_role"})
+# The largest token the Auth API issues (4 KiB of user_metadata and of app_metadata, a 255-char
+# email, all JSON-escaped, base64url-encoded) is under 14 KiB; 16 KiB is also the per-header
+# limit of the proxies in front of hosted Supabase (Cloudflare), so no real token is refused.
+MAX_TOKEN_BYTES = 16 * 1024
+CLAIMS_CACHE_ENTRIES = 10_000
+CLAIMS_CACHE_BYTES = 16 * 1024 * 1024
+# Rough cost of one cache entry beyond its key and the token it came from: the dict entry,
+# the tuple, the claims dict and its small values.
+_ENTRY_OVERHEAD = 512
+
+
+def check_size(token: str, header: str) -> None:
+    """Raise ApiError 401 when `token` (from `header`) is over MAX_TOKEN_BYTES."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise jwt_error(f"JWT in {header} is longer than {MAX_TOKEN_BYTES} bytes")
 
 
 def bearer_token(request: Request) -> str | None:
-    """The caller's token: `Authorization: Bearer …`, else the `apikey` header (as Kong does)."""
+    """The caller's token: `Authorization: Bearer …`, else the `apikey` header (as Kong does).
+
+    Raises ApiError 401 for a malformed Authorization header or a token in either header over
+    MAX_TOKEN_BYTES."""
+    apikey = request.headers.get("apikey")
+    if apikey:
+        check_size(apikey, "apikey")
     header = request.headers.get("authorization")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise jwt_error("Authorization header must be 'Bearer <token>'")
+        check_size(token.strip(), "Authorization")
         return token.strip()
-    return request.headers.get("apikey") or None
+    return apikey or None
 
 
 def decode(token: str, secret: str) -> dict[str, Any]:
     """Verified claims of `token`. Raises ApiError(401) for anything we will not trust."""
+    check_size(token, "the request")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.DecodeError as exc:
         raise jwt_error(f"Invalid JWT: {exc}") from None
     if header.get("alg") != "HS256":
-        raise jwt_error(f"Wrong or unsupported JWT algorithm: {header.get('alg')!r}")
+        raise jwt_error("Wrong or unsupported JWT algorithm: only HS256 is accepted")
     try:
         claims = jwt.decode(
             token,
@@ -61,6 +90,10 @@ def request_claims(request: Request, secret: str) -> dict[str, Any]:
         return {"role": "anon"}
     claims = decode(token, secret)
     role = claims.get("role", "anon")
+    if not isinstance(role, str):
+        # A list or object here is signed, so it came from whoever holds the secret, but it is
+        # still no role: refuse it as an invalid claim rather than fail on it.
+        raise jwt_error("JWT claim 'role' must be a string", code="PGRST303")
     if role not in API_ROLES:
         raise ApiError(
             401,
@@ -77,4 +110,75 @@ def require_service_role(request: Request, secret: str) -> dict[str, Any]:
     claims = request_claims(request, secret)
     if claims.get("role") != "service_role":
         raise ApiError(403, "not_admin", "User not allowed")
+    return claims
+
+
+class ClaimsCache:
+    """Verified claims by token, until the token's `exp`, within `max_entries` and `max_bytes`.
+
+    An entry's size is estimated from its key, which holds the token (the claims are the token's
+    payload, decoded). When an insert would go over either bound the oldest entries go first;
+    expired entries are dropped when met."""
+
+    def __init__(
+        self, max_entries: int = CLAIMS_CACHE_ENTRIES, max_bytes: int = CLAIMS_CACHE_BYTES
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: dict[str, tuple[dict[str, Any], float, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        if hit[1] <= time.time():
+            self._drop(key)
+            return None
+        return hit[0]
+
+    def put(self, key: str, claims: dict[str, Any], exp: float) -> None:
+        # The key holds the token; its claims as Python objects take about twice its length.
+        cost = 3 * len(key) + _ENTRY_OVERHEAD
+        if cost > self.max_bytes:
+            return
+        self._drop(key)
+        while self._entries and (
+            len(self._entries) >= self.max_entries or self.bytes + cost > self.max_bytes
+        ):
+            self._drop(next(iter(self._entries)))
+        self._entries[key] = (claims, exp, cost)
+        self.bytes += cost
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[2]
+
+
+def cached_claims(request: Request, secret: str, cache: ClaimsCache) -> dict[str, Any]:
+    """request_claims, remembered in `cache` per token until `exp`.
+
+    A token's signature and claims never change, so only the clock needs rechecking; tokens
+    without `exp` or with `nbf` are verified every time. Raises ApiError 401 as request_claims."""
+    header = request.headers.get("authorization")
+    apikey = request.headers.get("apikey")
+    key = f"a:{header}" if header else (f"k:{apikey}" if apikey else None)
+    if key:
+        if apikey:
+            check_size(apikey, "apikey")  # also when a cached Authorization would answer
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+    claims = request_claims(request, secret)
+    exp = claims.get("exp")
+    if key and isinstance(exp, (int, float)) and "nbf" not in claims:
+        cache.put(key, claims, exp)
     return claims

@@ -8,7 +8,6 @@ without SQL), parse the query string (400 PGRST100), then one transaction (trans
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,6 @@ from app.stack.gateway.rest.transaction import RequestContext, run
 OBJECT_MEDIA = "application/vnd.pgrst.object+json"
 JSON_TYPE = "application/json; charset=utf-8"
 _PLAN_CACHE_SIZE = 2048
-_CLAIMS_CACHE_SIZE = 10_000
 
 
 @dataclass
@@ -46,7 +44,7 @@ class RestState:
     # GET plans by query string: parsing and SQL building are skipped for repeated requests.
     plans: dict[tuple[Any, ...], tuple[str, tuple[Any, ...]]] = field(default_factory=dict)
     # Verified claims by token: HS256 verification is a large share of a request's CPU time.
-    claims: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
+    claims: tokens.ClaimsCache = field(default_factory=tokens.ClaimsCache)
 
     def clear_plans(self) -> None:
         self.plans.clear()
@@ -121,24 +119,9 @@ def parse_query(items: list[tuple[str, str]], arg_names: frozenset[str] = frozen
 
 # ── helpers ───────────────────────────────────────────────────────────────────────────────
 def _claims(request: Request, state: RestState) -> dict[str, Any]:
-    """The caller's verified claims (tokens.request_claims), remembered per token until `exp`.
-
-    A token's signature and claims never change, so only the clock needs rechecking; tokens
-    without `exp` or with `nbf` are verified every time. Raises ApiError 401 as request_claims."""
-    header = request.headers.get("authorization")
-    apikey = request.headers.get("apikey")
-    token = f"a:{header}" if header else (f"k:{apikey}" if apikey else None)
-    if token:
-        hit = state.claims.get(token)
-        if hit is not None and hit[1] > time.time():
-            return hit[0]
-    claims = tokens.request_claims(request, state.jwt_secret)
-    exp = claims.get("exp")
-    if token and isinstance(exp, (int, float)) and "nbf" not in claims:
-        if len(state.claims) >= _CLAIMS_CACHE_SIZE:
-            state.claims.clear()
-        state.claims[token] = (claims, float(exp))
-    return claims
+    """The caller's verified claims, remembered per token until `exp` (tokens.cached_claims).
+    Raises ApiError 401 as tokens.request_claims."""
+    return tokens.cached_claims(request, state.jwt_secret, state.claims)
 
 
 def _state(request: Request) -> RestState:
