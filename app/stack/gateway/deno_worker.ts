@@ -1,55 +1,78 @@
 // Runs one edge function (supabase/functions/NAME/index.ts) for tokenmeter's API gateway.
 //
-// Supabase functions start their server with `Deno.serve(handler)`. This wrapper replaces
-// Deno.serve so that the function's handler listens on the loopback port the gateway chose
-// (TOKENMETER_WORKER_PORT), then imports the function (TOKENMETER_FUNCTION_ENTRY, a file: URL).
-// The gateway proxies every /functions/v1/NAME/... request here and treats a process that exits
-// before the port answers as a boot failure.
+// Usage: deno run <permissions> deno_worker.ts SOCKET_PATH ENTRY_URL
+// (arguments, not environment variables: the function may read its environment, never these).
+//
+// The worker listens on a Unix socket in the gateway's private folder, not on a loopback port:
+// a port is open to every local process and to every other function (they have --allow-net),
+// while connecting to a socket needs Deno read and write permission on its path, which no function
+// has, and the folder is the gateway user's only (0700). So only the gateway reaches a worker,
+// with no shared secret to hand over or compare.
+//
+// Listening on the socket needs read and write permission on its path. The worker listens first,
+// revokes both, and only then imports the function, so the function's code never holds any write
+// permission. Supabase functions start their server with `Deno.serve(handler)`: that call is
+// replaced by one that hands the handler to the server already listening. Until it is called, the
+// server answers 503; the gateway's readiness probe (`GET /`, a path no function request has, as
+// those all start with `/NAME`) then gets 204.
 
-const port = Number(Deno.env.get("TOKENMETER_WORKER_PORT"));
-const entry = Deno.env.get("TOKENMETER_FUNCTION_ENTRY");
-if (!Number.isInteger(port) || port <= 0 || !entry) {
-  console.error("deno_worker: TOKENMETER_WORKER_PORT and TOKENMETER_FUNCTION_ENTRY are required");
+const [socketPath, entry] = Deno.args;
+if (!socketPath || !entry) {
+  console.error("deno_worker: usage: deno_worker.ts SOCKET_PATH ENTRY_URL");
   Deno.exit(2);
 }
 
 type Handler = (request: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>;
+type ErrorHandler = (error: unknown) => Response | Promise<Response>;
 type ServeOptions = {
   handler?: Handler;
-  onError?: (error: unknown) => Response | Promise<Response>;
+  onError?: ErrorHandler;
   signal?: AbortSignal;
 };
 
-const realServe = Deno.serve.bind(Deno);
-let serving = false;
+let handler: Handler | undefined;
+let onError: ErrorHandler | undefined;
+
+const server = Deno.serve({
+  path: socketPath,
+  onListen() {},
+  onError(error: unknown) {
+    if (onError) return onError(error);
+    console.error(error);
+    return new Response("Internal Server Error", { status: 500 });
+  },
+}, (request, info) => {
+  if (!handler) return new Response(null, { status: 503 });
+  if (new URL(request.url).pathname === "/") return new Response(null, { status: 204 });
+  return handler(request, info);
+});
+Deno.permissions.revokeSync({ name: "write", path: socketPath });
+Deno.permissions.revokeSync({ name: "read", path: socketPath });
 
 function serve(...args: unknown[]): Deno.HttpServer {
   // The forms Supabase functions use: serve(handler), serve(options, handler),
-  // serve({ handler, ... }).
+  // serve({ handler, ... }). Where to listen is the worker's choice, so port/hostname/path are
+  // ignored.
   let options: ServeOptions = {};
-  let handler: Handler | undefined;
+  let given: Handler | undefined;
   if (typeof args[0] === "function") {
-    handler = args[0] as Handler;
+    given = args[0] as Handler;
   } else {
     options = (args[0] ?? {}) as ServeOptions;
-    handler = typeof args[1] === "function" ? args[1] as Handler : options.handler;
+    given = typeof args[1] === "function" ? args[1] as Handler : options.handler;
   }
-  if (!handler) throw new TypeError("Deno.serve: a handler is required");
-  if (serving) throw new Error("Deno.serve may be called only once per edge function");
-  serving = true;
-  return realServe({
-    hostname: "127.0.0.1",
-    port,
-    onListen() {},
-    ...(options.onError ? { onError: options.onError } : {}),
-    ...(options.signal ? { signal: options.signal } : {}),
-  }, handler);
+  if (!given) throw new TypeError("Deno.serve: a handler is required");
+  if (handler) throw new Error("Deno.serve may be called only once per edge function");
+  handler = given;
+  onError = options.onError;
+  options.signal?.addEventListener("abort", () => server.shutdown(), { once: true });
+  return server;
 }
 
 Object.defineProperty(Deno, "serve", { value: serve, writable: true, configurable: true });
 
 // The gateway stops its workers on shutdown; should it die without doing so (SIGKILL), the worker
-// is re-parented and ends itself rather than lingering on its port.
+// is re-parented and ends itself rather than lingering.
 const parent = Deno.ppid;
 const watchdog = setInterval(() => {
   if (Deno.ppid !== parent) Deno.exit(0);
@@ -57,3 +80,8 @@ const watchdog = setInterval(() => {
 Deno.unrefTimer(watchdog);
 
 await import(entry);
+if (!handler) {
+  // Nothing would ever answer; exiting lets the gateway report the boot failure at once.
+  console.error("deno_worker: the function did not call Deno.serve");
+  Deno.exit(1);
+}

@@ -1,15 +1,22 @@
 """Edge functions, /functions/v1/NAME: supabase/functions/NAME/index.ts run under Deno.
 
-The first request for NAME starts one long-lived `deno run --allow-all` worker (deno_worker.ts)
-that binds a free loopback port and imports the function; later requests are proxied to it over
-HTTP with the path `/NAME/...`, as Supabase's edge runtime shows it to the function. Workers get
-Supabase's environment (SUPABASE_URL, SUPABASE_ANON_KEY, SUPABASE_SERVICE_ROLE_KEY,
-SUPABASE_DB_URL) and share the default DENO_DIR, so npm packages are downloaded once.
+The first request for NAME starts one long-lived Deno worker (deno_worker.ts) that listens on a
+Unix socket in the gateway's private folder and imports the function; later requests are proxied
+to it with the path `/NAME/...`, as Supabase's edge runtime shows it to the function.
+
+A function gets what it gets on Supabase and nothing of the host (docs/limits.md, "Edge
+functions"): network; reading its own folder and the `_`-prefixed shared folders beside it; an
+environment built from nothing, holding SUPABASE_URL, SUPABASE_ANON_KEY,
+SUPABASE_SERVICE_ROLE_KEY, SUPABASE_DB_URL and the secrets of `supabase/functions/.env` (what
+`supabase functions serve` loads, and `supabase secrets set --env-file` would deploy). No writing,
+no subprocesses, no FFI, no system information; not the gateway's environment, the state folder
+or its keys. Workers share the gateway's Deno cache, so npm packages are downloaded once.
 
 As on Supabase with `verify_jwt = true`, a request needs a JWT signed with the project's secret
 (the anon key will do). A worker that fails to boot answers 503 and one that dies mid-request 502,
 both with `x-relay-error: true` (supabase-py raises FunctionsRelayError); the next request starts
-a fresh worker. `TOKENMETER_FUNCTIONS_DIR` points the gateway at another functions folder.
+a fresh worker. `TOKENMETER_FUNCTIONS_DIR` points the gateway at another functions folder (its
+`.env` then holds the secrets).
 """
 
 from __future__ import annotations
@@ -18,13 +25,16 @@ import asyncio
 import contextlib
 import os
 import re
-import socket
+import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
+from dotenv import dotenv_values
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -37,6 +47,28 @@ WORKER_SCRIPT = Path(__file__).with_name("deno_worker.ts")
 BOOT_TIMEOUT_SECONDS = 60.0  # the first boot may download npm packages
 REQUEST_TIMEOUT_SECONDS = 150.0  # Supabase's wall-clock limit on the free plan
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+SUPABASE_ENV = ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_DB_URL")
+# Variables Deno itself reads (where its cache is, how to reach the network, which CAs to trust),
+# passed on from the gateway when set and hidden from the function with --deny-env.
+_DENO_RUNTIME_ENV = (
+    "DENO_DIR",
+    "HOME",
+    "XDG_CACHE_HOME",
+    "DENO_CERT",
+    "DENO_TLS_CA_STORE",
+    "DENO_AUTH_TOKENS",
+    "NPM_CONFIG_REGISTRY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+)
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -67,8 +99,9 @@ def _relay_error(status: int, code: str, message: str) -> FunctionError:
 @dataclass
 class Worker:
     name: str
-    port: int
+    socket: Path
     process: asyncio.subprocess.Process
+    client: httpx.AsyncClient
 
     @property
     def alive(self) -> bool:
@@ -80,9 +113,11 @@ class Workers:
     """The running workers of one gateway, by function name."""
 
     functions_dir: Path
-    env: dict[str, str]
+    supabase_env: dict[str, str]
+    runtime_env: dict[str, str]
     deno: str
     log_dir: Path
+    socket_dir: Path
     running: dict[str, Worker] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
@@ -100,36 +135,74 @@ class Workers:
             self.running[name] = worker
             return worker
 
+    def function_secrets(self, log: BinaryIO) -> dict[str, str]:
+        """The function secrets of `<functions dir>/.env`, read at each boot. Like the Supabase
+        CLI, names starting with SUPABASE_ are skipped with a warning (those are the platform's);
+        values are taken literally (no ${VAR} expansion from the gateway's environment)."""
+        path = self.functions_dir / ".env"
+        if not path.is_file():
+            return {}
+        found: dict[str, str] = {}
+        for key, value in dotenv_values(path, interpolate=False).items():
+            if key.startswith("SUPABASE_"):
+                log.write(f"Env name cannot start with SUPABASE_, skipping: {key}\n".encode())
+            else:
+                found[key] = value or ""
+        return found
+
     async def _boot(self, name: str) -> Worker:
-        entry = self.functions_dir / name / "index.ts"
-        port = _free_port()
-        env = dict(
-            self.env,
-            TOKENMETER_WORKER_PORT=str(port),
-            TOKENMETER_FUNCTION_ENTRY=entry.resolve().as_uri(),
-        )
+        folder = self.functions_dir / name
+        entry = folder / "index.ts"
+        # A fresh name per boot: a restarted worker never meets its predecessor's socket file.
+        sock = self.socket_dir / f"{secrets.token_hex(6)}.sock"
+        shared = sorted(p for p in self.functions_dir.glob("_*") if p.is_dir())
+        readable = [folder, *shared, sock]
+        if any("," in str(path) for path in readable):
+            raise _relay_error(
+                503, "BOOT_ERROR", "The functions folder path must not contain a comma"
+            )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as log:
+            function_env = {**self.function_secrets(log), **self.supabase_env}
+            env = {**self.runtime_env, **function_env}
+            hidden = sorted(set(env) - set(function_env))
             process = await asyncio.create_subprocess_exec(
                 self.deno,
                 "run",
-                "--allow-all",
                 "--no-prompt",
+                # Any host, as on Supabase. Remote imports too: code a function could fetch anyway.
+                "--allow-net",
+                "--allow-import",
+                "--allow-read=" + ",".join(str(p) for p in readable),
+                # Only to bind the socket; deno_worker.ts revokes both before importing the function.
+                f"--allow-write={sock}",
+                # All of an environment built from nothing, less what Deno itself reads: reading an
+                # unset name answers undefined, as on Supabase, instead of throwing.
+                "--allow-env",
+                *(["--deny-env=" + ",".join(hidden)] if hidden else []),
                 str(WORKER_SCRIPT),
+                str(sock),
+                entry.resolve().as_uri(),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
-                cwd=str(entry.parent),
+                cwd=str(folder),
             )
-        worker = Worker(name, port, process)
+        client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(sock)),
+            trust_env=False,
+            timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=5.0),
+        )
+        worker = Worker(name, sock, process, client)
         deadline = asyncio.get_running_loop().time() + BOOT_TIMEOUT_SECONDS
         while asyncio.get_running_loop().time() < deadline:
             if not worker.alive:
+                await _stop(worker)
                 raise _relay_error(
                     503, "BOOT_ERROR", f"Function {name} failed to boot (please check logs)"
                 )
-            if await _answers(port):
+            if await _ready(worker):
                 return worker
             await asyncio.sleep(0.05)
         await _stop(worker)
@@ -149,34 +222,29 @@ class Workers:
         await asyncio.gather(*(_stop(w) for w in workers))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _answers(port: int) -> bool:
-    try:
-        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
+async def _ready(worker: Worker) -> bool:
+    """deno_worker.ts answers `GET /` with 204 once the function has called Deno.serve."""
+    if not worker.socket.exists():
         return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
+    try:
+        answer = await worker.client.get("http://localhost/", timeout=1.0)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 204
 
 
 async def _stop(worker: Worker) -> None:
-    if not worker.alive:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        worker.process.terminate()
-    try:
-        await asyncio.wait_for(worker.process.wait(), timeout=3)
-    except TimeoutError:
+    if worker.alive:
         with contextlib.suppress(ProcessLookupError):
-            worker.process.kill()
-        await worker.process.wait()
+            worker.process.terminate()
+        try:
+            await asyncio.wait_for(worker.process.wait(), timeout=3)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+            await worker.process.wait()
+    await worker.client.aclose()
+    worker.socket.unlink(missing_ok=True)
 
 
 def _deno_binary() -> str:
@@ -190,26 +258,31 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     config = app.state.config
     paths = config.paths
     functions_dir = Path(os.environ.get("TOKENMETER_FUNCTIONS_DIR") or paths.functions_dir)
-    env = dict(os.environ)
-    env.update(
-        SUPABASE_URL=paths.api_url,
-        SUPABASE_ANON_KEY=config.keys.anon_key,
-        SUPABASE_SERVICE_ROLE_KEY=config.keys.service_role_key,
-        SUPABASE_DB_URL=paths.db_url(),
-        NO_COLOR="1",
+    supabase_env = dict(
+        zip(
+            SUPABASE_ENV,
+            (paths.api_url, config.keys.anon_key, config.keys.service_role_key, paths.db_url()),
+            strict=True,
+        )
     )
+    runtime_env = {k: os.environ[k] for k in _DENO_RUNTIME_ENV if k in os.environ}
+    runtime_env.update(NO_COLOR="1", DENO_NO_UPDATE_CHECK="1")
+    # Sockets live in a private (0700) folder of their own under the system temp folder: a
+    # socket path must fit in 107 bytes, which a deep state folder might not leave room for.
+    socket_dir = Path(tempfile.mkdtemp(prefix="tokenmeter-fn-"))
     app.state.functions = Workers(
-        functions_dir.resolve(), env, _deno_binary(), paths.logs / "functions"
-    )
-    app.state.functions_http = httpx.AsyncClient(
-        trust_env=False,
-        timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=5.0),
+        functions_dir.resolve(),
+        supabase_env,
+        runtime_env,
+        _deno_binary(),
+        paths.logs / "functions",
+        socket_dir,
     )
     try:
         yield
     finally:
-        await app.state.functions_http.aclose()
         await app.state.functions.stop_all()
+        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 def _authorize(request: Request) -> None:
@@ -245,11 +318,11 @@ async def invoke(request: Request) -> Response:
     body = await _body(request)
     worker = await workers.get(name)
     rest = request.path_params.get("rest", "")
-    url = f"http://127.0.0.1:{worker.port}/{name}{'/' + rest if rest else ''}"
+    url = f"http://localhost/{name}{'/' + rest if rest else ''}"
     if request.url.query:
         url += f"?{request.url.query}"
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
-    client: httpx.AsyncClient = request.app.state.functions_http
+    client = worker.client
     outgoing = client.build_request(request.method, url, headers=headers, content=body)
     try:
         upstream = await client.send(outgoing, stream=True)
