@@ -555,34 +555,32 @@ async def test_record_usage_after_price_change_retry_replays_original_price(
     assert stored_balance(db, user_id) == Decimal("-0.015")
 
 
-async def test_record_usage_model_at_two_providers_without_provider_raises_invalid_input(
-    meter, sign_up, custom_model
+async def test_record_usage_model_at_two_providers_without_provider_charges_its_default(
+    meter, sign_up, custom_model, service, db
 ):
     shared = f"model-{uuid.uuid4().hex[:8]}"
     provider_a, _ = custom_model("0.000001", "0.000001", model=shared)
-    custom_model("0.000002", "0.000002", model=shared)
+    provider_b, _ = custom_model("0.000002", "0.000002", model=shared)
     user_id = sign_up()
-    error = await fails(
-        InvalidInput,
-        meter,
-        "record_usage",
-        user_id=user_id,
-        model=shared,
-        input_tokens=1,
-        output_tokens=1,
-        request_id=rid(),
-    )
+
+    def bare() -> dict:
+        return dict(
+            user_id=user_id, model=shared, input_tokens=1, output_tokens=1, request_id=rid()
+        )
+
+    # The first provider of a name is its default; the record keeps the resolved provider.
+    first = await run(meter, "record_usage", **bare())
+    assert (first.provider, first.cost) == (provider_a, Decimal("0.000002"))
+    service.rpc("set_default_provider", {"model": shared, "provider": provider_b}).execute()
+    second = await run(meter, "record_usage", **bare())
+    assert (second.provider, second.cost) == (provider_b, Decimal("0.000004"))
+
+    # Without a default the name is ambiguous, and the error names the candidates.
+    db.execute("update public.models set is_default = false where model_id = %s", (shared,))
+    error = await fails(InvalidInput, meter, "record_usage", **bare())
     assert error.code == "ambiguous_model"
-    result = await run(
-        meter,
-        "record_usage",
-        user_id=user_id,
-        model=shared,
-        provider=provider_a,
-        input_tokens=1,
-        output_tokens=1,
-        request_id=rid(),
-    )
+    assert provider_a in str(error) and provider_b in str(error)
+    result = await run(meter, "record_usage", **{**bare(), "provider": provider_a})
     assert result.cost == Decimal("0.000002")
 
 

@@ -89,7 +89,7 @@ select functions_are('public', array['price_for', 'check_balance', 'my_balance',
   'settle_usage', 'release_reservation', 'refund_usage', 'repair_missing_balances',
   'estimate_cost', 'user_id_for_email', 'set_model_price', 'set_model_alias',
   'remove_model_alias', 'price_history', 'reprice_usage', 'import_model_prices',
-  'populate_model_pricing', 'pricing_consolidation_report'],
+  'populate_model_pricing', 'pricing_consolidation_report', 'set_default_provider'],
   'public exposes exactly the billing and pricing API functions');
 
 create temporary table expected_function_privs (fn text, args text[], roles text[]);
@@ -142,7 +142,8 @@ select is(
         'estimate_cost', 'handle_new_user', 'import_model_prices', 'populate_model_pricing', 'price_history',
         'pricing_consolidation_report', 'record_usage', 'record_usage_batch', 'refund_usage',
         'release_reservation', 'remove_model_alias', 'repair_missing_balances', 'reprice_usage',
-        'reserve_credit', 'set_model_alias', 'set_model_price', 'settle_usage', 'top_up',
+        'reserve_credit', 'set_default_provider', 'set_model_alias', 'set_model_price',
+        'settle_usage', 'top_up',
         'user_id_for_email'],
   'SECURITY DEFINER is used by exactly the writers, the readers of private data and triggers');
 select is_empty($$

@@ -2,7 +2,7 @@
 -- service_role} actually called, then each function's happy path, idempotency and errors
 -- (SQLSTATE + message code), exact money, the ledger invariant.
 BEGIN;
-SELECT plan(117);
+SELECT plan(118);
 
 -- ── Fixtures, as postgres ──────────────────────────────────────────────────────────────────
 insert into auth.users (id, email) values
@@ -90,7 +90,12 @@ insert into public.model_pricing (provider_id, model_id, price_per_input_token, 
 values ('openrouter', 'gpt-4o', 0.0000025, 0.00001);
 set local role service_role;
 set local "request.jwt.claims" to '{"role":"service_role"}';
-select throws_ok($$select public.price_for(null, 'gpt-4o')$$, 'PT422', 'ambiguous_model', 'price_for: a model at several providers needs the provider (ambiguous_model)');
+select is((public.price_for(null, 'gpt-4o')).provider_id, 'openai', 'price_for: a model at several providers resolves to its default provider');
+reset role;
+update public.models set is_default = false where model_id = 'gpt-4o';
+set local role service_role;
+set local "request.jwt.claims" to '{"role":"service_role"}';
+select throws_ok($$select public.price_for(null, 'gpt-4o')$$, 'PT422', 'ambiguous_model', 'price_for: a model at several providers without a default needs the provider (ambiguous_model)');
 select throws_ok($$select public.record_usage('bbbbbbbb-0000-4000-8000-00000000000a', 'gpt-4o', 1, 1, 'rpc-ambiguous')$$, 'PT422', 'ambiguous_model', 'record_usage: an ambiguous model is refused');
 
 -- ── record_usage ──────────────────────────────────────────────────────────────────────────

@@ -101,7 +101,7 @@ select is((public.price_for(null, 'chain-1')).model_id, 'gpt-4o', 'aliases chain
 select is((public.price_for('testco', 'house-model')).model_id, 'tiered', 'a provider''s own alias beats the provider-agnostic one');
 select is((public.price_for('openai', 'house-model')).model_id, 'gpt-4o-mini', 'the provider-agnostic alias applies elsewhere');
 select throws_ok($$select public.price_for('anthropic', 'openai/gpt-4o')$$, 'PT422', 'unknown_model', 'a prefix naming another provider is not stripped');
-select throws_ok($$select public.price_for(null, 'plain')$$, 'PT422', 'ambiguous_model', 'a name priced at two providers needs the provider');
+select is((public.price_for(null, 'plain')).provider_id, 'testco', 'a name priced at two providers resolves to its default (its first provider)');
 select throws_ok($$select public.price_for('openai', 'no-such-model-2024-01-01')$$, 'PT422', 'unknown_model', 'unknown names still raise unknown_model');
 select is(public.record_usage('dddddddd-0000-4000-8000-00000000000a', 'gpt-4o-latest', 1000, 0, 'pricing-alias-1') ->> 'model', 'gpt-4o', 'record_usage charges an alias at its target''s price');
 select is(public.record_usage('dddddddd-0000-4000-8000-00000000000a', 'gpt-4o-latest', 1000, 0, 'pricing-alias-1') ->> 'replayed', 'true', 'a retry naming the alias is a replay, not a conflict');
