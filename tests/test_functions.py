@@ -28,6 +28,7 @@ ECHO = """
 Deno.serve(async (req: Request) => {
   const url = new URL(req.url);
   if (url.pathname.endsWith("/crash")) Deno.exit(3);
+  if (url.pathname.endsWith("/throw")) throw new Error("handler failed");
   return Response.json({
     method: req.method,
     path: url.pathname,
@@ -144,6 +145,8 @@ def gateway(
     (tmp_path / "echo" / "index.ts").write_text(ECHO)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "index.ts").write_text('throw new Error("boom at import");\n')
+    (tmp_path / "idle").mkdir()
+    (tmp_path / "idle" / "index.ts").write_text('console.log("imported, but serves nothing");\n')
     monkeypatch.setenv("TOKENMETER_FUNCTIONS_DIR", str(tmp_path))
     with TestClient(create_app(GatewayConfig.from_env())) as client:
         yield client, tmp_path
@@ -181,6 +184,26 @@ def test_invoke_function_failing_at_boot_returns_503_relay_error(
     answer = client.post("/functions/v1/broken", headers={"Authorization": f"Bearer {anon_key}"})
     assert answer.status_code == 503 and answer.headers["x-relay-error"] == "true"
     assert answer.json()["code"] == "BOOT_ERROR"
+
+
+def test_invoke_function_never_calling_serve_returns_503_relay_error(
+    gateway: tuple[TestClient, Path], anon_key: str
+):
+    client, _ = gateway
+    started = time.monotonic()
+    answer = client.post("/functions/v1/idle", headers={"Authorization": f"Bearer {anon_key}"})
+    assert answer.status_code == 503 and answer.json()["code"] == "BOOT_ERROR"
+    assert time.monotonic() - started < 10  # told at once, not after the boot timeout
+
+
+def test_invoke_handler_throwing_returns_500_worker_keeps_serving(
+    gateway: tuple[TestClient, Path], anon_key: str
+):
+    client, _ = gateway
+    auth = {"Authorization": f"Bearer {anon_key}"}
+    answer = client.post("/functions/v1/echo/throw", headers=auth)
+    assert answer.status_code == 500 and "x-relay-error" not in answer.headers
+    assert client.post("/functions/v1/echo", headers=auth).status_code == 200
 
 
 def test_invoke_worker_crash_returns_502_then_restarts(

@@ -151,11 +151,14 @@ class Workers:
         return found
 
     async def _boot(self, name: str) -> Worker:
-        folder = self.functions_dir / name
+        # Resolved, because Deno checks permissions on the path it loads, the symlinks' target.
+        folder = (self.functions_dir / name).resolve()
         entry = folder / "index.ts"
         # A fresh name per boot: a restarted worker never meets its predecessor's socket file.
         sock = self.socket_dir / f"{secrets.token_hex(6)}.sock"
-        shared = sorted(p for p in self.functions_dir.glob("_*") if p.is_dir())
+        # Supabase's convention for code shared between functions: `_`-prefixed folders, which
+        # are not functions themselves.
+        shared = sorted(p.resolve() for p in self.functions_dir.glob("_*") if p.is_dir())
         readable = [folder, *shared, sock]
         if any("," in str(path) for path in readable):
             raise _relay_error(
@@ -182,7 +185,7 @@ class Workers:
                 *(["--deny-env=" + ",".join(hidden)] if hidden else []),
                 str(WORKER_SCRIPT),
                 str(sock),
-                entry.resolve().as_uri(),
+                entry.as_uri(),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
