@@ -85,6 +85,14 @@ class ApiError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+class GatewayError(ApiError):
+    """An answer of the API gateway itself (Kong on Supabase) rather than of an API behind it:
+    Kong's body is `{"message": ...}`; `code` is ours, for logs and tests, and not sent."""
+
+    def body(self) -> dict[str, Any]:
+        return {"message": self.message}
+
+
 def status_for_sqlstate(sqlstate: str, role: str) -> int:
     """HTTP status for a SQLSTATE, as PostgREST maps it (42501 depends on the caller's role)."""
     if sqlstate == "42501":

@@ -15,6 +15,7 @@ scan and a 400, never a RecursionError. docs/limits.md says why each number is w
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import operator
@@ -24,7 +25,9 @@ from starlette.requests import Request
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "BODY_TIMEOUT_SECONDS",
     "BodyRejected",
+    "BodyTimeout",
     "BodyTooLarge",
     "InvalidJson",
     "JsonTooDeep",
@@ -36,6 +39,9 @@ __all__ = [
 
 # Ruby's JSON and many HTTP frameworks default to 100; no real API payload comes close.
 MAX_JSON_DEPTH = 100
+# The whole body must arrive within this long (nginx's client_body_timeout is 60 s between
+# reads; a whole-body bound also stops a client dripping one byte at a time).
+BODY_TIMEOUT_SECONDS = 30.0
 
 
 class BodyRejected(ValueError):
@@ -56,6 +62,13 @@ class BodyTooLarge(BodyRejected):
         self.limit = limit
 
 
+class BodyTimeout(BodyRejected):
+    status = 408
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"The request body did not arrive within {seconds:g} s")
+
+
 class InvalidJson(BodyRejected):
     pass
 
@@ -67,17 +80,23 @@ class JsonTooDeep(BodyRejected):
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body. Raises BodyTooLarge (before reading it all) past `max_bytes`."""
+    """The request body. Raises BodyTooLarge (before reading it all) past `max_bytes`,
+    BodyTimeout when it takes longer than BODY_TIMEOUT_SECONDS to arrive."""
     declared = request.headers.get("content-length")
-    if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-        raise BodyTooLarge(max_bytes)
+    if declared and declared.isascii() and declared.isdigit():
+        if len(declared) > 18 or int(declared) > max_bytes:
+            raise BodyTooLarge(max_bytes)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise BodyTooLarge(max_bytes)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise BodyTooLarge(max_bytes)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout(BODY_TIMEOUT_SECONDS) from None
     return b"".join(chunks)
 
 
@@ -128,7 +147,8 @@ async def read_json(
 ) -> Any | None:
     """The request body as JSON, None when it is empty (or only whitespace).
 
-    Raises BodyTooLarge, InvalidJson, JsonTooDeep (all BodyRejected, with `.status`)."""
+    Raises BodyTooLarge, BodyTimeout, InvalidJson, JsonTooDeep (all BodyRejected, with
+    `.status` and `.message`)."""
     raw = await read_body(request, max_bytes)
     if not raw.strip():
         return None

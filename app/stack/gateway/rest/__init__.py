@@ -31,7 +31,13 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """Load the schema cache, keep it fresh while the app runs."""
     config = app.state.config
     holder = SchemaCacheHolder(app.state.rest_pool, config.dsn("authenticator"))
-    state = RestState(holder, app.state.rest_pool, config.keys.jwt_secret, config.max_body_bytes)
+    state = RestState(
+        holder,
+        app.state.rest_pool,
+        config.keys.jwt_secret,
+        config.max_body_bytes,
+        (config.keys.anon_key, config.keys.service_role_key),
+    )
     holder.on_reload(state.clear_plans)
     app.state.rest = state
     async with holder.running():

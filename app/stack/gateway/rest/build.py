@@ -23,6 +23,7 @@ from app.stack.gateway.rest.parse import (
     Logic,
     OrderTerm,
     SelectItem,
+    json_index,
 )
 from app.stack.gateway.rest.schema_cache import CacheMiss, Function, Table
 
@@ -63,8 +64,9 @@ def field_sql(src: Source, fld: Field, params: list[Any]) -> sql.Composable:
     src.check_column(fld.name)
     expr: sql.Composable = sql.SQL("{}.{}").format(src.qualifier, sql.Identifier(fld.name))
     for arrow, key in fld.path:
-        if key.lstrip("-").isdigit():
-            expr = sql.SQL("({} {} {})").format(expr, sql.SQL(arrow), sql.SQL(str(int(key))))
+        index = json_index(key)
+        if index is not None:
+            expr = sql.SQL("({} {} {})").format(expr, sql.SQL(arrow), sql.SQL(str(index)))
         else:
             params.append(key)
             expr = sql.SQL("({} {} %s::text)").format(expr, sql.SQL(arrow))

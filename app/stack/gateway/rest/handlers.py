@@ -1,6 +1,7 @@
 """HTTP handlers of /rest/v1: tables and views (`/{name}`) and functions (`/rpc/{name}`).
 
-Order of work per request, as PostgREST: verify the JWT (401 before any database work), pick
+Order of work per request, as Kong then PostgREST: the project key in `apikey` (kong.py, 401
+before anything else), verify the JWT (401 before any database work), pick
 the schema from Accept-Profile / Content-Profile, resolve names in the schema cache (404/400
 without SQL), parse the query string (400 PGRST100), then one transaction (transaction.py).
 """
@@ -17,8 +18,8 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.stack.gateway import tokens
-from app.stack.gateway.errors import ApiError
+from app.stack.gateway import kong, limits, tokens
+from app.stack.gateway.errors import ApiError, GatewayError
 from app.stack.gateway.rest import build, parse
 from app.stack.gateway.rest.schema_cache import (
     EXPOSED_SCHEMAS,
@@ -41,6 +42,8 @@ class RestState:
     pool: AsyncConnectionPool
     jwt_secret: str
     max_body_bytes: int
+    # The project keys Kong accepts in `apikey` (anon, service_role).
+    api_keys: tuple[str, ...]
     # GET plans by query string: parsing and SQL building are skipped for repeated requests.
     plans: dict[tuple[Any, ...], tuple[str, tuple[Any, ...]]] = field(default_factory=dict)
     # Verified claims by token: HS256 verification is a large share of a request's CPU time.
@@ -205,19 +208,26 @@ def _read_response(
     return Response(content, status, headers, media_type=media)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, 413 over `limit` (server.read_body; imported late: server imports us)."""
-    from app.stack.gateway import server
-
-    return await server.read_body(request, limit)
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body (limits.read_body). Raises ApiError 413 PGRST413, GatewayError 408."""
+    try:
+        return await limits.read_body(request, limit)
+    except limits.BodyTooLarge as exc:
+        raise ApiError(413, "PGRST413", "Payload too large", exc.message) from None
+    except limits.BodyTimeout as exc:
+        raise GatewayError(408, "request_timeout", exc.message) from None
 
 
 def _json_body(raw: bytes) -> Any:
-    """The parsed request body. Raises ApiError 400 PGRST102."""
+    """The parsed request body, {} when empty (limits.parse_json: strict, nesting bounded).
+
+    Raises ApiError 400 PGRST102."""
+    if not raw.strip():
+        return {}
     try:
-        return json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:
-        raise ApiError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
+        return limits.parse_json(raw)
+    except limits.BodyRejected as exc:
+        raise ApiError(400, "PGRST102", "Empty or invalid json", exc.message) from None
 
 
 # ── tables and views ──────────────────────────────────────────────────────────────────────
@@ -228,11 +238,12 @@ async def _serve(request: Request, serve: Serve) -> Response:
     """Authenticate, read the body, then `serve` against the schema cache. A CacheMiss means the
     schema changed since the cache was read: refresh it once and serve again."""
     state = _state(request)
+    kong.require_api_key(request, state.api_keys)
     claims = _claims(request, state)
     schema = _schema(request)
     raw = b""
     if request.method not in ("GET", "HEAD"):
-        raw = await read_body(request, state.max_body_bytes)
+        raw = await _read_body(request, state.max_body_bytes)
     try:
         return await serve(request, state, state.holder.cache, claims, schema, raw)
     except CacheMiss:
@@ -472,5 +483,7 @@ async def _serve_rpc(
 
 
 async def invalid_path(request: Request) -> Response:
-    """Any other path (`/`, `/a/b`): PostgREST's 404 PGRST125, in its JSON shape."""
+    """Any other path (`/`, `/a/b`): PostgREST's 404 PGRST125, in its JSON shape (after Kong's
+    key check, which comes first)."""
+    kong.require_api_key(request, _state(request).api_keys)
     raise ApiError(404, "PGRST125", "Invalid path specified in request URL")

@@ -3,6 +3,12 @@
 Parsing only: the result is plain data that build.py checks against the schema cache and turns
 into SQL. Anything malformed raises ApiError 400 PGRST100 with PostgREST's message style
 ("failed to parse filter (…)"), never lets an exception escape as a 500.
+
+Hostile input stays cheap (docs/limits.md): numbers are ASCII digits only, as in PostgREST's
+Haskell parser (Python's isdigit()/int() also take "²" or "٣"); a value nests at most MAX_NESTING
+parentheses, refused while scanning, before any other work; and every value is scanned once, so
+parsing is linear in the URL (itself capped by the HTTP server) and never recurses deeper than
+MAX_NESTING.
 """
 
 from __future__ import annotations
@@ -71,6 +77,16 @@ _FIELD_RE = re.compile(rf"^(?P<name>{_NAME})(?P<path>(?:->>?(?:{_NAME}))*)$")
 _PATH_RE = re.compile(rf"(->>?)({_NAME})")
 _CAST_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?: [A-Za-z_][A-Za-z0-9_]*)*(?:\[\])?$")
 _OP_RE = re.compile(r"^(?P<op>[a-z]+)(?:\((?P<arg>[^()]*)\))?$")
+# Where a scan of a value has to look: the rest is plain text.
+_STRUCTURE = re.compile(r'[(),"\\]')
+
+# Parentheses one parameter value may nest (logic trees, `in` lists, operator arguments).
+# PostgREST's parser has no fixed bound; ours and the SQL built from it recurse once per level.
+MAX_NESTING = 32
+# limit/offset: PostgreSQL takes a bigint; 18 digits always fit one.
+MAX_COUNT_DIGITS = 18
+# JSON array indexes (`->2`) are PostgreSQL ints.
+_MAX_JSON_INDEX = 2**31 - 1
 
 
 def parse_error(what: str, raw: str, details: str) -> ApiError:
@@ -131,36 +147,76 @@ def parse_field(raw: str, what: str, whole: str) -> Field:
     return Field(_unquote(match["name"]), path)
 
 
-def split_top(text: str, what: str, whole: str) -> list[str]:
-    """Split on commas outside parentheses and double quotes. Raises ApiError PGRST100."""
-    parts: list[str] = []
-    depth = 0
+def is_ascii_digits(text: str) -> bool:
+    """Whether `text` is one or more of 0-9 (str.isdigit() also takes "²", "٣", "１")."""
+    return text.isascii() and text.isdigit()
+
+
+def json_index(key: str) -> int | None:
+    """The array index a JSON path step `->key` means (`->0`, `->-1`), or None for a key."""
+    digits = key[1:] if key.startswith("-") else key
+    if not is_ascii_digits(digits) or len(digits) > 10:
+        return None
+    index = int(key)
+    return index if -_MAX_JSON_INDEX <= index <= _MAX_JSON_INDEX else None
+
+
+@dataclass
+class _Scan:
+    """One pass over a value: the position of each parenthesis' partner and where each group
+    (and the top level, key -1) has its commas, ignoring those inside double quotes."""
+
+    partner: dict[int, int]
+    commas: dict[int, list[int]]
+
+
+def _scan(text: str, what: str, whole: str) -> _Scan:
+    """Raises ApiError PGRST100 for unbalanced input or nesting deeper than MAX_NESTING."""
+    partner: dict[int, int] = {}
+    commas: dict[int, list[int]] = {-1: []}
+    opened: list[int] = []
     quoted = False
-    start = 0
-    i = 0
-    while i < len(text):
+    escaped_at = -1
+    for match in _STRUCTURE.finditer(text):
+        i = match.start()
         ch = text[i]
+        if i == escaped_at:
+            continue
         if quoted:
             if ch == "\\":
-                i += 1
+                escaped_at = i + 1
             elif ch == '"':
                 quoted = False
         elif ch == '"':
             quoted = True
         elif ch == "(":
-            depth += 1
+            if len(opened) == MAX_NESTING:
+                raise parse_error(
+                    what, whole, f"parentheses nested deeper than {MAX_NESTING} levels"
+                )
+            opened.append(i)
+            commas[i] = []
         elif ch == ")":
-            depth -= 1
-            if depth < 0:
+            if not opened:
                 raise parse_error(what, whole, 'unexpected ")"')
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    if quoted or depth:
+            partner[opened.pop()] = i
+        elif ch == ",":
+            commas[opened[-1] if opened else -1].append(i)
+    if quoted or opened:
         raise parse_error(what, whole, "unexpected end of input")
-    parts.append(text[start:])
-    return parts
+    return _Scan(partner, commas)
+
+
+def _split(cuts: list[int], start: int, end: int) -> list[tuple[int, int]]:
+    """(start, end) of each piece of [start, end) between the commas at `cuts`."""
+    bounds = [start - 1, *cuts, end]
+    return [(bounds[k] + 1, bounds[k + 1]) for k in range(len(bounds) - 1)]
+
+
+def split_top(text: str, what: str, whole: str) -> list[str]:
+    """Split on commas outside parentheses and double quotes. Raises ApiError PGRST100."""
+    scan = _scan(text, what, whole)
+    return [text[a:b] for a, b in _split(scan.commas[-1], 0, len(text))]
 
 
 # ── select ────────────────────────────────────────────────────────────────────────────────
@@ -258,25 +314,32 @@ def parse_logic(key: str, raw: str) -> Logic:
     Raises ApiError PGRST100."""
     negate = key.startswith("not.")
     conj = key[4:] if negate else key
-    return _parse_logic_body(conj, negate, raw, raw)
+    scan = _scan(raw, "logic tree", raw)  # refuses deep or unbalanced input before any work
+    if len(raw) < 2 or raw[0] != "(" or scan.partner.get(0) != len(raw) - 1:
+        raise parse_error("logic tree", raw, 'unexpected input expecting "("')
+    return _parse_logic_group(conj, negate, raw, scan, 0)
 
 
-def _parse_logic_body(conj: str, negate: bool, body: str, whole: str) -> Logic:
-    if len(body) < 2 or body[0] != "(" or body[-1] != ")":
-        raise parse_error("logic tree", whole, 'unexpected input expecting "("')
+_NESTED_LOGIC = re.compile(r"\s*(not\.)?(and|or)\(")
+
+
+def _parse_logic_group(conj: str, negate: bool, whole: str, scan: _Scan, opening: int) -> Logic:
+    """The group whose `(` is at `opening`; recursion is bounded by _scan's MAX_NESTING."""
     children: list[Filter | Logic] = []
-    for part in split_top(body[1:-1], "logic tree", whole):
-        part = part.strip()
+    for start, end in _split(scan.commas[opening], opening + 1, scan.partner[opening]):
+        text = whole[start:end]
+        part = text.strip()
         if not part:
             raise parse_error("logic tree", whole, "unexpected empty condition")
-        sub_negate = part.startswith("not.")
-        sub = part[4:] if sub_negate else part
-        for sub_conj in ("and", "or"):
-            if sub.startswith(sub_conj + "("):
-                children.append(
-                    _parse_logic_body(sub_conj, sub_negate, sub[len(sub_conj) :], whole)
-                )
-                break
+        nested = _NESTED_LOGIC.match(whole, start, end)
+        if nested:
+            # The group must close exactly where the condition ends: `or(…)x` is malformed.
+            last = end - 1 - (len(text) - len(text.rstrip()))
+            if scan.partner[nested.end() - 1] != last:
+                raise parse_error("logic tree", whole, 'unexpected input expecting "("')
+            children.append(
+                _parse_logic_group(nested[2], nested[1] is not None, whole, scan, nested.end() - 1)
+            )
         else:
             children.append(_parse_logic_leaf(part, whole))
     return Logic(conj, tuple(children), negate)
@@ -331,7 +394,7 @@ def parse_order(raw: str) -> tuple[OrderTerm, ...]:
 
 def parse_count(name: str, raw: str) -> int:
     """A non-negative integer for `limit` / `offset`. Raises ApiError PGRST100."""
-    if not raw.isdigit():
+    if not is_ascii_digits(raw) or len(raw) > MAX_COUNT_DIGITS:
         raise parse_error(name, raw, "expecting a non-negative integer")
     return int(raw)
 
