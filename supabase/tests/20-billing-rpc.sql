@@ -103,7 +103,7 @@ select throws_ok($$select public.record_usage('bbbbbbbb-0000-4000-8000-000000000
 select is(public.record_usage('bbbbbbbb-0000-4000-8000-00000000000a', 'gpt-4o', 1000, 500, 'rpc-u1', provider => 'openai', cached_input_tokens => 200, metadata => '{"route":"chat"}') ->> 'cost', '0.00725', 'record_usage charges the exact cost (cached tokens at the cached price)');
 select is((select u.price_per_cached_input_token from public.usage_records u where u.request_id = 'rpc-u1'), 0.00000125::numeric, 'the usage row keeps a snapshot of the unit prices');
 select is((select l.amount from public.ledger_entries l where l.kind = 'usage' and l.reference = 'rpc-u1'), -0.00725::numeric, 'the charge is a usage ledger entry referenced by request_id');
-select results_eq($$select r ->> 'replayed', r ->> 'cost' from public.record_usage('bbbbbbbb-0000-4000-8000-00000000000a', 'gpt-4o', 1000, 500, 'rpc-u1', provider => 'openai', cached_input_tokens => 200) r$$, $$values ('true', '0.00725')$$, 'the same request_id again returns the original record (replayed)');
+select results_eq($$select r ->> 'replayed', r ->> 'cost' from public.record_usage('bbbbbbbb-0000-4000-8000-00000000000a', 'gpt-4o', 1000, 500, 'rpc-u1', provider => 'openai', cached_input_tokens => 200, metadata => '{"route":"chat"}') r$$, $$values ('true', '0.00725')$$, 'the same request_id again returns the original record (replayed)');
 select is((select count(*)::int from public.ledger_entries l where l.reference = 'rpc-u1'), 1, 'a replay does not charge twice');
 select throws_ok($$select public.record_usage('bbbbbbbb-0000-4000-8000-00000000000a', 'gpt-4o', 1000, 501, 'rpc-u1', provider => 'openai', cached_input_tokens => 200)$$, 'PT409', 'idempotency_conflict', 'the same request_id with other token counts raises PT409');
 select throws_ok($$select public.record_usage('bbbbbbbb-0000-4000-8000-00000000000b', 'gpt-4o', 1000, 500, 'rpc-u1', provider => 'openai', cached_input_tokens => 200)$$, 'PT409', 'idempotency_conflict', 'the same request_id for another user raises PT409');
@@ -128,7 +128,7 @@ select public.record_usage_batch($$[
   {"user_id":"bbbbbbbb-0000-4000-8000-00000000000b","model":"gpt-4o-mini","input_tokens":1000,"output_tokens":0,"request_id":"rpc-b-2"},
   {"user_id":"bbbbbbbb-0000-4000-8000-00000000000a","model":"gpt-4o-mini","input_tokens":1000,"output_tokens":0,"request_id":"rpc-b-1"},
   {"user_id":"bbbbbbbb-0000-4000-8000-00000000000a","model":"gpt-4o-mini","input_tokens":-5,"output_tokens":0,"request_id":"rpc-b-3"},
-  {"user_id":"bbbbbbbb-0000-4000-8000-00000000000a","model":"gpt-4o","input_tokens":1000,"output_tokens":500,"cached_input_tokens":200,"provider":"openai","request_id":"rpc-u1"},
+  {"user_id":"bbbbbbbb-0000-4000-8000-00000000000a","model":"gpt-4o","input_tokens":1000,"output_tokens":500,"cached_input_tokens":200,"provider":"openai","metadata":{"route":"chat"},"request_id":"rpc-u1"},
   {"user_id":"bbbbbbbb-0000-4000-8000-00000000000a","model":"gpt-4o-mini","input_tokens":1000,"output_tokens":0,"request_id":"rpc-b-1"},
   {"user_id":"bbbbbbbb-0000-4000-8000-00000000000a","model":"gpt-4o-mini","input_tokens":2,"output_tokens":0,"request_id":"rpc-b-1"},
   {"user_id":"bbbbbbbb-0000-4000-8000-00000000000a","model":"gpt-4o-mini","input_tokens":"1.5","output_tokens":0,"request_id":"rpc-b-4"}
