@@ -1,7 +1,10 @@
 """Start, stop and describe the local stack: PostgreSQL plus the API gateway.
 
 `start` is idempotent: parts already running are left alone. It waits until every part answers
-and, when one does not, says which part failed and where its log is.
+and, when one does not, says which part failed and where its log is. It also recovers from a
+crash: pid files whose process died (or whose pid now belongs to another process) are cleared,
+never signalled, and a gateway whose database restarted is restarted too (its pooled
+connections died with the old server).
 """
 
 from __future__ import annotations
@@ -16,8 +19,15 @@ from dataclasses import dataclass
 import httpx
 
 from app.stack import keys as stack_keys
+from app.stack import processes
 from app.stack.paths import StackPaths
-from app.stack.postgres import Binaries, Cluster, PostgresError, find_binaries
+from app.stack.postgres import (
+    Binaries,
+    Cluster,
+    PostgresError,
+    find_binaries,
+    synchronous_commit,
+)
 
 
 class StackError(RuntimeError):
@@ -47,26 +57,36 @@ class Stack:
     # ── lifecycle ──────────────────────────────────────────────────────────────────────────
     def start(self, progress: Callable[[str], None] = lambda _msg: None) -> bool:
         """Start what is not running. Returns True when the database was created just now."""
+        try:
+            synchronous_commit()  # a bad setting is refused before anything starts
+        except PostgresError as exc:
+            raise StackError(str(exc)) from None
         bins = self._binaries()
         created = False
         if not self.cluster.initialized:
             progress("creating PostgreSQL cluster")
             self.cluster.init(bins)
             created = True
-        if not self.cluster.running(bins):
+        database_started = False
+        if not self.cluster.running():
             progress("starting PostgreSQL")
             try:
-                self.cluster.start(bins)
+                self.cluster.start(bins, progress)
             except PostgresError as exc:
                 raise StackError(str(exc)) from None
+            database_started = True
         if created or not self.cluster.bootstrapped():
             progress("bootstrapping Supabase roles and auth schema")
             self.cluster.bootstrap()
             created = True
         keys = stack_keys.load_or_create(self.paths)
         stack_keys.write_env_file(self.paths, keys)
+        if database_started and self._gateway_process() is not None:
+            progress("restarting API gateway (its database restarted)")
+            self._stop_gateway()
         if not self.gateway_running():
             progress("starting API gateway")
+            self._stop_gateway()  # one that runs but does not answer
             self._start_gateway()
         return created
 
@@ -76,22 +96,24 @@ class Stack:
             self.cluster.stop(self._binaries())
 
     def _stop_gateway(self) -> None:
-        pid = self._gateway_pid()
+        """Stop our gateway and its function workers (its process group); forget a stale pid."""
+        pid = self._gateway_process()
         if pid is not None:
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            for _ in range(50):
-                if not _alive(pid):
+            for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(pid, sig)
+                except ProcessLookupError:
                     break
-                time.sleep(0.1)
-            self.paths.gateway_pid.unlink(missing_ok=True)
+                deadline = time.monotonic() + wait
+                while processes.alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if not processes.alive(pid):
+                    break
+        self.paths.gateway_pid.unlink(missing_ok=True)
 
     def reset_database(self, progress: Callable[[str], None] = lambda _msg: None) -> None:
         """Recreate and bootstrap the local database; the gateway is restarted to drop its pool."""
-        bins = self._binaries()
-        if not self.cluster.running(bins):
+        if not self.cluster.running():
             raise StackError(
                 "the local stack is not running: start it with `tokenmeter stack start`"
             )
@@ -103,28 +125,37 @@ class Stack:
 
     def status(self) -> StackStatus:
         keys = stack_keys.load_or_create(self.paths)
-        bins = self._binaries()
         return StackStatus(
             api_url=self.paths.api_url,
             db_url=self.paths.db_url(),
             anon_key=keys.anon_key,
             service_role_key=keys.service_role_key,
             jwt_secret=keys.jwt_secret,
-            postgres_running=self.cluster.running(bins),
+            postgres_running=self.cluster.running(),
             gateway_running=self.gateway_running(),
             state_dir=str(self.paths.state),
         )
 
     # ── gateway process ────────────────────────────────────────────────────────────────────
     def gateway_running(self) -> bool:
-        pid = self._gateway_pid()
-        return pid is not None and _alive(pid) and self._gateway_answers()
+        return self._gateway_process() is not None and self._gateway_answers()
 
-    def _gateway_pid(self) -> int | None:
+    def _gateway_process(self) -> int | None:
+        """The pid in the gateway's pid file if that process is alive and is this stack's
+        gateway; None for a dead pid, a zombie, or a pid reused by another process."""
         try:
-            return int(self.paths.gateway_pid.read_text().strip())
+            pid = int(self.paths.gateway_pid.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
+        if not processes.alive(pid):
+            return None
+        cmd = processes.command(pid)
+        if cmd is not None and "app.stack.gateway" not in cmd:
+            return None
+        env = processes.environment(pid)
+        if env is not None and env.get("TOKENMETER_STATE_DIR") != str(self.paths.state):
+            return None
+        return pid
 
     def _gateway_answers(self) -> bool:
         try:
@@ -133,9 +164,6 @@ class Stack:
             return False
 
     def _start_gateway(self) -> None:
-        stale = self._gateway_pid()
-        if stale is not None and _alive(stale):
-            os.killpg(stale, signal.SIGTERM)
         env = dict(os.environ)
         env.update(
             TOKENMETER_PROJECT_DIR=str(self.paths.root),
@@ -196,13 +224,3 @@ class Stack:
             except FileNotFoundError:
                 out[name] = []
         return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -3,6 +3,13 @@
 The cluster's superuser is `supabase_admin` (as on Supabase); `postgres` is an ordinary role
 created by the bootstrap. PostgreSQL refuses to run as root, so when we are root every server
 command runs as an unprivileged OS user (`postgres` if it exists, else `nobody`).
+
+Durable by default, as hosted Supabase: `synchronous_commit = on`, `fsync` and
+`full_page_writes` at PostgreSQL's defaults (on), initdb syncs what it writes. An acknowledged
+commit survives a crash of the server (and of the machine). `TOKENMETER_SYNCHRONOUS_COMMIT=off`
+trades that for speed (the test suite's own stack does; see README): a crash then loses the last
+commits. `start` also recovers from a crash by itself: a stale `postmaster.pid` (its pid gone,
+a zombie, or reused by another process) is cleared once no process of the old server is left.
 """
 
 from __future__ import annotations
@@ -13,17 +20,23 @@ import pwd
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
+from app.stack import processes
 from app.stack.paths import StackPaths
 
 MIN_VERSION = 15
 SUPERUSER = "supabase_admin"
 PASSWORD = "postgres"
 BOOTSTRAP_SQL = Path(__file__).with_name("bootstrap.sql")
+SYNCHRONOUS_COMMIT_ENV = "TOKENMETER_SYNCHRONOUS_COMMIT"
+# How long orphaned backends of a killed server get to exit before `start` gives up on them.
+ORPHAN_WAIT_SECONDS = 30
 
 INSTALL_HINT = (
     "PostgreSQL {min}+ server binaries were not found (looked for pg_config, "
@@ -93,7 +106,15 @@ def _best(candidates: list[Path]) -> Binaries:
     return best
 
 
-def _server_user() -> pwd.struct_passwd | None:
+def synchronous_commit() -> str:
+    """The `synchronous_commit` the server starts with: `on` unless the environment says `off`."""
+    value = os.environ.get(SYNCHRONOUS_COMMIT_ENV, "on").strip().lower()
+    if value not in ("on", "off"):
+        raise PostgresError(f"{SYNCHRONOUS_COMMIT_ENV} must be 'on' or 'off', not {value!r}")
+    return value
+
+
+def server_user() -> pwd.struct_passwd | None:
     """The OS user that runs the server: None when we are not root (run as ourselves)."""
     if os.geteuid() != 0:
         return None
@@ -106,14 +127,14 @@ def _server_user() -> pwd.struct_passwd | None:
 
 
 def _run_as_server_user(cmd: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
-    user = _server_user()
+    user = server_user()
     if user is not None:
         kwargs.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
     return subprocess.run(cmd, capture_output=True, text=True, **kwargs)
 
 
 def _chown_tree(path: Path) -> None:
-    user = _server_user()
+    user = server_user()
     if user is None:
         return
     for folder, _dirs, files in os.walk(path):
@@ -158,7 +179,6 @@ class Cluster:
                 "--auth-host=scram-sha-256",
                 "--encoding=UTF8",
                 "--locale=C.UTF-8",
-                "--no-sync",
                 "--no-instructions",
             ]
         )
@@ -173,23 +193,78 @@ class Cluster:
                 f"unix_socket_directories = '{self.paths.socket_dir}'\n"
                 "max_connections = 200\n"
                 "shared_buffers = 256MB\n"
-                # A development database: losing the last few milliseconds of commits on a
-                # machine crash is acceptable; durability of what is flushed is kept.
-                "synchronous_commit = off\n"
+                # synchronous_commit is given on the command line at each start (see start).
                 "log_min_messages = warning\n"
                 "log_min_error_statement = panic\n"
                 "timezone = 'UTC'\n"
             )
 
-    def running(self, bins: Binaries) -> bool:
-        if not self.initialized:
-            return False
-        result = _run_as_server_user([bins.tool("pg_ctl"), "-D", str(self.paths.pgdata), "status"])
-        return result.returncode == 0
+    def running(self) -> bool:
+        """A live postmaster of this data directory holds its lock file."""
+        return self._holder(self.paths.pgdata / "postmaster.pid") == "ours"
 
-    def start(self, bins: Binaries) -> None:
+    def _lock_files(self) -> list[Path]:
+        """The data directory's lock file and the Unix socket's, both naming the postmaster."""
+        return [
+            self.paths.pgdata / "postmaster.pid",
+            self.paths.socket_dir / f".s.PGSQL.{self.paths.db_port}.lock",
+        ]
+
+    def _holder(self, lock: Path) -> str:
+        """'none' (no lock file), 'ours' (a live postmaster of this data directory) or 'stale'."""
+        try:
+            first = lock.read_text().split("\n", 1)[0]
+        except FileNotFoundError:
+            return "none"
+        try:
+            pid = int(first)
+        except ValueError:
+            return "stale"
+        return "ours" if processes.alive(pid) and self._is_our_postmaster(pid) else "stale"
+
+    def _is_our_postmaster(self, pid: int) -> bool:
+        # A postmaster works in its data directory; a process elsewhere only reuses the pid.
+        cwd = processes.working_directory(pid)
+        if cwd is not None:
+            return cwd == self.paths.pgdata.resolve()
+        cmd = processes.command(pid)
+        return cmd is None or str(self.paths.pgdata) in cmd
+
+    def _clear_stale_locks(self) -> bool:
+        """Remove the lock files left by a server that died. True if there were any.
+
+        PostgreSQL removes a stale lock file itself when its pid is gone, but it refuses to start
+        while that pid answers `kill(pid, 0)`: a zombie not yet reaped, or another process of the
+        same OS user that reuses the pid (on a busy machine, another cluster's backend). Before
+        removing them, wait for the old server's orphaned backends to exit: `postmaster.pid`
+        also carries the shared-memory key that PostgreSQL uses to refuse starting beside them.
+        """
+        stale = [lock for lock in self._lock_files() if self._holder(lock) == "stale"]
+        if not stale:
+            return False
+        deadline = time.monotonic() + ORPHAN_WAIT_SECONDS
+        while left := processes.processes_in(self.paths.pgdata):
+            if time.monotonic() > deadline:
+                raise PostgresError(
+                    f"processes of a previous PostgreSQL server still run in "
+                    f"{self.paths.pgdata} (pids {', '.join(map(str, left))}); stop them and "
+                    "run `tokenmeter stack start` again"
+                )
+            time.sleep(0.1)
+        if left is None:
+            # No way to see the old server's processes here: leave the lock files to
+            # PostgreSQL, which refuses to start beside them.
+            return True
+        for lock in stale:
+            lock.unlink(missing_ok=True)
+        return True
+
+    def start(self, bins: Binaries, progress: Callable[[str], None] = lambda _msg: None) -> None:
+        sync = synchronous_commit()
         self.paths.logs.mkdir(parents=True, exist_ok=True)
         _chown_tree(self.paths.logs)
+        if self._clear_stale_locks():
+            progress("starting PostgreSQL (recovering from an unclean stop)")
         result = _run_as_server_user(
             [
                 bins.tool("pg_ctl"),
@@ -197,9 +272,15 @@ class Cluster:
                 str(self.paths.pgdata),
                 "-l",
                 str(self.paths.postgres_log),
+                # On the command line so that it also applies to a cluster created before
+                # this setting changed (its postgresql.conf says `off`).
+                "-o",
+                f"-c synchronous_commit={sync}",
                 "-w",
+                # Crash recovery replays the WAL written since the last checkpoint (up to
+                # max_wal_size, 1 GB): it may take more than pg_ctl's default minute.
                 "-t",
-                "30",
+                "300",
                 "start",
             ]
         )
@@ -210,7 +291,7 @@ class Cluster:
             )
 
     def stop(self, bins: Binaries) -> None:
-        if self.running(bins):
+        if self.running():
             _run_as_server_user(
                 [
                     bins.tool("pg_ctl"),
