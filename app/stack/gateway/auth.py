@@ -12,17 +12,29 @@ Error bodies have GoTrue's shape, `{"code": <status>, "error_code": "...", "msg"
 supabase-py and supabase-js turn into AuthApiError / AuthWeakPasswordError. As behind Supabase's
 Kong, every request must carry a valid project key in `apikey`; the caller's identity is read
 from `Authorization` only.
+
+Limits (docs/limits.md, "Auth"): bodies through gateway/limits.py (1 MiB, JSON nesting 100);
+tokens over tokens.MAX_TOKEN_BYTES refused; user_metadata and app_metadata at most
+MAX_METADATA_BYTES each, after merging, since both are copied into every access token; strings
+holding NUL or an unpaired surrogate (which PostgreSQL cannot store) refused with 400/422;
+GoTrue's per-IP rate limits for sign-up, sign-in/refresh and user updates, read from
+supabase/config.toml `[auth.rate_limit]` (RateLimits).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import os
 import re
 import secrets
 import time
+import tomllib
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import bcrypt
@@ -34,13 +46,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from app.stack.gateway import limits, tokens
 from app.stack.gateway.errors import ApiError
+from app.stack.paths import project_root
 
 AUDIENCE = "authenticated"
 MIN_PASSWORD_LENGTH = 6
 MAX_PASSWORD_BYTES = 72  # bcrypt ignores (bcrypt>=5 refuses) anything longer
 BCRYPT_COST = 10
 DEFAULT_PER_PAGE = 50
+MAX_PER_PAGE = 1000
+# Both metadata objects are copied into every access token; 4 KiB each keeps the largest token
+# under tokens.MAX_TOKEN_BYTES. Measured as compact JSON with non-ASCII escaped, which is how
+# the token's payload spells them.
+MAX_METADATA_BYTES = 4096
+# Go's time.Duration (what GoTrue parses ban_duration into) ends at 2**63 - 1 nanoseconds.
+MAX_BAN_SECONDS = (2**63 - 1) / 1e9
+# The largest offset PostgreSQL takes (bigint).
+_MAX_OFFSET = 2**63 - 1
+_E164 = re.compile(r"[1-9][0-9]{1,14}")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|m|s|ms)")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _USER_COLUMNS = (
     "id, aud, role, email, phone, email_confirmed_at, phone_confirmed_at, confirmed_at, "
@@ -90,6 +115,80 @@ def _email_exists() -> AuthError:
     )
 
 
+# ── rate limits ────────────────────────────────────────────────────────────────────────────────
+# GoTrue's token buckets: each holds RATE_LIMIT_BURST requests and refills at the configured
+# number per RATE_LIMIT_WINDOW_SECONDS, per client IP. The CLI passes sign_in_sign_ups to GoTrue
+# as GOTRUE_RATE_LIMIT_OTP (sign-ups and user updates, separate buckets) and token_refresh as
+# GOTRUE_RATE_LIMIT_TOKEN_REFRESH (every /token grant, password sign-in included).
+RATE_LIMIT_BURST = 30
+RATE_LIMIT_WINDOW_SECONDS = 300
+RATE_LIMIT_DEFAULTS = {"sign_in_sign_ups": 30, "token_refresh": 150}
+RATE_LIMIT_ENV = "TOKENMETER_AUTH_RATE_LIMIT_"
+_BUCKETS_PER_LIMIT = 10_000
+_LIMIT_OF = {
+    "sign_in_sign_ups": "sign_in_sign_ups",
+    "user_updates": "sign_in_sign_ups",
+    "token_refresh": "token_refresh",
+}
+
+
+def read_rate_limits(config_toml: Path, environ: Mapping[str, str]) -> dict[str, float]:
+    """Requests per 5 minutes per IP for each limit: supabase/config.toml `[auth.rate_limit]`
+    (the CLI's defaults when absent), overridden by TOKENMETER_AUTH_RATE_LIMIT_<KEY> (the test
+    suite raises them: it signs hundreds of users up from one address)."""
+    try:
+        section = tomllib.loads(config_toml.read_text()).get("auth", {}).get("rate_limit", {})
+    except FileNotFoundError:
+        section = {}
+    out: dict[str, float] = {}
+    for key, default in RATE_LIMIT_DEFAULTS.items():
+        value = environ.get(RATE_LIMIT_ENV + key.upper(), section.get(key, default))
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"auth rate limit {key} must be a number, not {value!r}") from None
+        if not math.isfinite(out[key]) or out[key] < 0:
+            raise ValueError(f"auth rate limit {key} must be a finite number, at least 0")
+    return out
+
+
+class RateLimits:
+    """Per-IP token buckets, one set per limit; at most _BUCKETS_PER_LIMIT addresses each."""
+
+    def __init__(self, per_window: dict[str, float]) -> None:
+        self.per_window = per_window
+        self._buckets: dict[str, dict[str, tuple[float, float]]] = {k: {} for k in _LIMIT_OF}
+
+    def check(self, request: Request, limit: str) -> None:
+        """Take one request from the caller's bucket. Raises 429 over_request_rate_limit."""
+        # The socket's peer: the gateway is not behind a proxy, and a forwarded-for header
+        # would let any caller pick its own bucket.
+        ip = request.client.host if request.client else ""
+        rate = self.per_window[_LIMIT_OF[limit]] / RATE_LIMIT_WINDOW_SECONDS
+        buckets = self._buckets[limit]
+        now = time.monotonic()
+        tokens_left, since = buckets.pop(ip, (float(RATE_LIMIT_BURST), now))
+        tokens_left = min(float(RATE_LIMIT_BURST), tokens_left + (now - since) * rate)
+        if len(buckets) >= _BUCKETS_PER_LIMIT:
+            # Oldest-touched first (re-inserted on every use); a dropped address starts full,
+            # as it would after the hour GoTrue keeps a bucket.
+            del buckets[next(iter(buckets))]
+        if tokens_left < 1:
+            buckets[ip] = (tokens_left, now)
+            raise AuthError(429, "over_request_rate_limit", "Request rate limit reached")
+        buckets[ip] = (tokens_left - 1, now)
+
+
+def _rate_limits(request: Request) -> RateLimits:
+    state = request.app.state
+    found: RateLimits | None = getattr(state, "auth_rate_limits", None)
+    if found is None:
+        config_toml = state.config.paths.root / "supabase" / "config.toml"
+        found = RateLimits(read_rate_limits(config_toml, os.environ))
+        state.auth_rate_limits = found
+    return found
+
+
 # ── request helpers ────────────────────────────────────────────────────────────────────────────
 def _secret(request: Request) -> str:
     return str(request.app.state.config.keys.jwt_secret)
@@ -100,6 +199,8 @@ def _check_api_key(request: Request) -> None:
     key = request.headers.get("apikey")
     if not key:
         raise GatewayKeyError(401, "no_api_key", "No API key found in request")
+    if len(key) > tokens.MAX_TOKEN_BYTES:
+        raise GatewayKeyError(401, "invalid_api_key", "Invalid API key")
     try:
         claims = jwt.decode(
             key, _secret(request), algorithms=["HS256"], options={"verify_aud": False}
@@ -111,47 +212,110 @@ def _check_api_key(request: Request) -> None:
 
 
 async def _json_body(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
-    """The request's JSON object; 400 validation_failed for anything else, 413 when too large."""
+    """The request's JSON object (gateway/limits.py: size, UTF-8, nesting depth); 413
+    request_too_large, 400 bad_json or validation_failed for anything else."""
     limit = request.app.state.config.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise AuthError(413, "request_too_large", f"Request body exceeds {limit} bytes")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise AuthError(413, "request_too_large", f"Request body exceeds {limit} bytes")
-    if not raw.strip():
+    try:
+        body = await limits.read_json(request, max_bytes=limit)
+    except limits.BodyTooLarge:
+        raise AuthError(413, "request_too_large", f"Request body exceeds {limit} bytes") from None
+    except limits.JsonTooDeep as exc:
+        raise AuthError(400, "bad_json", f"Could not parse request body as JSON: {exc}") from None
+    except limits.BodyRejected:
+        raise AuthError(400, "bad_json", "Could not parse request body as JSON") from None
+    if body is None:
         if allow_empty:
             return {}
         raise _validation("Request body is required")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise AuthError(400, "bad_json", "Could not parse request body as JSON") from None
     if not isinstance(body, dict):
         raise AuthError(400, "bad_json", "Request body must be a JSON object")
     return body
 
 
-def _opt_str(body: dict[str, Any], key: str) -> str | None:
+def _storable(text: str) -> bool:
+    """Whether PostgreSQL can store `text`: no NUL, and UTF-8 encodable (JSON's \\ud800
+    escapes give Python strings with unpaired surrogates, which are not)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unstorable(value: Any) -> bool:
+    """Whether any key or string in the JSON value cannot be stored (see _storable)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not _storable(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _opt_str(body: dict[str, Any], key: str, *, storable: bool = True) -> str | None:
+    """body[key] as a string (None when absent). Raises 400 validation_failed for another type
+    or, unless `storable` is False, for text PostgreSQL cannot store (GoTrue's message for an
+    email; 422 as for any password signup refuses)."""
     value = body.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
         raise _validation(f"{key} must be a string")
+    if storable and not _storable(value):
+        if key == "email":
+            raise _validation("Unable to validate email address: invalid format")
+        if key == "password":
+            raise AuthError(
+                422,
+                "validation_failed",
+                "Password cannot contain NUL characters or unpaired surrogates",
+            )
+        raise _validation(f"{key} cannot contain NUL characters or unpaired surrogates")
     return value
 
 
+def _metadata_size(value: dict[str, Any]) -> int:
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+def _check_metadata_size(key: str, value: dict[str, Any]) -> None:
+    if _metadata_size(value) > MAX_METADATA_BYTES:
+        raise _validation(
+            f"{key} is too large: at most {MAX_METADATA_BYTES} bytes as JSON "
+            "(it is copied into every access token)"
+        )
+
+
 def _opt_obj(body: dict[str, Any], *keys: str) -> dict[str, Any] | None:
+    """The first of body[keys] that is present, as a metadata object: a JSON object whose text
+    PostgreSQL can store, at most MAX_METADATA_BYTES. Raises 400 validation_failed."""
     for key in keys:
         value = body.get(key)
         if value is None:
             continue
         if not isinstance(value, dict):
             raise _validation(f"{key} must be a JSON object")
+        if _unstorable(value):
+            raise _validation(f"{key} cannot contain NUL characters or unpaired surrogates")
+        _check_metadata_size(key, value)
         return value
     return None
+
+
+def _phone(value: str) -> str:
+    """GoTrue's phone rule: E.164 digits once spaces and a leading + are dropped."""
+    digits = value.replace(" ", "").removeprefix("+")
+    if not _E164.fullmatch(digits):
+        raise _validation("Invalid phone number format (E.164 required)")
+    return digits
 
 
 def _email(value: str | None) -> str:
@@ -191,7 +355,7 @@ async def _hash(password: str) -> str:
 async def _verify(password: str, hashed: str | None) -> bool:
     target = hashed.encode() if hashed else _DUMMY_HASH
     try:
-        ok = await asyncio.to_thread(bcrypt.checkpw, password.encode()[:MAX_PASSWORD_BYTES], target)
+        ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), target)
     except ValueError:
         return False
     return ok and hashed is not None
@@ -204,6 +368,13 @@ def _bearer(request: Request) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError(401, "bad_jwt", "This endpoint requires a Bearer token")
+    if len(token.strip()) > tokens.MAX_TOKEN_BYTES:
+        raise AuthError(
+            403,
+            "bad_jwt",
+            f"invalid JWT: unable to parse or verify signature, token is longer than "
+            f"{tokens.MAX_TOKEN_BYTES} bytes",
+        )
     return token.strip()
 
 
@@ -429,6 +600,7 @@ async def settings(request: Request) -> JSONResponse:
 
 async def signup(request: Request) -> JSONResponse:
     _check_api_key(request)
+    _rate_limits(request).check(request, "sign_in_sign_ups")
     body = await _json_body(request)
     if body.get("phone") and not body.get("email"):
         raise AuthError(400, "phone_provider_disabled", "Unsupported phone provider")
@@ -472,6 +644,8 @@ async def signup(request: Request) -> JSONResponse:
 async def token(request: Request) -> JSONResponse:
     _check_api_key(request)
     grant = request.query_params.get("grant_type", "")
+    if grant in ("password", "refresh_token"):
+        _rate_limits(request).check(request, "token_refresh")
     body = await _json_body(request)
     if grant == "password":
         return await _password_grant(request, body)
@@ -481,10 +655,18 @@ async def token(request: Request) -> JSONResponse:
 
 
 async def _password_grant(request: Request, body: dict[str, Any]) -> JSONResponse:
-    email = _opt_str(body, "email")
-    password = _opt_str(body, "password")
+    email = _opt_str(body, "email", storable=False)
+    password = _opt_str(body, "password", storable=False)
     if not email or not password:
         raise AuthError(400, "validation_failed", "missing email or phone")
+    if (
+        not _storable(email)
+        or not _storable(password)
+        or len(password.encode()) > MAX_PASSWORD_BYTES
+    ):
+        # No stored password can be one that signup refuses: bcrypt would compare only the
+        # first 72 bytes, so a longer one would match any password sharing them.
+        raise AuthError(400, "invalid_credentials", "Invalid login credentials")
     async with request.app.state.auth_pool.connection() as conn:
         async with conn.cursor(row_factory=dict_row) as cur:
             user = await _user_by(cur, "email", email.strip().lower())
@@ -620,6 +802,8 @@ async def get_user(request: Request) -> JSONResponse:
 
 async def update_user(request: Request) -> JSONResponse:
     _check_api_key(request)
+    _claims(request)  # as GoTrue: who is asking (401/403) before the body or the rate limit
+    _rate_limits(request).check(request, "user_updates")
     body = await _json_body(request)
     metadata = _opt_obj(body, "data", "user_metadata")
     password = _opt_str(body, "password")
@@ -631,6 +815,8 @@ async def update_user(request: Request) -> JSONResponse:
             _claims_, user = await _current(request, cur)
             try:
                 async with conn.transaction():
+                    if metadata is not None:
+                        await _check_merged_metadata(cur, user["id"], user_metadata=metadata)
                     user = await _update_user_row(
                         cur,
                         user["id"],
@@ -647,6 +833,27 @@ async def update_user(request: Request) -> JSONResponse:
 
 
 _UNSET_BAN = object()
+
+
+async def _check_merged_metadata(
+    cur: psycopg.AsyncCursor[Any],
+    user_id: uuid.UUID,
+    *,
+    user_metadata: dict[str, Any] | None = None,
+    app_metadata: dict[str, Any] | None = None,
+) -> None:
+    """Raise 400 validation_failed when merging the given metadata into the user's (as
+    _update_user_row does, key by key) would go over MAX_METADATA_BYTES. Locks the row, so
+    concurrent updates cannot together pass the limit; call inside the update's transaction."""
+    row = await _user_by(cur, "id", user_id, lock=True)
+    if row is None:
+        return
+    if user_metadata is not None:
+        merged = {**(row["raw_user_meta_data"] or {}), **user_metadata}
+        _check_metadata_size("user_metadata", merged)
+    if app_metadata is not None:
+        merged = {**(row["raw_app_meta_data"] or {}), **app_metadata}
+        _check_metadata_size("app_metadata", merged)
 
 
 async def _update_user_row(
@@ -726,11 +933,18 @@ def _ban_until(body: dict[str, Any]) -> Any:
         return _UNSET_BAN
     if value == "none":
         return datetime.now(UTC) - timedelta(seconds=1)
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(h|m|s|ms)", value)
+    match = _DURATION.fullmatch(value)
     if not match:
         raise _validation("invalid format for ban duration")
     factor = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[match.group(2)]
-    return datetime.now(UTC) + timedelta(seconds=float(match.group(1)) * factor)
+    seconds = float(match.group(1)) * factor
+    if seconds > MAX_BAN_SECONDS:
+        # GoTrue's time.ParseDuration refuses it the same way ("invalid duration").
+        raise _validation("invalid format for ban duration: duration out of range")
+    try:
+        return datetime.now(UTC) + timedelta(seconds=seconds)
+    except OverflowError:  # past year 9999: PostgreSQL could not store it either
+        raise _validation("invalid format for ban duration: duration out of range") from None
 
 
 def _path_user_id(request: Request) -> uuid.UUID:
@@ -744,15 +958,20 @@ async def admin_create_user(request: Request) -> JSONResponse:
     _admin(request)
     body = await _json_body(request)
     email_raw = _opt_str(body, "email")
-    phone = _opt_str(body, "phone") or None
-    if not email_raw and not phone:
+    phone_raw = _opt_str(body, "phone")
+    if not email_raw and not phone_raw:
         raise _validation("An email address or phone number is required")
     email = _email(email_raw) if email_raw else None
+    phone = _phone(phone_raw) if phone_raw else None
     password = _opt_str(body, "password")
     password_hash = await _hash(_check_password(password)) if password is not None else None
     user_metadata = _opt_obj(body, "user_metadata", "data") or {}
     app_metadata = _provider_metadata(_opt_obj(body, "app_metadata"))
+    _check_metadata_size("app_metadata", app_metadata)
     role = _opt_str(body, "role") or AUDIENCE
+    if len(role.encode(errors="replace")) > 63:
+        # A PostgreSQL role name is at most 63 bytes, and the role goes into every token.
+        raise _validation("role must be at most 63 bytes (a PostgreSQL role name)")
     raw_id = _opt_str(body, "id")
     try:
         user_id = uuid.UUID(raw_id) if raw_id else uuid.uuid4()
@@ -805,18 +1024,25 @@ async def admin_create_user(request: Request) -> JSONResponse:
 
 
 def _positive_int(request: Request, name: str, default: int) -> int:
+    """Query parameter `name` as GoTrue parses it (ASCII digits, a uint64), at least 1.
+    Raises 400 validation_failed "Bad Pagination Parameters: …"."""
     raw = request.query_params.get(name, "")
     if raw == "":
         return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise _validation(f"{name} must be a positive integer")
+    # Not str.isdigit(): it takes "²" and other digits int() refuses, and no length bound.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20 or not 1 <= int(raw) < 2**64:
+        raise _validation(
+            f"Bad Pagination Parameters: {name} must be a positive integer below 2^64"
+        )
     return int(raw)
 
 
 async def admin_list_users(request: Request) -> JSONResponse:
     _admin(request)
     page = _positive_int(request, "page", 1)
-    per_page = min(_positive_int(request, "per_page", DEFAULT_PER_PAGE), 1000)
+    per_page = min(_positive_int(request, "per_page", DEFAULT_PER_PAGE), MAX_PER_PAGE)
+    if (page - 1) * per_page > _MAX_OFFSET:
+        raise _validation("Bad Pagination Parameters: page is past the last possible offset")
     async with request.app.state.auth_pool.connection() as conn:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute("select count(*) as n from auth.users where deleted_at is null")
@@ -862,15 +1088,20 @@ async def admin_update_user(request: Request) -> JSONResponse:
     async with request.app.state.auth_pool.connection() as conn:
         async with conn.cursor(row_factory=dict_row) as cur:
             user = await _admin_user(request, cur)
+            user_metadata = _opt_obj(body, "user_metadata", "data")
+            app_metadata = _opt_obj(body, "app_metadata")
             try:
                 async with conn.transaction():
+                    await _check_merged_metadata(
+                        cur, user["id"], user_metadata=user_metadata, app_metadata=app_metadata
+                    )
                     user = await _update_user_row(
                         cur,
                         user["id"],
                         email=_email(email) if email is not None else None,
                         password_hash=password_hash,
-                        user_metadata=_opt_obj(body, "user_metadata", "data"),
-                        app_metadata=_opt_obj(body, "app_metadata"),
+                        user_metadata=user_metadata,
+                        app_metadata=app_metadata,
                         confirm_email=confirm,
                         banned_until=ban,
                     )
@@ -909,6 +1140,9 @@ async def admin_delete_user(request: Request) -> JSONResponse:
 
 
 def routes() -> list[BaseRoute]:
+    # Read once here so that a bad [auth.rate_limit] stops the gateway at start, not at the
+    # first sign-up; requests read it again (lazily) from the app's own paths.
+    read_rate_limits(project_root() / "supabase" / "config.toml", os.environ)
     return [
         Route("/health", health, methods=["GET"]),
         Route("/settings", settings, methods=["GET"]),
