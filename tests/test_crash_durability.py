@@ -80,13 +80,15 @@ def crash_stack() -> Iterator[Stack]:
     stack = Stack(paths)
     stack.stop()
     shutil.rmtree(paths.state, ignore_errors=True)
-    with pytest.MonkeyPatch.context() as env:
-        env.delenv(SYNCHRONOUS_COMMIT_ENV, raising=False)
-        stack.start()
-    Migrator.local(paths).push(include_seed=True)
-    yield stack
-    stack.stop()
-    shutil.rmtree(paths.state, ignore_errors=True)
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.delenv(SYNCHRONOUS_COMMIT_ENV, raising=False)
+            stack.start()
+        Migrator.local(paths).push(include_seed=True)
+        yield stack
+    finally:
+        stack.stop()
+        shutil.rmtree(paths.state, ignore_errors=True)
 
 
 def postmaster_pid(stack: Stack) -> int:
