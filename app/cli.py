@@ -7,25 +7,15 @@ reach or use the backend (stack down, not configured).
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import typer
-from rich.progress import Progress
 from rich.table import Table
 
-from app import billing_cli
-from app.litellm import (
-    ImportResult,
-    dumps_exact,
-    merge_results,
-    prices_csv,
-    prices_from_file,
-    to_litellm,
-)
-from app.output import console, err_console, fail, handle_errors, print_json
+from app import billing_cli, litellm_cli
+from app.litellm import prices_csv
+from app.output import console, fail, handle_errors, print_json
 from app.pricing import (
     ModelPrice,
     Pricing,
@@ -402,98 +392,8 @@ def price_history(
         console.print(_price_table(versions, title=f"{model}: price history", history=True))
 
 
-@price_app.command("import")
-def price_import(
-    file: str = typer.Argument(
-        ...,
-        help="LiteLLM model_prices_and_context_window.json, a JSON array of set_model_price arguments, or a CSV from `price export --format csv`.",
-    ),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Apply without asking (on a terminal)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show the differences; change nothing."),
-    source: str = typer.Option(
-        "import", "--source", help="pricing_source recorded on changed prices."
-    ),
-    chunk_size: int = typer.Option(
-        200, "--chunk-size", min=1, max=1000, help="Prices per transaction."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-) -> None:
-    """Import prices: the database compares every entry first (a dry run) and the diff is shown;
-    then the prices are applied in chunks. --dry-run stops after the diff. On a terminal you are
-    asked to confirm unless --yes; without a terminal (scripts, CI) the import applies after
-    printing the diff, like `db push`. Bad entries: nothing is applied, exit 1."""
-    with handle_errors():
-        mapping = prices_from_file(Path(file))
-    if not mapping.prices:
-        fail(f"{file}: no priceable entries ({len(mapping.skipped)} skipped)")
-    with _pricing() as pricing:
-        preview = pricing.import_prices(mapping.prices, source=source, dry_run=True)
-        preview = preview.model_copy(update={"skipped": mapping.skipped})
-        pending = preview.added + preview.changed
-        if as_json and (dry_run or pending == 0):
-            print_json(preview)
-            return
-        if not as_json:
-            _render_import(preview)
-        if dry_run or pending == 0:
-            if not as_json:
-                console.print("dry run: nothing applied" if dry_run else "prices are up to date")
-            return
-        if not yes and sys.stdin.isatty() and not typer.confirm(f"apply {pending} price changes?"):
-            fail("import cancelled; nothing applied")
-        results = []
-        # On stderr, so `--json` output stays one JSON document.
-        with Progress(console=err_console, transient=True) as progress:
-            task = progress.add_task("importing prices", total=len(mapping.prices))
-            for result in pricing.import_chunks(
-                mapping.prices, source=source, chunk_size=chunk_size
-            ):
-                results.append(result)
-                progress.advance(task, result.added + result.changed + result.unchanged)
-    done = merge_results(results, mapping.skipped)
-    if as_json:
-        print_json(done)
-    else:
-        console.print(
-            f"applied: {done.added} added, {done.changed} changed, {done.unchanged} unchanged"
-        )
-
-
-def _render_import(result: ImportResult) -> None:
-    table = Table("provider", "model", "field", "old", "new", title="price changes")
-    for d in result.diff:
-        table.add_row(
-            d.provider,
-            d.model,
-            d.field,
-            "—" if d.old is None else str(d.old),
-            "—" if d.new is None else str(d.new),
-        )
-    if result.diff:
-        console.print(table)
-    console.print(
-        f"{result.added} to add, {result.changed} to change, {result.unchanged} unchanged, "
-        f"{len(result.skipped)} skipped",
-        highlight=False,
-    )
-    for skipped in result.skipped:
-        console.print(f"  skipped {skipped.key}: {skipped.reason}", highlight=False, markup=False)
-
-
-@price_app.command("export")
-def price_export(
-    fmt: str = typer.Option("json", "--format", help="json (LiteLLM catalog) or csv (per 1M)."),
-    provider: str | None = typer.Option(None, "--provider", help="Only this provider."),
-) -> None:
-    """The price list as a LiteLLM-compatible catalog (exact numbers) or CSV; to stdout."""
-
-    if fmt not in ("json", "csv"):
-        fail(f"--format must be json or csv, got {fmt!r}")
-    with _pricing() as pricing:
-        prices = pricing.list_prices(provider=provider)
-    typer.echo(
-        dumps_exact(to_litellm(prices)) if fmt == "json" else prices_csv(prices), nl=fmt == "json"
-    )
+price_app.command("import")(litellm_cli.price_import)
+price_app.command("export")(litellm_cli.price_export)
 
 
 @price_app.command("reprice")

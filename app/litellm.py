@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.client import json_value
+from app.client import call, json_value
 from app.errors import InvalidInput
 from app.pricing import (
     MAX_PER_TOKEN,
+    MAX_SCALE,
     ModelPrice,
     _Result,
     check_currency,
@@ -41,8 +42,30 @@ if TYPE_CHECKING:
 
 # ── Import results ───────────────────────────────────────────────────────────────────────────
 class SkippedEntry(_Result):
+    """A catalog key that was not imported. `reason` is a short category (for the summary:
+    duplicate, not_charged_yet, no_price, invalid, too_precise, documentation); `detail` says
+    exactly why; `mode` is the entry's LiteLLM mode."""
+
     key: str
     reason: str
+    detail: str = ""
+    mode: str | None = None
+
+
+class Rounding(_Result):
+    """A price given as a binary float, stored as the decimal it stands for.
+
+    `value` is the shortest decimal that round-trips the float (what a person wrote, plus any
+    noise the float carries); `stored` is that decimal at the database's scale (12 places)."""
+
+    key: str
+    field: str
+    value: Decimal
+    stored: Decimal
+
+    @property
+    def change(self) -> Decimal:
+        return abs(self.stored - self.value)
 
 
 class PriceDiff(_Result):
@@ -53,13 +76,47 @@ class PriceDiff(_Result):
     new: Any = None
 
 
+class DefaultChange(_Result):
+    model: str
+    old: str | None = None
+    new: str
+
+
+class ModelKey(_Result):
+    provider: str
+    model: str
+
+
 class ImportResult(_Result):
     added: int = 0
     changed: int = 0
     unchanged: int = 0
+    # entries whose catalog key (models.metadata.litellm_key) is new or different
+    keys_changed: int = 0
+    # per field, changed entries only (a new model's prices are the entry itself)
     diff: list[PriceDiff] = Field(default_factory=list)
+    added_models: list[ModelKey] = Field(default_factory=list)
+    defaults_changed: list[DefaultChange] = Field(default_factory=list)
     skipped: list[SkippedEntry] = Field(default_factory=list)
+    rounded: list[Rounding] = Field(default_factory=list)
     dry_run: bool = False
+
+    @property
+    def pending(self) -> int:
+        """Entries a real run would write: new and changed prices, new defaults and keys."""
+        return self.added + self.changed + len(self.defaults_changed) + self.keys_changed
+
+    def skipped_by(self, attribute: str) -> dict[str, int]:
+        """How many entries were skipped per reason or per mode, most first."""
+        counts: dict[str, int] = {}
+        for entry in self.skipped:
+            name = str(getattr(entry, attribute) or "none")
+            counts[name] = counts.get(name, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    @property
+    def largest_rounding(self) -> Rounding | None:
+        return max(self.rounded, key=lambda r: r.change, default=None)
 
 
 # ── LiteLLM catalog mapping ──────────────────────────────────────────────────────────────────
@@ -73,13 +130,34 @@ OUR_TO_LITELLM: dict[str, str] = {"google": "gemini"}
 # Modes whose price is per token (plus optional per-image/per-request extras).
 TOKEN_MODES = {"chat", "completion", "responses", "embedding", None}
 IMAGE_MODES = {"image_generation"}
+# Priced per query: LiteLLM's input_cost_per_query becomes a per-request price.
+QUERY_MODES = {"rerank"}
+# What the catalog cannot charge yet, and why (reported, never priced $0).
+NOT_CHARGED: dict[str, str] = {
+    "audio_transcription": "priced per second of audio (or per audio token)",
+    "audio_speech": "text-to-speech, priced per character (or per audio token)",
+    "realtime": "realtime audio tokens are priced apart from text tokens",
+}
 TIER_KEY = re.compile(r"^(input|output)_cost_per_token_above_(\d+)k_tokens$")
+SCALE = Decimal(1).scaleb(-MAX_SCALE)
+# A double carries 15 significant decimal digits (DBL_DIG); what lies beyond them is the float's
+# own error. Rounding to the database's scale may move a price by at most this much, relatively.
+FLOAT_ERROR = Decimal("1e-15")
+
+
+class Skip(ValueError):
+    """An entry that is not imported: `reason` is the summary category, the message the detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 def load_litellm(text: str | bytes) -> dict[str, Any]:
-    """Parse a LiteLLM catalog with every number as an exact Decimal (2.5e-06 stays exact)."""
+    """Parse a LiteLLM catalog. Numbers stay as JSON gives them (floats): the catalog is
+    written by Python's json from floats, and `map_litellm` turns each into its decimal."""
     try:
-        data = json.loads(text, parse_float=Decimal, parse_int=Decimal)
+        data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(
             "invalid_argument",
@@ -106,60 +184,107 @@ def _litellm_model(key: str, litellm_provider: str, provider: str) -> str:
     return key
 
 
-def _number(entry: Mapping[str, Any], name: str) -> Decimal | None:
+def catalog_decimal(value: Any, name: str) -> tuple[Decimal, Decimal | None]:
+    """A catalog number as (stored decimal, the decimal it was rounded from or None).
+
+    A float means the decimal a person wrote: the shortest decimal that round-trips it (its
+    repr). That decimal is rounded to the database's scale when it has more places, if the
+    change stays within the float's own error (15 significant digits); otherwise the price
+    cannot be stored as given and Skip (too_precise) is raised. Decimal and int are exact."""
+    if isinstance(value, bool) or not isinstance(value, (float, int, Decimal, str)):
+        raise Skip("invalid", f"{name} is not a number")
+    try:
+        if isinstance(value, float):
+            amount = Decimal(repr(value))
+        else:
+            amount = Decimal(str(value).strip()) if isinstance(value, str) else Decimal(value)
+    except InvalidOperation:
+        raise Skip("invalid", f"{name} is not a number: {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise Skip("invalid", f"{name} must be a finite number >= 0")
+    if amount == 0 or amount.normalize().as_tuple().exponent >= -MAX_SCALE:  # type: ignore[operator]
+        return plain(amount), None
+    stored = amount.quantize(SCALE)
+    if abs(stored - amount) > amount * FLOAT_ERROR:
+        raise Skip(
+            "too_precise",
+            f"{name} {decimal_text(amount)} needs more than {MAX_SCALE} decimal places "
+            "(more than float noise would be lost)",
+        )
+    return plain(stored), plain(amount)
+
+
+def _number(
+    entry: Mapping[str, Any], name: str, key: str = "", rounded: list[Rounding] | None = None
+) -> Decimal | None:
     value = entry.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (Decimal, int, str)):
-        raise ValueError(f"{name} is not a number")  # noqa: TRY004 (reported, not raised)
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError(f"{name} is not a number: {value!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueError(f"{name} must be a finite number >= 0")
-    return plain(amount)
+    amount, original = catalog_decimal(value, name)
+    if original is not None and rounded is not None:
+        rounded.append(Rounding(key=key, field=name, value=original, stored=amount))
+    return amount
 
 
 def map_litellm_entry(
-    key: str, entry: Mapping[str, Any], *, today: date | None = None
+    key: str,
+    entry: Mapping[str, Any],
+    *,
+    today: date | None = None,
+    rounded: list[Rounding] | None = None,
 ) -> dict[str, Any]:
-    """One LiteLLM entry as `set_model_price` arguments; raises ValueError saying why not."""
+    """One LiteLLM entry as `set_model_price` arguments (plus `litellm_key`, and `is_default`
+    for an unprefixed key: LiteLLM resolves the bare name to it). Float noise is rounded away
+    and appended to `rounded`. Raises Skip (a ValueError) saying why the entry is not imported."""
     if not isinstance(entry, Mapping):
-        raise ValueError("entry is not an object")  # noqa: TRY004
+        raise Skip("invalid", "entry is not an object")
     litellm_provider = entry.get("litellm_provider")
     if not isinstance(litellm_provider, str) or not litellm_provider:
-        raise ValueError("no litellm_provider")
+        raise Skip("invalid", "no litellm_provider")
     mode = entry.get("mode")
-    if mode not in TOKEN_MODES | IMAGE_MODES:
-        raise ValueError(f"mode {mode} is not priced per token or per image")
+    if mode in NOT_CHARGED:
+        raise Skip("not_charged_yet", f"{mode}: {NOT_CHARGED[mode]}; not charged yet")
+    if mode not in TOKEN_MODES | IMAGE_MODES | QUERY_MODES:
+        raise Skip("not_charged_yet", f"mode {mode}: not priced per token, image or request")
     provider = LITELLM_PROVIDERS.get(litellm_provider, litellm_provider)
     if provider.startswith("vertex_ai-"):  # vertex_ai-language-models, vertex_ai-image-models…
         provider = "vertex_ai"
     model = _litellm_model(key, litellm_provider, provider)
-    input_cost = _number(entry, "input_cost_per_token")
-    output_cost = _number(entry, "output_cost_per_token")
-    per_image = _number(entry, "output_cost_per_image")
+    found: list[Rounding] = []
+
+    def number(name: str) -> Decimal | None:
+        return _number(entry, name, key, found)
+
+    input_cost = number("input_cost_per_token")
+    output_cost = number("output_cost_per_token")
+    per_image = number("output_cost_per_image")
     if per_image is None:
-        per_image = _number(entry, "input_cost_per_image")
+        per_image = number("input_cost_per_image")
+    per_request = number("input_cost_per_request")
+    if mode in QUERY_MODES:
+        per_request = number("input_cost_per_query")
+        if not per_request and not input_cost and not output_cost:
+            raise Skip("no_price", f"{mode} without a per-query or per-token price")
+        input_cost = input_cost or Decimal(0)
+        output_cost = output_cost or Decimal(0)
     if mode in IMAGE_MODES and per_image is None:
-        raise ValueError(
-            "image model without a per-image price (per-pixel prices are not supported)"
+        raise Skip(
+            "not_charged_yet",
+            "image model without a per-image price (per-pixel prices are not supported)",
         )
     if input_cost is None and per_image is None:
-        raise ValueError("no input_cost_per_token")
+        raise Skip("no_price", "no input_cost_per_token")
     if output_cost is None and mode not in ("embedding", "image_generation") and per_image is None:
-        raise ValueError("no output_cost_per_token")
+        raise Skip("no_price", "no output_cost_per_token")
     args: dict[str, Any] = {
         "provider": provider,
         "model": model,
         "input_per_token": input_cost or Decimal(0),
         "output_per_token": output_cost or Decimal(0),
     }
-    cached = _number(entry, "cache_read_input_token_cost")
+    cached = number("cache_read_input_token_cost")
     if cached is not None:
         args["cached_input_per_token"] = cached
-    per_request = _number(entry, "input_cost_per_request")
     if per_request:
         args["per_request"] = per_request
     if per_image:
@@ -167,7 +292,7 @@ def map_litellm_entry(
     tiers: dict[int, dict[str, Decimal]] = {}
     for name in entry:
         if match := TIER_KEY.match(name):
-            amount = _number(entry, name)
+            amount = number(name)
             if amount is not None:
                 tiers.setdefault(int(match.group(2)) * 1000, {})[match.group(1)] = amount
     if tiers:
@@ -183,6 +308,11 @@ def map_litellm_entry(
         args["pricing_type"] = "deprecated"
     elif priced and all(v == 0 for v in priced):
         args["pricing_type"] = "free"
+    args["litellm_key"] = key
+    if model == key:
+        args["is_default"] = True
+    if rounded is not None:
+        rounded.extend(found)
     return args
 
 
@@ -191,38 +321,63 @@ class LiteLLMMapping(BaseModel):
 
     prices: list[dict[str, Any]]
     skipped: list[SkippedEntry]
+    rounded: list[Rounding] = Field(default_factory=list)
 
 
 def map_litellm(data: Mapping[str, Any], *, today: date | None = None) -> LiteLLMMapping:
     """Every priceable entry of a LiteLLM catalog as `set_model_price` argument objects.
 
-    Skipped (and reported, never silently priced $0): `sample_spec`, modes not priced per token
-    or per image (audio, rerank, moderation, …), entries without a token price, and a second key
-    for the same (provider, model) — e.g. "openai/gpt-4o" after "gpt-4o".
+    Skipped (and reported, never silently priced $0): `sample_spec`, modes the catalog cannot
+    charge yet (audio per second, TTS per character, realtime audio tokens, …), entries without a
+    price, prices that need more than 12 decimals beyond float noise, and a second key for the
+    same (provider, model) — "openai/gpt-4o" beside "gpt-4o": the unprefixed key is kept, as
+    LiteLLM resolves the bare name to it. Float noise rounded away is listed in `rounded`.
     """
-    prices: list[dict[str, Any]] = []
+    kept: dict[tuple[str, str], tuple[dict[str, Any], list[Rounding]]] = {}
     skipped: list[SkippedEntry] = []
-    seen: dict[tuple[str, str], str] = {}
     for key, entry in data.items():
+        mode = entry.get("mode") if isinstance(entry, Mapping) else None
+        mode = mode if isinstance(mode, str) or mode is None else str(mode)
         if key == "sample_spec":
-            skipped.append(SkippedEntry(key=key, reason="documentation entry"))
+            skipped.append(
+                SkippedEntry(key=key, reason="documentation", detail="documentation entry")
+            )
             continue
+        found: list[Rounding] = []
         try:
-            args = map_litellm_entry(key, entry, today=today)
-        except ValueError as exc:
-            skipped.append(SkippedEntry(key=key, reason=str(exc)))
+            args = map_litellm_entry(key, entry, today=today, rounded=found)
+        except Skip as exc:
+            skipped.append(SkippedEntry(key=key, reason=exc.reason, detail=str(exc), mode=mode))
             continue
         identity = (args["provider"], args["model"])
-        if identity in seen:
-            skipped.append(SkippedEntry(key=key, reason=f"same model as {seen[identity]!r}"))
+        if identity in kept:
+            first = kept[identity][0]
+            if args.get("is_default") and not first.get("is_default"):
+                # The unprefixed key wins; the prefixed one it replaces is reported.
+                kept[identity] = (args, found)
+                args, key = first, first["litellm_key"]
+            skipped.append(
+                SkippedEntry(
+                    key=key,
+                    reason="duplicate",
+                    detail=f"same model as {kept[identity][0]['litellm_key']!r}",
+                    mode=mode,
+                )
+            )
             continue
-        seen[identity] = key
-        prices.append(args)
-    return LiteLLMMapping(prices=prices, skipped=skipped)
+        kept[identity] = (args, found)
+    return LiteLLMMapping(
+        prices=[args for args, _ in kept.values()],
+        skipped=skipped,
+        rounded=[r for _, found in kept.values() for r in found],
+    )
 
 
-def to_litellm(prices: Iterable[ModelPrice]) -> dict[str, dict[str, Any]]:
-    """Current prices as a LiteLLM catalog (keys "provider/model"); numbers stay Decimal."""
+def to_litellm(
+    prices: Iterable[ModelPrice], keys: Mapping[tuple[str, str], str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Current prices as a LiteLLM catalog; numbers stay Decimal. A price imported from a
+    catalog keeps its key (`keys`: (provider, model) → key); any other is "provider/model"."""
     catalog: dict[str, dict[str, Any]] = {}
     for price in prices:
         if price.pricing_type == "missing" or price.price_per_input_token is None:
@@ -232,8 +387,9 @@ def to_litellm(prices: Iterable[ModelPrice]) -> dict[str, dict[str, Any]]:
             and not price.price_per_input_token
             and not price.price_per_output_token
         )
+        litellm_provider = OUR_TO_LITELLM.get(price.provider, price.provider)
         entry: dict[str, Any] = {
-            "litellm_provider": OUR_TO_LITELLM.get(price.provider, price.provider),
+            "litellm_provider": litellm_provider,
             "mode": "image_generation" if image_only else "chat",
             "input_cost_per_token": plain(price.price_per_input_token),
             "output_cost_per_token": plain(price.price_per_output_token or Decimal(0)),
@@ -256,7 +412,8 @@ def to_litellm(prices: Iterable[ModelPrice]) -> dict[str, dict[str, Any]]:
                 )
         if price.pricing_type == "deprecated":
             entry["deprecation_date"] = (price.last_updated or datetime.now(UTC)).date().isoformat()
-        catalog[f"{price.provider}/{price.model}"] = entry
+        key = (keys or {}).get((price.provider, price.model))
+        catalog[key or f"{litellm_provider}/{price.model}"] = entry
     return catalog
 
 
@@ -512,30 +669,87 @@ def import_chunks(
     prices: Sequence[Mapping[str, Any]],
     *,
     source: str = "import",
-    chunk_size: int = 100,
+    chunk_size: int = 500,
+    dry_run: bool = False,
 ) -> Iterator[ImportResult]:
-    """Apply prices in chunks (one transaction each), yielding each chunk's result; for a
-    progress bar. A failing chunk raises and leaves the earlier chunks applied."""
+    """Compare (dry_run) or apply prices in chunks, one request and one transaction each,
+    yielding each chunk's result; for a progress bar, and to keep every request well inside the
+    API's statement timeout and body limit. Every entry is checked before the first request.
+    A failing chunk raises InvalidInput naming the entry by its index in `prices`; the earlier
+    chunks of a real run stay applied."""
+    check_import(prices)
     for start in range(0, len(prices), chunk_size):
-        yield import_prices(pricing, prices[start : start + chunk_size], source=source)
+        try:
+            yield import_prices(
+                pricing, prices[start : start + chunk_size], source=source, dry_run=dry_run
+            )
+        except InvalidInput as exc:
+            detail = ENTRY_INDEX.sub(
+                lambda m: f"prices[{int(m.group(1)) + start}]", exc.detail or "", count=1
+            )
+            raise InvalidInput(exc.message, code=exc.code, field=exc.field, detail=detail) from None
+
+
+ENTRY_INDEX = re.compile(r"^prices\[(\d+)\]")
+
+
+def catalog_keys(pricing: Pricing, *, provider: str | None = None) -> dict[tuple[str, str], str]:
+    """(provider, model) → the LiteLLM key its price was imported from (models.metadata)."""
+    keys: dict[tuple[str, str], str] = {}
+    page = 1000  # PostgREST's max_rows: read in pages, so no deployment truncates the list
+    start = 0
+    while True:
+
+        def run(start: int = start) -> Any:
+            query = pricing.client.table("models").select("provider_id,model_id,metadata")
+            if provider:
+                query = query.eq("provider_id", provider)
+            return (
+                query.order("provider_id")
+                .order("model_id")
+                .range(start, start + page - 1)
+                .execute()
+            )
+
+        rows = call(run).data or []
+        for row in rows:
+            key = (row.get("metadata") or {}).get("litellm_key")
+            if isinstance(key, str) and key:
+                keys[(row["provider_id"], row["model_id"])] = key
+        if len(rows) < page:
+            return keys
+        start += page
 
 
 def merge_results(
-    results: Iterable[ImportResult], skipped: Sequence[SkippedEntry] = (), *, dry_run: bool = False
+    results: Iterable[ImportResult],
+    skipped: Sequence[SkippedEntry] = (),
+    *,
+    rounded: Sequence[Rounding] = (),
+    dry_run: bool = False,
 ) -> ImportResult:
-    """The sum of chunk results."""
-    added = changed = unchanged = 0
+    """The sum of chunk results, with what the mapping skipped and rounded."""
+    added = changed = unchanged = keys_changed = 0
     diff: list[PriceDiff] = []
+    added_models: list[ModelKey] = []
+    defaults: list[DefaultChange] = []
     for result in results:
         added += result.added
         changed += result.changed
         unchanged += result.unchanged
+        keys_changed += result.keys_changed
         diff.extend(result.diff)
+        added_models.extend(result.added_models)
+        defaults.extend(result.defaults_changed)
     return ImportResult(
         added=added,
         changed=changed,
         unchanged=unchanged,
+        keys_changed=keys_changed,
         diff=diff,
+        added_models=added_models,
+        defaults_changed=defaults,
         skipped=list(skipped),
+        rounded=list(rounded),
         dry_run=dry_run,
     )

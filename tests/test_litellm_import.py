@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from litellm_catalog import generate_catalog
 from typer.testing import CliRunner
 
 from app.cli import app
 from app.errors import InvalidInput
 from app.litellm import (
+    ImportResult,
     dumps_exact,
+    import_chunks,
     load_litellm,
     map_litellm,
     map_litellm_entry,
@@ -30,7 +33,7 @@ from app.litellm import (
     prices_from_file,
     to_litellm,
 )
-from app.pricing import Pricing
+from app.pricing import Pricing, decimal_text
 
 SAMPLE = Path(__file__).parent / "fixtures" / "litellm_sample.json"
 TODAY = date(2026, 6, 1)
@@ -93,17 +96,22 @@ def test_map_litellm_past_deprecation_date_marks_deprecated():
 
 def test_map_litellm_sample_spec_non_chat_and_duplicates_are_skipped_and_reported():
     mapping = map_litellm(sample(), today=TODAY)
-    skipped = {s.key: s.reason for s in mapping.skipped}
+    skipped = {s.key: s for s in mapping.skipped}
     assert set(skipped) == {"sample_spec", "whisper-1", "openai/gpt-4o"}
-    assert "audio_transcription" in skipped["whisper-1"]
-    assert "gpt-4o" in skipped["openai/gpt-4o"]
+    assert skipped["whisper-1"].reason == "not_charged_yet"
+    assert skipped["whisper-1"].mode == "audio_transcription"
+    assert "per second" in skipped["whisper-1"].detail
+    assert skipped["openai/gpt-4o"].reason == "duplicate"
+    assert "gpt-4o" in skipped["openai/gpt-4o"].detail
     assert len(mapping.prices) == 7
 
 
 @pytest.mark.parametrize(
     "entry, reason",
     [
-        ({"litellm_provider": "openai", "mode": "rerank", "input_cost_per_query": 0.001}, "rerank"),
+        ({"litellm_provider": "cohere", "mode": "rerank", "input_cost_per_token": 0.0}, "rerank"),
+        ({"litellm_provider": "openai", "mode": "audio_speech"}, "per character"),
+        ({"litellm_provider": "openai", "mode": "realtime"}, "realtime audio tokens"),
         (
             {"litellm_provider": "openai", "mode": "chat", "output_cost_per_token": 1e-6},
             "input_cost_per_token",
@@ -209,9 +217,9 @@ def test_import_dry_run_shows_diff_and_writes_nothing(pricing: Pricing, own_samp
     mapping = prices_from_file(path)
     result = pricing.import_prices(mapping.prices, dry_run=True)
     assert (result.added, result.changed, result.unchanged) == (7, 0, 0)
-    fields = {(d.model, d.field): d for d in result.diff}
-    gpt = fields[(f"gpt-4o-{suffix}", "input_per_token")]
-    assert gpt.old is None and Decimal(str(gpt.new)) == Decimal("0.0000025")
+    # new models are listed once each, not field by field
+    assert result.diff == []
+    assert ("openai", f"gpt-4o-{suffix}") in {(m.provider, m.model) for m in result.added_models}
     assert stored(pricing, suffix) == {}
 
 
@@ -272,9 +280,11 @@ def test_cli_import_dry_run_then_apply_then_reimport_unchanged(pricing: Pricing,
     runner = CliRunner()
     dry = runner.invoke(app, ["price", "import", str(path), "--dry-run"], env=WIDE)
     assert dry.exit_code == 0, dry.output
-    assert "7 to add, 0 to change, 0 unchanged, 3 skipped" in dry.stdout
-    assert f"claude-sonnet-4-5-{suffix}" in dry.stdout
-    assert "skipped whisper-1" in dry.stdout and "dry run: nothing applied" in dry.stdout
+    assert "7 prices compared: 7 new, 0 changed, 0 unchanged" in dry.stdout
+    assert "skipped 3: documentation 1, duplicate 1, not_charged_yet 1" in dry.stdout
+    assert "7 new models (--verbose lists them)" in dry.stdout
+    assert f"claude-sonnet-4-5-{suffix}" not in dry.stdout  # one line each only with --verbose
+    assert "dry run: nothing applied" in dry.stdout
     assert stored(pricing, suffix) == {}
 
     applied = runner.invoke(app, ["price", "import", str(path), "--yes"], env=WIDE)
@@ -378,7 +388,7 @@ def test_cli_import_without_yes_and_no_terminal_applies_after_the_diff(
     path, suffix = own_sample()
     result = CliRunner().invoke(app, ["price", "import", str(path)], env=WIDE)  # stdin: no TTY
     assert result.exit_code == 0, result.output
-    assert "7 to add" in result.stdout and "applied: 7 added" in result.stdout
+    assert "7 new" in result.stdout and "applied: 7 added" in result.stdout
     assert len(stored(pricing, suffix)) == 7
 
 
@@ -396,3 +406,197 @@ def test_cli_export_csv_reimports_unchanged(pricing: Pricing, own_sample, tmp_pa
     out.write_text(exported.stdout.splitlines()[0] + "\n" + "\n".join(mine) + "\n")
     back = pricing.import_prices(prices_from_file(out).prices, dry_run=True)
     assert (back.added, back.changed, back.unchanged) == (0, 0, 2), back.diff
+
+
+# ── Float noise, modes, duplicates (issue 10 §1, §5) ────────────────────────────────────────
+def test_map_litellm_float_noise_rounded_to_scale_and_reported():
+    catalog = load_litellm(
+        '{"databricks/claude-x": {"litellm_provider": "databricks", "mode": "chat",'
+        ' "input_cost_per_token": 2.9999900000000002e-06,'
+        ' "output_cost_per_token": 1.5000020000000002e-05}}'
+    )
+    mapping = map_litellm(catalog)
+    [price] = mapping.prices
+    # the decimal a person wrote, at the database's scale: never a refusal of the file
+    assert price["input_per_token"] == Decimal("0.00000299999")
+    assert price["output_per_token"] == Decimal("0.00001500002")
+    assert [(r.field, r.value, r.stored) for r in mapping.rounded] == [
+        ("input_cost_per_token", Decimal("0.0000029999900000000002"), Decimal("0.00000299999")),
+        ("output_cost_per_token", Decimal("0.000015000020000000002"), Decimal("0.00001500002")),
+    ]
+    # each change is within the float's own error (15 significant digits)
+    assert all(r.change <= r.value * Decimal("1e-15") for r in mapping.rounded)
+    assert mapping.rounded[0].change == Decimal("2E-22")
+
+
+def test_map_litellm_price_needing_more_than_12_decimals_is_skipped_not_rounded():
+    catalog = load_litellm(
+        '{"thirds": {"litellm_provider": "openai", "mode": "chat",'
+        ' "input_cost_per_token": 3.3333333333333335e-05, "output_cost_per_token": 1e-05}}'
+    )
+    mapping = map_litellm(catalog)
+    assert mapping.prices == [] and mapping.rounded == []
+    [skipped] = mapping.skipped
+    assert skipped.reason == "too_precise" and "0.000033333333333333335" in skipped.detail
+
+
+def test_map_litellm_rerank_per_query_price_becomes_per_request():
+    catalog = load_litellm(
+        '{"cohere/rerank-v3.5": {"litellm_provider": "cohere", "mode": "rerank",'
+        ' "input_cost_per_query": 0.002, "input_cost_per_token": 0.0,'
+        ' "output_cost_per_token": 0.0}}'
+    )
+    [price] = map_litellm(catalog).prices
+    assert price["per_request"] == Decimal("0.002")
+    assert price["input_per_token"] == 0 and price.get("pricing_type", "paid") == "paid"
+
+
+def test_map_litellm_unprefixed_key_wins_over_prefixed_duplicate_and_is_default():
+    entry = {"litellm_provider": "deepseek", "mode": "chat", "input_cost_per_token": 2.8e-07}
+    catalog = {
+        "deepseek/deepseek-chat": {**entry, "output_cost_per_token": 1e-06},
+        "deepseek-chat": {**entry, "output_cost_per_token": 4.2e-07},
+        "azure/deepseek-chat": {**entry, "litellm_provider": "azure", "output_cost_per_token": 0},
+    }
+    mapping = map_litellm(catalog)
+    kept = {p["litellm_key"]: p for p in mapping.prices}
+    assert set(kept) == {"deepseek-chat", "azure/deepseek-chat"}
+    assert kept["deepseek-chat"]["output_per_token"] == Decimal("0.00000042")
+    assert kept["deepseek-chat"]["is_default"] is True
+    assert "is_default" not in kept["azure/deepseek-chat"]
+    [skipped] = mapping.skipped
+    assert skipped.key == "deepseek/deepseek-chat" and skipped.reason == "duplicate"
+    assert "'deepseek-chat'" in skipped.detail
+
+
+def test_map_generated_catalog_every_kept_key_has_the_decimals_a_person_wrote():
+    catalog = generate_catalog(3000, suffix="map")
+    mapping = map_litellm(catalog.data)
+    by_key = {p["litellm_key"]: p for p in mapping.prices}
+    assert set(by_key) == set(catalog.expected)
+    args = {
+        "input_cost_per_token": "input_per_token",
+        "output_cost_per_token": "output_per_token",
+        "cache_read_input_token_cost": "cached_input_per_token",
+    }
+    for key, prices in catalog.expected.items():
+        for name, value in prices.items():
+            assert by_key[key][args[name]] == value, (key, name)
+    kept_noise = {(k, f) for k, f in catalog.noisy if k in catalog.expected}
+    assert kept_noise and {(r.key, r.field) for r in mapping.rounded} == kept_noise
+    modes = ImportResult(skipped=mapping.skipped).skipped_by("mode")
+    for mode in ("audio_transcription", "audio_speech", "realtime", "image_generation"):
+        assert modes[mode] > 0
+    assert "rerank" not in modes  # priced per request
+
+
+# ── The generated 3,000-entry catalog against the stack ─────────────────────────────────────
+def test_import_generated_catalog_then_export_gives_back_every_price_under_its_key(
+    pricing: Pricing, tmp_path: Path
+):
+    suffix = uuid.uuid4().hex[:8]
+    catalog = generate_catalog(3000, suffix=suffix)
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(catalog.data))
+    runner = CliRunner()
+    applied = runner.invoke(app, ["price", "import", str(path), "--yes", "--json"])
+    assert applied.exit_code == 0, applied.output
+    body = json.loads(applied.stdout)
+    assert body["added"] == len(catalog.expected) and body["changed"] == 0
+    assert len(body["rounded"]) > 0
+
+    exported = runner.invoke(app, ["price", "export"])
+    assert exported.exit_code == 0, exported.output
+    back = json.loads(exported.stdout, parse_float=Decimal)
+    mine = {key for key in back if key.endswith(suffix) or f"-{suffix}-" in key}
+    assert mine == set(catalog.expected)  # same keys, prefixed ones included
+    for key, prices in catalog.expected.items():
+        for name, value in prices.items():
+            assert back[key][name] == value, (key, name, back[key][name], value)
+
+    again = runner.invoke(app, ["price", "import", str(path), "--json"])
+    assert again.exit_code == 0, again.output
+    body = json.loads(again.stdout)
+    assert (body["added"], body["changed"], body["keys_changed"]) == (0, 0, 0)
+    assert body["defaults_changed"] == []
+
+
+def test_import_unprefixed_entry_becomes_the_default_and_bare_name_charges_it(
+    pricing: Pricing, tmp_path: Path
+):
+    suffix = uuid.uuid4().hex[:8]
+    model = f"gpt-def-{suffix}"
+    entry = {"mode": "chat", "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}
+    path = tmp_path / "defaults.json"
+    # azure's copy comes first, so without the import's choice it would be the default
+    path.write_text(
+        json.dumps(
+            {
+                f"azure/{model}": {**entry, "litellm_provider": "azure"},
+                model: {**entry, "litellm_provider": "openai", "input_cost_per_token": 5e-07},
+            }
+        )
+    )
+    preview = merge_results(
+        import_chunks(pricing, prices_from_file(path).prices, dry_run=True), dry_run=True
+    )
+    assert [(d.model, d.old, d.new) for d in preview.defaults_changed] == [(model, None, "openai")]
+    merge_results(import_chunks(pricing, prices_from_file(path).prices))
+    charged = pricing.get(model=model)
+    assert (charged.provider, charged.price_per_input_token) == ("openai", Decimal("0.0000005"))
+
+
+def test_import_chunked_error_names_the_entry_by_its_index_in_the_file(
+    pricing: Pricing, own_sample
+):
+    path, suffix = own_sample()
+    prices = prices_from_file(path).prices
+    prices[5] = {**prices[5], "currency": "XYZ"}  # a format Python accepts, the database refuses
+    with pytest.raises(InvalidInput) as refused:
+        list(import_chunks(pricing, prices, chunk_size=2, dry_run=True))
+    assert refused.value.code == "invalid_currency"
+    assert (refused.value.detail or "").startswith("prices[5]")
+
+
+def test_import_two_versions_of_one_model_in_one_call_compare_in_order(pricing: Pricing):
+    model = f"versions-{uuid.uuid4().hex[:8]}"
+    first = {
+        "provider": "testco",
+        "model": model,
+        "input_per_token": "0.000001",
+        "output_per_token": "0.000002",
+        "effective_from": "2020-01-01T00:00:00+00:00",
+    }
+    same_later = {**first, "effective_from": "2021-01-01T00:00:00+00:00"}
+    dearer = {**first, "input_per_token": "0.000003", "effective_from": "2022-01-01T00:00:00+00:00"}
+    result = pricing.import_prices([first, same_later, dearer], dry_run=True)
+    # the 2021 entry has the prices in effect then (the 2020 entry's): no new version
+    assert (result.added, result.changed, result.unchanged) == (1, 1, 1)
+    [diff] = result.diff
+    assert (diff.field, diff.old, diff.new) == ("input_per_token", "0.000001", "0.000003")
+    with pytest.raises(InvalidInput, match=r"prices\[1\].*prices\[0\]"):
+        pricing.import_prices([first, first], dry_run=True)
+
+
+def test_cli_import_summary_counts_rounded_skipped_by_mode_and_shows_changes_per_1m(
+    pricing: Pricing, tmp_path: Path
+):
+    suffix = uuid.uuid4().hex[:8]
+    catalog = generate_catalog(100, suffix=suffix)
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(catalog.data))
+    runner = CliRunner()
+    assert runner.invoke(app, ["price", "import", str(path), "--yes"]).exit_code == 0
+    key = f"gpt-m1-{suffix}"
+    catalog.data[key]["input_cost_per_token"] = 1.234567e-06
+    path.write_text(json.dumps(catalog.data))
+    dry = runner.invoke(app, ["price", "import", str(path), "--dry-run"], env=WIDE)
+    assert dry.exit_code == 0, dry.output
+    assert "0 new, 1 changed" in dry.stdout
+    assert "by mode: " in dry.stdout and "audio_transcription" in dry.stdout
+    assert "not_charged_yet" in dry.stdout and "duplicate" in dry.stdout
+    old = catalog.expected[key]["input_cost_per_token"].scaleb(6)
+    changed = next(line for line in dry.stdout.splitlines() if key in line)
+    assert decimal_text(old) in changed and "1.234567" in changed  # per 1M tokens
+    verbose = runner.invoke(app, ["price", "import", str(path), "--dry-run", "-v"], env=WIDE)
+    assert f"skipped whisper-m1-{suffix}: audio_transcription" in verbose.stdout

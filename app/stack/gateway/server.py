@@ -141,6 +141,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: _Refusal | None = None
         self._refused = False
+        self._heads_completed = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -159,8 +160,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return  # lingering after a refusal: drop the rest of the request
         if self._in_head and self._head_timer is None:
             self._arm_head_timer()
+        was_in_head, heads_before = self._in_head, self._heads_completed
         super().data_received(data)
-        if self._in_head and not self._refused:
+        # Counted only while a head is incomplete before and after the read: a read that ends
+        # a head or a body (a large POST's last read sets _in_head again) may hold body bytes.
+        if (
+            was_in_head
+            and self._in_head
+            and not self._refused
+            and self._heads_completed == heads_before
+        ):
             # Only head bytes arrive before on_headers_complete (pipelined leftovers of the
             # previous request aside), so this is the head's size, to within one read.
             self._head_bytes += len(data)
@@ -183,6 +192,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._heads_completed += 1
         self._head_bytes = 0
         self._disarm_head_timer()
         super().on_headers_complete()
