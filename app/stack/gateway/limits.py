@@ -6,6 +6,8 @@ hostile input the same way; each API maps the exceptions below to its own error 
     read_body(request, max_bytes)          the raw body; BodyTooLarge past max_bytes
     parse_json(raw, max_depth=...)         strict JSON; InvalidJson, JsonTooDeep
     read_json(request, max_bytes=..., …)   both; None for an empty body
+    off_loop(fn, *args)                    CPU-bound work (parsing a large request) off the
+                                           event loop, so it never delays other requests
 
 JSON is parsed strictly: UTF-8 only (PostgreSQL's encoding; Python would also take UTF-16/32),
 no NaN/Infinity (not JSON, PostgreSQL refuses them), and at most MAX_JSON_DEPTH nested
@@ -19,7 +21,9 @@ import asyncio
 import itertools
 import json
 import operator
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 
@@ -32,6 +36,7 @@ __all__ = [
     "InvalidJson",
     "JsonTooDeep",
     "json_depth_exceeds",
+    "off_loop",
     "parse_json",
     "read_body",
     "read_json",
@@ -42,6 +47,20 @@ MAX_JSON_DEPTH = 100
 # The whole body must arrive within this long (nginx's client_body_timeout is 60 s between
 # reads; a whole-body bound also stops a client dripping one byte at a time).
 BODY_TIMEOUT_SECONDS = 30.0
+
+
+# Bodies up to this size parse inline (well under a millisecond); larger ones off the loop.
+_INLINE_JSON_BYTES = 64 * 1024
+
+T = TypeVar("T")
+# One thread: a single CPU-bound parse competes with the event loop for the GIL, which the loop
+# then gets back every switch interval (5 ms); more threads would make it wait for each of them.
+_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-parse")
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in the gateway's parsing thread; its exceptions are raised here."""
+    return await asyncio.get_running_loop().run_in_executor(_PARSER, fn, *args)
 
 
 class BodyRejected(ValueError):
@@ -152,4 +171,10 @@ async def read_json(
     raw = await read_body(request, max_bytes)
     if not raw.strip():
         return None
+    if len(raw) <= _INLINE_JSON_BYTES:
+        return parse_json(raw, max_depth=max_depth)
+    return await off_loop(_parse_json_at, raw, max_depth)
+
+
+def _parse_json_at(raw: bytes, max_depth: int) -> Any:
     return parse_json(raw, max_depth=max_depth)

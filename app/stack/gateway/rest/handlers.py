@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
@@ -34,6 +34,10 @@ from app.stack.gateway.rest.transaction import RequestContext, run
 OBJECT_MEDIA = "application/vnd.pgrst.object+json"
 JSON_TYPE = "application/json; charset=utf-8"
 _PLAN_CACHE_SIZE = 2048
+# Up to this many bytes of query string and body, parsing and building take well under a
+# millisecond and run inline; beyond, they run off the event loop (_prepare).
+_INLINE_BYTES = 2048
+T = TypeVar("T")
 
 
 @dataclass
@@ -230,6 +234,19 @@ def _json_body(raw: bytes) -> Any:
         raise ApiError(400, "PGRST102", "Empty or invalid json", exc.message) from None
 
 
+def _items(request: Request) -> list[tuple[str, str]]:
+    return request.query_params.multi_items()
+
+
+async def _prepare(request: Request, raw: bytes, plan: Callable[..., T], *args: Any) -> T:
+    """`plan(*args)`: parsing the request and building its SQL. Inline for a small request;
+    for a large one (a long query string, a large body) in limits.off_loop's thread, so that
+    the event loop, and with it every other request, does not wait for it."""
+    if len(request.scope["query_string"]) + len(raw) <= _INLINE_BYTES:
+        return plan(*args)
+    return await limits.off_loop(plan, *args)
+
+
 # ── tables and views ──────────────────────────────────────────────────────────────────────
 Serve = Callable[[Request, RestState, SchemaCache, dict[str, Any], str, bytes], Awaitable[Response]]
 
@@ -271,50 +288,22 @@ async def _serve_table(
     single = _wants_object(request)
     if request.method in ("GET", "HEAD"):
         return await _read_table(request, state, table, ctx, prefer, single)
-    query = parse_query(request.query_params.multi_items())
-    if query.limit is not None or query.offset:
-        raise ApiError(
-            400,
-            "PGRST100",
-            "failed to parse limit (mutation)",
-            "limit/offset on writes is not supported by the local stack",
-        )
-    minimal = prefer.ret != "representation"
-    shape = query.shape()
-    if prefer.ret == "headers-only" and table.primary_key:
-        shape.select = tuple(parse.SelectItem(parse.Field(c)) for c in table.primary_key)
-        minimal = False
-    if request.method == "POST":
-        payload = _json_body(raw)
-        stmt, params = _insert(table, raw, payload, query, prefer, minimal)
-        status = 201
-    elif request.method == "PATCH":
-        payload = _json_body(raw)
-        if not isinstance(payload, dict):
-            raise ApiError(400, "PGRST102", "Empty or invalid json", "PATCH expects a JSON object")
-        columns = list(query.columns or payload.keys())
-        if not columns:
-            return Response(
-                "[]" if not minimal else b"",
-                200 if not minimal else 204,
-                {"Content-Range": "*/*"},
-                media_type=JSON_TYPE,
-            )
-        stmt, params = build.update(table, raw.decode(), columns, query.filters, minimal=minimal)
-        status = 204 if minimal else 200
-    elif request.method == "DELETE":
-        stmt, params = build.delete(table, query.filters, minimal=minimal)
-        status = 204 if minimal else 200
-    else:
-        raise ApiError(405, "PGRST117", f"Unsupported HTTP method: {request.method}")
-    query_sql, all_params = build.wrap_mutation(
-        table, stmt, params, shape, minimal=minimal, single=single, count=prefer.count
+    planned = await _prepare(
+        request, raw, _plan_write, request.method, table, raw, _items(request), prefer, single
     )
+    if planned.text is None:  # a PATCH naming no column: nothing to write
+        return Response(
+            "[]" if not planned.minimal else b"",
+            200 if not planned.minimal else 204,
+            {"Content-Range": "*/*"},
+            media_type=JSON_TYPE,
+        )
+    status, minimal = planned.status, planned.minimal
     row = await run(
         state.pool,
         ctx,
-        query_sql,
-        all_params,
+        planned.text,
+        planned.params,
         read_only=False,
         check=_check_single if single else None,
     )
@@ -331,6 +320,60 @@ async def _serve_table(
         return Response(b"", status if status != 200 else 204, headers)
     media = OBJECT_MEDIA + "; charset=utf-8" if single else JSON_TYPE
     return Response(body, status, headers, media_type=media)
+
+
+@dataclass
+class _Write:
+    text: str | None  # None: nothing to run
+    params: list[Any]
+    status: int
+    minimal: bool
+
+
+def _plan_write(
+    method: str,
+    table: Table,
+    raw: bytes,
+    items: list[tuple[str, str]],
+    prefer: Prefer,
+    single: bool,
+) -> _Write:
+    """The SQL of a POST/PATCH/DELETE on a table. Raises ApiError (400s, 405), CacheMiss."""
+    query = parse_query(items)
+    if query.limit is not None or query.offset:
+        raise ApiError(
+            400,
+            "PGRST100",
+            "failed to parse limit (mutation)",
+            "limit/offset on writes is not supported by the local stack",
+        )
+    minimal = prefer.ret != "representation"
+    shape = query.shape()
+    if prefer.ret == "headers-only" and table.primary_key:
+        shape.select = tuple(parse.SelectItem(parse.Field(c)) for c in table.primary_key)
+        minimal = False
+    if method == "POST":
+        payload = _json_body(raw)
+        stmt, params = _insert(table, raw, payload, query, prefer, minimal)
+        status = 201
+    elif method == "PATCH":
+        payload = _json_body(raw)
+        if not isinstance(payload, dict):
+            raise ApiError(400, "PGRST102", "Empty or invalid json", "PATCH expects a JSON object")
+        columns = list(query.columns or payload.keys())
+        if not columns:
+            return _Write(None, [], 200, minimal)
+        stmt, params = build.update(table, raw.decode(), columns, query.filters, minimal=minimal)
+        status = 204 if minimal else 200
+    elif method == "DELETE":
+        stmt, params = build.delete(table, query.filters, minimal=minimal)
+        status = 204 if minimal else 200
+    else:
+        raise ApiError(405, "PGRST117", f"Unsupported HTTP method: {method}")
+    query_sql, all_params = build.wrap_mutation(
+        table, stmt, params, shape, minimal=minimal, single=single, count=prefer.count
+    )
+    return _Write(query_sql.as_string(None), all_params, status, minimal)
 
 
 def _insert(
@@ -375,6 +418,15 @@ def _insert(
     )
 
 
+def _plan_read(
+    table: Table, items: list[tuple[str, str]], count: bool, single: bool
+) -> tuple[str, tuple[Any, ...], int]:
+    """(SQL, parameters, offset) of a GET on a table. Raises ApiError 400, CacheMiss."""
+    query = parse_query(items)
+    stmt, params = build.read(build.table_source(table), query.shape(), count=count, single=single)
+    return stmt.as_string(None), tuple(params), query.offset or 0
+
+
 async def _read_table(
     request: Request,
     state: RestState,
@@ -393,11 +445,9 @@ async def _read_table(
     )
     plan = state.plans.get(key)
     if plan is None:
-        query = parse_query(request.query_params.multi_items())
-        stmt, params = build.read(
-            build.table_source(table), query.shape(), count=prefer.count, single=single
+        plan = await _prepare(  # type: ignore[assignment]
+            request, b"", _plan_read, table, _items(request), prefer.count, single
         )
-        plan = (stmt.as_string(None), tuple(params), query.offset or 0)  # type: ignore[assignment]
         if len(state.plans) >= _PLAN_CACHE_SIZE:
             state.plans.clear()
         state.plans[key] = plan  # type: ignore[assignment]
@@ -435,9 +485,61 @@ async def _serve_rpc(
     prefer = Prefer.parse(request.headers.get("prefer"))
     single = _wants_object(request)
     fns = cache.functions.get((schema, name), [])
+    call = await _prepare(
+        request,
+        raw,
+        _plan_call,
+        request.method,
+        fns,
+        schema,
+        name,
+        raw,
+        _items(request),
+        prefer.count,
+        single,
+    )
+    if call.scalar:
+        row = await run(state.pool, ctx, call.text, call.params, read_only=call.read_only)
+        if call.returns_void:
+            return Response(b"", 204)  # PostgREST >= 10: VOID answers 204 No Content
+        content = "" if request.method == "HEAD" else row[0]
+        return Response(content, 200, {"Content-Range": "0-0/*"}, media_type=JSON_TYPE)
+    row = await run(
+        state.pool,
+        ctx,
+        call.text,
+        call.params,
+        read_only=call.read_only,
+        check=_check_single if single else None,
+    )
+    return _read_response(request, row, call.offset, call.as_object, prefer.count)
+
+
+@dataclass
+class _Call:
+    text: str
+    params: list[Any]
+    read_only: bool
+    scalar: bool  # one value (or VOID), not rows
+    returns_void: bool
+    as_object: bool
+    offset: int
+
+
+def _plan_call(
+    method: str,
+    fns: list[Function],
+    schema: str,
+    name: str,
+    raw: bytes,
+    items: list[tuple[str, str]],
+    count: bool,
+    single: bool,
+) -> _Call:
+    """The SQL calling one of the overloads `fns` of schema.name. Raises ApiError, CacheMiss."""
     all_arg_names = frozenset(a.name for f in fns for a in f.args)
-    if request.method in ("GET", "HEAD"):
-        query = parse_query(request.query_params.multi_items(), all_arg_names)
+    if method in ("GET", "HEAD"):
+        query = parse_query(items, all_arg_names)
         args: dict[str, Any] = dict(query.args)
         body = json.dumps(args)
     else:
@@ -449,7 +551,7 @@ async def _serve_rpc(
                 "Empty or invalid json",
                 "Expected a JSON object of named arguments",
             )
-        query = parse_query(request.query_params.multi_items())
+        query = parse_query(items)
         args = payload
         body = raw.decode() if raw.strip() else "{}"
     fn = _choose(fns, set(args))
@@ -462,24 +564,18 @@ async def _serve_rpc(
             f"Searched for the function {schema}.{name} with parameters {listed} or with a "
             "single unnamed json/jsonb parameter, but no matches were found in the schema cache.",
         )
-    read_only = request.method in ("GET", "HEAD") or fn.volatility in ("i", "s")
+    read_only = method in ("GET", "HEAD") or fn.volatility in ("i", "s")
     if not fn.returns_set and not fn.returns_composite:
         stmt, params = build.call_scalar(fn, args, body)
-        row = await run(state.pool, ctx, stmt, params, read_only=read_only)
-        if fn.returns_void:
-            return Response(b"", 204)  # PostgREST >= 10: VOID answers 204 No Content
-        content = "" if request.method == "HEAD" else row[0]
-        return Response(content, 200, {"Content-Range": "0-0/*"}, media_type=JSON_TYPE)
+        return _Call(stmt.as_string(None), params, read_only, True, fn.returns_void, False, 0)
     src = build.function_source(fn, args, body)
-    scalar = not fn.returns_composite
     as_object = single or not fn.returns_set
     stmt, params = build.read(
-        src, query.shape(), count=prefer.count, single=as_object, scalar=scalar
+        src, query.shape(), count=count, single=as_object, scalar=not fn.returns_composite
     )
-    row = await run(
-        state.pool, ctx, stmt, params, read_only=read_only, check=_check_single if single else None
+    return _Call(
+        stmt.as_string(None), params, read_only, False, False, as_object, query.offset or 0
     )
-    return _read_response(request, row, query.offset or 0, as_object, prefer.count)
 
 
 async def invalid_path(request: Request) -> Response:

@@ -80,8 +80,9 @@ _OP_RE = re.compile(r"^(?P<op>[a-z]+)(?:\((?P<arg>[^()]*)\))?$")
 # Where a scan of a value has to look: the rest is plain text.
 _STRUCTURE = re.compile(r'[(),"\\]')
 
-# Parentheses one parameter value may nest (logic trees, `in` lists, operator arguments).
-# PostgREST's parser has no fixed bound; ours and the SQL built from it recurse once per level.
+# Parentheses one parameter value may nest (logic trees, `in` lists, operator arguments), and
+# steps of one JSON path. PostgREST's parser has no fixed bound; ours, the SQL built from it and
+# PostgreSQL's own parser recurse once per level.
 MAX_NESTING = 32
 # limit/offset: PostgreSQL takes a bigint; 18 digits always fit one.
 MAX_COUNT_DIGITS = 18
@@ -144,6 +145,8 @@ def parse_field(raw: str, what: str, whole: str) -> Field:
     if not match:
         raise parse_error(what, whole, f'unexpected field "{raw}"')
     path = tuple((arrow, _unquote(key)) for arrow, key in _PATH_RE.findall(match["path"]))
+    if len(path) > MAX_NESTING:
+        raise parse_error(what, whole, f"JSON path longer than {MAX_NESTING} steps")
     return Field(_unquote(match["name"]), path)
 
 
