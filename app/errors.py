@@ -7,9 +7,12 @@
     │   └── UnknownModel                no price for this model: never charged as $0
     │       └── PriceMissing            the model is known but its price is `missing`
     ├── PermissionDenied                the key or user may not do this
+    │   ├── InvalidApiKey               a tm_ key that is malformed, unknown, revoked or expired (401)
+    │   └── ModelNotAllowed             the key may not use the model (403)
     ├── Conflict                        same idempotency key, different payload
     │   └── IdempotencyConflict
     ├── InsufficientBalance             available credit < amount (HTTP 402)
+    ├── QuotaExceeded                   a period's quota or spend limit is used up (429, reset_at)
     └── Unavailable                     the API could not be reached or failed (retry later)
 
 The SQL functions raise `message = '<snake_case_code>'`; `from_api_code` maps those codes (and
@@ -69,6 +72,14 @@ class PermissionDenied(TokenmeterError):
     code = "permission_denied"
 
 
+class InvalidApiKey(PermissionDenied):
+    code = "invalid_api_key"
+
+
+class ModelNotAllowed(PermissionDenied):
+    code = "model_not_allowed"
+
+
 class Conflict(TokenmeterError):
     code = "conflict"
 
@@ -79,6 +90,16 @@ class IdempotencyConflict(Conflict):
 
 class InsufficientBalance(TokenmeterError):
     code = "insufficient_balance"
+
+
+class QuotaExceeded(TokenmeterError):
+    """`reset_at` (ISO 8601, UTC) is when the quota or limit resets: the SQL's hint."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, reset_at: str | None = None, **kwargs: str | None) -> None:
+        super().__init__(message, **kwargs)
+        self.reset_at = reset_at
 
 
 class Unavailable(TokenmeterError):
@@ -106,6 +127,19 @@ CODE_TO_ERROR: dict[str, type[TokenmeterError]] = {
     "invalid_currency": InvalidInput,
     "alias_loop": InvalidInput,
     "consolidation_would_lose_prices": Conflict,
+    # metered endpoint (migrations 20251201000020-23)
+    "invalid_api_key": InvalidApiKey,
+    "expired_api_key": InvalidApiKey,
+    "revoked_api_key": InvalidApiKey,
+    "model_not_allowed": ModelNotAllowed,
+    "subscription_inactive": PermissionDenied,
+    "quota_exceeded": QuotaExceeded,
+    "spend_limit_exceeded": QuotaExceeded,
+    "plan_not_found": NotFound,
+    "api_key_not_found": NotFound,
+    "request_not_found": NotFound,
+    "no_route": Unavailable,
+    "key_generation_failed": Unavailable,
 }
 
 # SQLSTATE → error type, for errors raised by PostgreSQL itself rather than our functions.
@@ -142,6 +176,8 @@ def from_api_code(
     """The typed error for an API error body (`message` holds our code, `code` the SQLSTATE).
     For InvalidInput errors `field` is the argument the detail names (the SQL sets no hint)."""
     error_type = CODE_TO_ERROR.get(message_code)
+    if error_type is QuotaExceeded:
+        return QuotaExceeded(message_code, code=message_code, detail=detail, reset_at=hint)
     if error_type is not None:
         field = hint
         if field is None and issubclass(error_type, InvalidInput):

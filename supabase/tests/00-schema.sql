@@ -2,13 +2,14 @@
 -- exactly as intended for every table × role and every function × role, nothing is executable
 -- by PUBLIC, every SECURITY DEFINER function pins search_path, the signup trigger is in place.
 BEGIN;
-SELECT plan(110);
+SELECT plan(176);
 
 -- ── Tables and RLS ─────────────────────────────────────────────────────────────────────────
 select tables_are('public', array['model_pricing', 'billing_settings', 'user_balances',
   'ledger_entries', 'usage_records', 'credit_reservations', 'signup_errors',
-  'models', 'model_aliases', 'price_audit'],
-  'public holds exactly the billing and pricing tables (pricing: see 40-pricing-schema.sql)');
+  'models', 'model_aliases', 'price_audit', 'api_keys', 'upstreams', 'plans', 'plan_routes',
+  'subscriptions', 'metered_requests', 'api_key_spend'],
+  'public holds exactly the billing, pricing and metering tables (pricing: see 40-pricing-schema.sql)');
 select ok((select c.relrowsecurity from pg_class c where c.oid = ('public.' || t)::regclass),
           'RLS is enabled on public.' || t)
 from unnest(array['model_pricing', 'billing_settings', 'user_balances', 'ledger_entries',
@@ -89,7 +90,8 @@ select functions_are('public', array['price_for', 'check_balance', 'my_balance',
   'settle_usage', 'release_reservation', 'refund_usage', 'repair_missing_balances',
   'estimate_cost', 'user_id_for_email', 'set_model_price', 'set_model_alias',
   'remove_model_alias', 'price_history', 'reprice_usage', 'import_model_prices',
-  'populate_model_pricing', 'pricing_consolidation_report', 'set_default_provider'],
+  'populate_model_pricing', 'pricing_consolidation_report', 'set_default_provider',
+  'create_api_key', 'list_api_keys', 'revoke_api_key', 'authorize_request', 'complete_request'],
   'public exposes exactly the billing and pricing API functions');
 
 create temporary table expected_function_privs (fn text, args text[], roles text[]);
@@ -113,7 +115,14 @@ insert into expected_function_privs values
   ('repair_missing_balances', array[]::text[], array['service_role']),
   ('estimate_cost', array['text', 'bigint', 'bigint', 'text', 'bigint'],
    array['anon', 'authenticated', 'service_role']),
-  ('user_id_for_email', array['text'], array['service_role']);
+  ('user_id_for_email', array['text'], array['service_role']),
+  ('create_api_key', array['text', 'text', 'timestamp with time zone', 'text[]', 'numeric', 'text',
+   'uuid'], array['authenticated', 'service_role']),
+  ('list_api_keys', array['uuid'], array['authenticated', 'service_role']),
+  ('revoke_api_key', array['text'], array['authenticated', 'service_role']),
+  ('authorize_request', array['text', 'text', 'bigint', 'text', 'bigint', 'integer'],
+   array['service_role']),
+  ('complete_request', array['text', 'jsonb', 'integer', 'integer', 'text'], array['service_role']);
 
 select function_privs_are('public', e.fn, e.args, r.role,
   case when r.role = any (e.roles) then array['EXECUTE'] else array[]::text[] end,
@@ -138,13 +147,13 @@ select is(
   (select array_agg(p.proname::text order by p.proname) from pg_proc p
    where p.prosecdef
      and p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)),
-  array['adjust_balance', 'audit_price_change', 'check_balance', 'delete_user_usage',
-        'estimate_cost', 'handle_new_user', 'import_model_prices', 'populate_model_pricing', 'price_history',
-        'pricing_consolidation_report', 'record_usage', 'record_usage_batch', 'refund_usage',
-        'release_reservation', 'remove_model_alias', 'repair_missing_balances', 'reprice_usage',
-        'reserve_credit', 'set_default_provider', 'set_model_alias', 'set_model_price',
-        'settle_usage', 'top_up',
-        'user_id_for_email'],
+  array['adjust_balance', 'audit_price_change', 'authorize_request', 'check_balance',
+        'complete_request', 'create_api_key', 'delete_user_usage', 'estimate_cost',
+        'handle_new_user', 'import_model_prices', 'list_api_keys', 'populate_model_pricing',
+        'price_history', 'pricing_consolidation_report', 'record_usage', 'record_usage_batch',
+        'refund_usage', 'release_reservation', 'remove_model_alias', 'repair_missing_balances',
+        'reprice_usage', 'reserve_credit', 'revoke_api_key', 'set_default_provider',
+        'set_model_alias', 'set_model_price', 'settle_usage', 'top_up', 'user_id_for_email'],
   'SECURITY DEFINER is used by exactly the writers, the readers of private data and triggers');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
@@ -176,6 +185,50 @@ select is((select c.reloptions from pg_class c where c.oid = 'public.user_balanc
   array['fillfactor=50', 'autovacuum_vacuum_threshold=1000',
         'autovacuum_vacuum_scale_factor=0.05'],
   'user_balances leaves room for in-place balance updates');
+
+-- ── Metered endpoint (20251201000020…23) ──────────────────────────────────────────────────
+select ok((select c.relrowsecurity from pg_class c where c.oid = t::regclass),
+          'RLS is enabled on ' || t)
+from unnest(array['public.api_keys', 'public.upstreams', 'public.plans', 'public.plan_routes',
+  'public.subscriptions', 'public.metered_requests', 'public.api_key_spend',
+  'private.api_key_hashes']) as t;
+create temporary table expected_metering_privs (tbl text, anon text[], authn text[], service text[]);
+insert into expected_metering_privs values
+  ('api_keys', '{}', '{SELECT}', '{SELECT}'),
+  ('upstreams', '{}', '{}', '{SELECT,INSERT,UPDATE,DELETE}'),
+  ('plans', '{SELECT}', '{SELECT}', '{SELECT,INSERT,UPDATE,DELETE}'),
+  ('plan_routes', '{SELECT}', '{SELECT}', '{SELECT,INSERT,UPDATE,DELETE}'),
+  ('subscriptions', '{}', '{SELECT}', '{SELECT}'),
+  ('metered_requests', '{}', '{SELECT}', '{SELECT}'),
+  ('api_key_spend', '{}', '{}', '{SELECT}'),
+  ('active_subscriptions', '{}', '{SELECT}', '{SELECT}'),
+  ('usage_logs', '{}', '{SELECT}', '{SELECT}');
+select table_privs_are('public', e.tbl, r.role,
+  case r.role when 'anon' then e.anon when 'authenticated' then e.authn else e.service end,
+  r.role || ' has exactly the intended privileges on ' || e.tbl)
+from expected_metering_privs e
+cross join unnest(array['anon', 'authenticated', 'service_role']) as r(role)
+order by e.tbl, r.role;
+select table_privs_are('private', 'api_key_hashes', r, array[]::text[],
+  r || ' cannot touch the key hashes, not even its own')
+from unnest(array['anon', 'authenticated', 'service_role']) as r;
+select column_privs_are('public', 'subscriptions', c, 'service_role', array['SELECT'],
+  'service_role cannot set subscriptions.' || c || ' (the metering functions do)')
+from unnest(array['used_requests', 'reset_at', 'suspension_reason']) as c;
+select column_privs_are('public', 'subscriptions', 'status', 'service_role',
+  array['INSERT', 'SELECT', 'UPDATE'], 'service_role sets subscriptions.status');
+select policies_are('public', 'api_keys', array['Users read their own API keys']);
+select policies_are('public', 'upstreams', array[]::name[]);
+select policies_are('public', 'plans', array['Visitors read the plans', 'Users read the plans']);
+select policies_are('public', 'plan_routes',
+  array['Visitors read the plan routes', 'Users read the plan routes']);
+select policies_are('public', 'subscriptions', array['Users read their own subscriptions']);
+select policies_are('public', 'metered_requests', array['Users read their own metered requests']);
+select policies_are('public', 'api_key_spend', array[]::name[]);
+select ok((select c.reloptions @> array['security_invoker=true'] from pg_class c
+           where c.oid = ('public.' || v)::regclass),
+          v || ' is security_invoker, so RLS applies to its readers')
+from unnest(array['active_subscriptions', 'usage_logs']) as v;
 
 SELECT * FROM finish();
 ROLLBACK;
