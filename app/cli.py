@@ -11,12 +11,14 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import typer
+from rich import box
 from rich.table import Table
 
 from app import billing_cli, litellm_cli
 from app.litellm import prices_csv
 from app.output import console, fail, handle_errors, print_json
 from app.pricing import (
+    NEW_MODEL_PROVIDER,
     ModelPrice,
     Pricing,
     decimal_text,
@@ -189,11 +191,15 @@ def db_test() -> None:
 
 # ── price: the price list (logic in app/pricing.py) ───────────────────────────────────────────
 price_app = typer.Typer(
-    no_args_is_help=True, help="Model prices: list, set, alias, history, import, export, reprice."
+    no_args_is_help=True,
+    help="Model prices: list, get, set, default, alias, history, import, export, reprice.",
 )
 app.add_typer(price_app, name="price")
 
-PROVIDER_HELP = "Provider id (openai, anthropic, google, …); default: the model's only provider."
+PROVIDER_HELP = (
+    "Provider id (openai, anthropic, google, …); default: the name's default provider "
+    f"({NEW_MODEL_PROVIDER!r} for a new name)."
+)
 UNIT_HELP = "Unit of --input/--output/--cached-input: token, 1K or 1M (per 1M tokens by default)."
 
 
@@ -211,29 +217,69 @@ def _pricing() -> Iterator[Pricing]:
 
 
 def _price_table(
-    prices: list[ModelPrice], title: str | None = None, history: bool = False
+    prices: list[ModelPrice],
+    title: str | None = None,
+    *,
+    history: bool = False,
+    wide: bool = False,
+    default_column: bool = False,
 ) -> Table:
-    table = Table(title=title)
-    for name in ["from", "until"] if history else ["provider", "model"]:
-        table.add_column(name, no_wrap=True)
-    for name in ("in/1M", "cached/1M", "out/1M", "per req", "type", "cur"):
-        table.add_column(name, justify="right" if "/" in name or name == "per req" else "left")
+    """Prices per 1M tokens. The default view (model, provider, in/out/cached) fits 80 columns:
+    the numbers never wrap or shrink to "…", a long model name wraps instead. `wide` adds the
+    rest (per request/image, type, currency, source, since); history shows from/until.
+    A name's default provider is marked `*` where several providers price the name, or in a
+    "default" column (`default_column`)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    if history:
+        table.add_column("from", no_wrap=True)
+        table.add_column("until", no_wrap=True)
+    else:
+        table.add_column("model", overflow="fold", ratio=1)
+        table.add_column("provider", overflow="fold")
+    for name in ("in/1M", "out/1M", "cached/1M"):
+        table.add_column(name, justify="right", no_wrap=True)
+    if wide or history:
+        for name in ("per req", "per image"):
+            table.add_column(name, justify="right", no_wrap=True)
+        for name in ("type", "cur", "source", "since"):
+            table.add_column(name, no_wrap=True)
+    if default_column:
+        table.add_column("default", no_wrap=True)
+    shared = set() if default_column else _names_at_several_providers(prices)
     for p in prices:
         first = (
             [_when(p.effective_from), _when(p.effective_until)]
             if history
-            else [p.provider, p.model]
+            else [p.model, f"{p.provider} *" if p.is_default and p.model in shared else p.provider]
         )
-        table.add_row(
+        row = [
             *first,
             decimal_text(p.input_per_1m),
-            decimal_text(p.cached_input_per_1m),
             decimal_text(p.output_per_1m),
-            decimal_text(p.price_per_request),
-            p.pricing_type,
-            p.currency,
-        )
+            decimal_text(p.cached_input_per_1m),
+        ]
+        if wide or history:
+            row += [
+                decimal_text(p.price_per_request),
+                decimal_text(p.price_per_image),
+                "retired" if p.pricing_type == "deprecated" else p.pricing_type,
+                p.currency,
+                p.pricing_source or "",
+                p.effective_from.strftime("%Y-%m-%d") if p.effective_from else "",
+            ]
+        if default_column:
+            row.append("yes" if p.is_default else "")
+        table.add_row(*row)
+    if shared and not history:
+        table.caption = "* the default provider: a bare model name is charged there"
     return table
+
+
+def _names_at_several_providers(prices: list[ModelPrice]) -> set[str]:
+    seen: dict[str, int] = {}
+    for p in prices:
+        seen[p.model] = seen.get(p.model, 0) + 1
+    return {name for name, count in seen.items() if count > 1}
 
 
 def _when(value: datetime | None) -> str:
@@ -244,8 +290,15 @@ def _when(value: datetime | None) -> str:
 def price_list(
     provider: str | None = typer.Option(None, "--provider", help="Only this provider."),
     fmt: str = typer.Option("table", "--format", help="table, json or csv."),
+    wide: bool = typer.Option(
+        False,
+        "--wide",
+        help="Also per-request/per-image prices, type, currency, source and since (the table "
+        "then needs about 150 columns).",
+    ),
 ) -> None:
-    """Current prices; the table shows them per 1M tokens, json/csv keep exact values."""
+    """Current prices; the table shows them per 1M tokens (fits 80 columns; more with --wide),
+    json/csv keep exact values. `*` marks a name's default provider."""
 
     if fmt not in ("table", "json", "csv"):
         fail(f"--format must be table, json or csv, got {fmt!r}")
@@ -256,24 +309,78 @@ def price_list(
     elif fmt == "csv":
         typer.echo(prices_csv(prices), nl=False)
     else:
-        console.print(_price_table(prices, title="prices (USD per 1M tokens unless noted)"))
+        # By name, so the providers of one name (and its default, `*`) sit together.
+        by_name = sorted(prices, key=lambda p: (p.model, p.provider))
+        console.print(
+            _price_table(by_name, title="prices (USD per 1M tokens unless noted)", wide=wide)
+        )
 
 
 @price_app.command("get")
 def price_get(
     model: str = typer.Argument(..., help="Model id or alias."),
-    provider: str | None = typer.Option(None, "--provider", help=PROVIDER_HELP),
+    provider: str | None = typer.Option(
+        None, "--provider", help="Only this provider's price (default: every provider's)."
+    ),
     at: str | None = typer.Option(None, "--at", help="Price in effect at this ISO timestamp."),
+    wide: bool = typer.Option(False, "--wide", help="Every column (see `price list --wide`)."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Machine-readable: a list (one per provider), an object with --provider.",
+    ),
+) -> None:
+    """A model's price at every provider that prices the name, its default provider (where a
+    bare name is charged) marked; an alias or dated name shows the price it resolves to."""
+
+    when = parse_time(at, field="at")
+    with _pricing() as pricing:
+        prices = (
+            [pricing.get(model=model, provider=provider, at=when)]
+            if provider
+            else pricing.get_all(model=model, at=when)
+        )
+    if as_json:
+        print_json(prices[0] if provider else prices)
+        return
+    resolved = prices[0]
+    title = (
+        f"{model} is charged as {resolved.provider}/{resolved.model}"
+        if resolved.model != model
+        else None
+    )
+    console.print(_price_table(prices, title=title, wide=wide, default_column=not provider))
+
+
+@price_app.command("default")
+def price_default(
+    model: str = typer.Argument(..., help="Model name (as priced, e.g. gpt-4o)."),
+    provider: str | None = typer.Option(
+        None, "--provider", help="Make this provider the default; without it, show the default."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """The price a model is charged at (aliases resolved)."""
+    """The provider a bare model name is charged at when several providers price it (the first
+    one priced, the catalog's unprefixed entry on import, or the one set here)."""
 
     with _pricing() as pricing:
-        price = pricing.get(model=model, provider=provider, at=parse_time(at, field="at"))
+        if provider is None:
+            current = pricing.default_providers(model=model).get(model)
+            if current is None:
+                fail(f"no_default: model {model} has no default provider; set one with --provider")
+            if as_json:
+                print_json({"model": model, "provider": current})
+            else:
+                console.print(f"{model}: default provider {current}", highlight=False)
+            return
+        made = pricing.set_default(model=model, provider=provider)
     if as_json:
-        print_json(price)
+        print_json(made)
+    elif made.changed:
+        was = f" (was {made.previous_provider})" if made.previous_provider else ""
+        console.print(f"{model}: default provider is now {provider}{was}", highlight=False)
     else:
-        console.print(_price_table([price]))
+        console.print(f"{model}: default provider already {provider}", highlight=False)
 
 
 @price_app.command("set")

@@ -32,7 +32,7 @@ from pydantic import (
 from app.client import call, close_client, service_client
 from app.client import rpc_params as _params
 from app.config import Settings
-from app.errors import InvalidInput
+from app.errors import InvalidInput, UnknownModel
 from supabase import Client
 
 if TYPE_CHECKING:
@@ -45,6 +45,10 @@ MAX_SCALE = 12  # the database keeps per-token prices as numeric(20,12)
 MAX_PER_TOKEN = Decimal(1000)  # model_pricing's range checks: 0 <= price < 1000 per token
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 PRICING_TYPES = ("paid", "free", "deprecated", "missing")
+# The provider a NEW model name is priced at when `price set` is given no provider (seed 000's
+# workflow has no providers): it then becomes the name's default provider (docs/pricing.md).
+NEW_MODEL_PROVIDER = "custom"
+PAGE = 1000  # PostgREST's max_rows: lists are read in pages, so no deployment truncates them
 
 
 def unit_exponent(unit: str) -> int:
@@ -223,6 +227,9 @@ class ModelPrice(_Result):
     created: bool | None = None
     # price_history: whether price_for would use this version now
     in_effect: bool | None = None
+    # list / get: whether this provider is the default of the model name (models.is_default),
+    # the one a bare name is charged at when several providers price it
+    is_default: bool | None = None
 
     @property
     def input_per_1m(self) -> Decimal | None:
@@ -244,6 +251,15 @@ class ModelAlias(_Result):
         default=None, validation_alias=AliasChoices("target_model", "model", "target")
     )
     target_provider: str | None = None
+
+
+class DefaultProvider(_Result):
+    """set_default_provider(): the name's default provider, and the one it replaced."""
+
+    model: str
+    provider: str
+    previous_provider: str | None = None
+    changed: bool = False
 
 
 class Adjustment(_Result):
@@ -351,35 +367,74 @@ class Pricing:
         return call(run).data
 
     # reads
-    def list_prices(self, *, provider: str | None = None) -> list[ModelPrice]:
-        """Current prices, by provider then model."""
+    def list_prices(
+        self, *, provider: str | None = None, model: str | None = None
+    ) -> list[ModelPrice]:
+        """Current prices, by provider then model, each marked with whether it is its name's
+        default provider (read in pages: any catalog size)."""
         now = datetime.now(UTC).isoformat()
-
-        def run() -> Any:
-            # model_pricing holds every version; the current one is the newest that has begun.
-            query = (
-                self.client.table("model_pricing").select(PRICE_COLUMNS).lte("effective_from", now)
-            )
-            if provider:
-                query = query.eq("provider_id", provider)
-            return (
-                query.order("provider_id")
-                .order("model_id")
-                .order("effective_from", desc=True)
-                .execute()
-            )
-
         current: dict[tuple[str, str], ModelPrice] = {}
-        for row in call(run).data:
+        for row in self._pages(
+            "model_pricing",
+            PRICE_COLUMNS,
+            filters={"provider_id": provider, "model_id": model},
+            before=now,
+        ):
             price = ModelPrice.model_validate(row)
+            # model_pricing holds every version; the current one is the newest that has begun.
             current.setdefault((price.provider, price.model), price)
-        return list(current.values())
+        defaults = self.default_providers(model=model)
+        return [
+            p.model_copy(update={"is_default": defaults.get(p.model) == p.provider})
+            for p in current.values()
+        ]
+
+    def default_providers(self, *, model: str | None = None) -> dict[str, str]:
+        """Model name → its default provider (names without one are absent)."""
+        return {
+            row["model_id"]: row["provider_id"]
+            for row in self._pages(
+                "models",
+                "provider_id,model_id",
+                filters={"model_id": model, "is_default": True},
+            )
+        }
+
+    def _pages(
+        self,
+        table: str,
+        columns: str,
+        *,
+        filters: Mapping[str, Any],
+        before: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        start = 0
+        while True:
+
+            def run(start: int = start) -> Any:
+                query = self.client.table(table).select(columns)
+                for column, value in filters.items():
+                    if value is not None:
+                        query = query.eq(column, value)
+                if before is not None:
+                    query = query.lte("effective_from", before)
+                query = query.order("provider_id").order("model_id")
+                if before is not None:
+                    query = query.order("effective_from", desc=True)
+                return query.range(start, start + PAGE - 1).execute()
+
+            rows = call(run).data or []
+            yield from rows
+            if len(rows) < PAGE:
+                return
+            start += PAGE
 
     def get(
         self, *, model: str, provider: str | None = None, at: datetime | None = None
     ) -> ModelPrice:
-        """The price `price_for` charges (aliases resolved). Raises UnknownModel, InvalidInput
-        (ambiguous_model: pass provider)."""
+        """The price `price_for` charges (aliases resolved; a bare name priced at several
+        providers: its default provider). Raises UnknownModel, InvalidInput (ambiguous_model:
+        the name has no default provider; pass provider)."""
         # provider is sent even when null: price_for(provider, model, at) has no default for it.
         data = self._rpc(
             "price_for", {"provider": provider, **_params(model=model, at=at)}, select=PRICE_COLUMNS
@@ -387,6 +442,27 @@ class Pricing:
         if isinstance(data, list):
             data = data[0]
         return ModelPrice.model_validate(data)
+
+    def get_all(self, *, model: str, at: datetime | None = None) -> list[ModelPrice]:
+        """Every provider's price of the model NAME in effect at `at` (default now), the default
+        provider marked and first. A name no provider prices as such (an alias, a dated or
+        prefixed name) gives the one price `price_for` resolves it to. Raises UnknownModel,
+        InvalidInput (ambiguous_model, for such a name whose target has no default)."""
+        when = (at or datetime.now(UTC)).isoformat()
+        current: dict[str, ModelPrice] = {}
+        for row in self._pages(
+            "model_pricing", PRICE_COLUMNS, filters={"model_id": model}, before=when
+        ):
+            current.setdefault(row["provider_id"], ModelPrice.model_validate(row))
+        default = self.default_providers(model=model).get(model)
+        prices = [
+            p.model_copy(update={"is_default": p.provider == default})
+            for p in sorted(current.values(), key=lambda p: (p.provider != default, p.provider))
+        ]
+        if prices:
+            return prices
+        resolved = self.get(model=model, at=at)
+        return [resolved.model_copy(update={"is_default": True})]
 
     def history(self, *, model: str, provider: str | None = None) -> list[ModelPrice]:
         """Every price version of a model, newest first (empty for an unknown exact key).
@@ -424,10 +500,11 @@ class Pricing:
         keep: bool = True,
     ) -> ModelPrice:
         """Set a model's price; token prices are per `unit` (token, 1K, 1M), per-request and
-        per-image prices are plain amounts. Without provider, the model's current provider.
-        With `keep` (default), what is not given — cached input, per-request and per-image
+        per-image prices are plain amounts. With `keep` (default), what is not given — cached input, per-request and per-image
         prices, the long-context tier, the currency — is kept from the version in effect, so
         changing the input price never silently drops a cache discount; keep=False resets them.
+        Without provider: the name's default provider, the provider an alias or dated name
+        resolves to, or NEW_MODEL_PROVIDER for a new name (which makes it the name's default).
         Raises InvalidInput (invalid_amount, invalid_currency, …) before writing anything."""
         args: dict[str, Any] = {
             "input_per_token": to_per_token(input, unit=unit, field="input"),
@@ -490,9 +567,24 @@ class Pricing:
         return ModelPrice.model_validate(data)
 
     def _provider_of(self, model: str) -> str:
-        """The provider of an existing model. Raises UnknownModel for a new one and
-        InvalidInput (ambiguous_model) for one priced at several providers: pass provider."""
-        return self.get(model=model).provider
+        """The provider `set` prices `model` at when none is given: the name's default provider;
+        for an alias or a dated/prefixed name, the provider it resolves to; for a new name,
+        NEW_MODEL_PROVIDER. Raises InvalidInput (ambiguous_model) for a name priced at several
+        providers without a default: pass provider."""
+        default = self.default_providers(model=model).get(model)
+        if default is not None:
+            return default
+        try:
+            return self.get(model=model).provider
+        except UnknownModel:
+            return NEW_MODEL_PROVIDER
+
+    def set_default(self, *, model: str, provider: str) -> DefaultProvider:
+        """Make `provider` the default provider of the model name `model` (what a bare name is
+        charged at when several providers price it). Raises UnknownModel (no price for that
+        provider and model), InvalidInput (blank names)."""
+        data = self._rpc("set_default_provider", _params(model=model, provider=provider))
+        return DefaultProvider.model_validate(data)
 
     def alias(
         self,
@@ -601,8 +693,10 @@ def _kept(current: ModelPrice) -> dict[str, Any]:
 __all__ = [
     "REMEDIES",
     "ConsolidationReport",
+    "DefaultProvider",
     "ModelAlias",
     "ModelPrice",
+    "NEW_MODEL_PROVIDER",
     "Pricing",
     "ReportCheck",
     "RepriceResult",

@@ -122,8 +122,101 @@ def test_price_list_bad_format_exits_1(stack):
 def test_price_get_known_model_shows_its_price(stack):
     result = price("get", "claude-sonnet-4", "--json")
     assert result.exit_code == 0, result.output
-    body = json.loads(result.stdout)
+    [body] = json.loads(result.stdout)
     assert body["provider"] == "anthropic" and body["price_per_input_token"] == "0.000003"
+    assert body["is_default"] is True
+    one = json.loads(price("get", "claude-sonnet-4", "--provider", "anthropic", "--json").stdout)
+    assert one["provider"] == "anthropic" and one["price_per_input_token"] == "0.000003"
+
+
+def narrow(*args: str) -> Result:
+    return runner.invoke(app, ["price", *args], env={"COLUMNS": "80"})
+
+
+def test_price_list_at_80_columns_shows_every_price_whole(stack):
+    result = narrow("list")
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    header = next(line for line in result.stdout.splitlines() if "provider" in line).split()
+    assert header == ["model", "provider", "in/1M", "out/1M", "cached/1M"]
+    row = next(line for line in result.stdout.splitlines() if " gpt-5-mini " in line)
+    assert row.split() == ["gpt-5-mini", "openai", "0.25", "2", "0.025"]
+    # a model name longer than its column wraps; it is never cut
+    assert "meta-llama/llama-3.3-70b-instruct:fr" in result.stdout
+
+
+def test_price_list_wide_adds_the_other_columns(stack):
+    result = price("list", "--provider", "google", "--wide")
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "provider" in line).split()
+    assert header[5:] == ["per", "req", "per", "image", "type", "cur", "source", "since"]
+    retired = next(line for line in result.stdout.splitlines() if " gemini-pro " in line)
+    # gemini-pro has no cache price (blank): count from the right
+    assert retired.split()[-6:] == ["0", "0", "retired", "USD", "manual", "1970-01-01"]
+
+
+def test_price_get_name_at_several_providers_lists_each_with_the_default(pricing: Pricing, model):
+    provider, name = model
+    other = f"{provider}-b"
+    for who, value in ((provider, "1"), (other, "2")):
+        assert (
+            price("set", name, "--provider", who, "--input", value, "--output", value).exit_code
+            == 0
+        )
+    listed = json.loads(price("get", name, "--json").stdout)
+    assert [(p["provider"], p["is_default"]) for p in listed] == [(provider, True), (other, False)]
+    table = narrow("get", name)
+    assert table.exit_code == 0, table.output
+    lines = {line.split()[1]: line.split() for line in table.stdout.splitlines() if name in line}
+    assert lines[provider][-1] == "yes" and lines[other][-1] == "2"
+    marked = narrow("list", "--provider", provider)
+    assert f"{provider} *" not in marked.stdout  # one provider in this view: nothing to mark
+    both = [line for line in narrow("list").stdout.splitlines() if f" {name} " in f" {line} "]
+    assert len(both) == 2 and f"{provider} *" in both[0] and "*" not in both[1]
+
+
+def test_price_default_moves_the_default_and_bare_names_follow(pricing: Pricing, model):
+    provider, name = model
+    other = f"{provider}-b"
+    for who, value in ((provider, "1"), (other, "2")):
+        assert (
+            price("set", name, "--provider", who, "--input", value, "--output", value).exit_code
+            == 0
+        )
+    shown = price("default", name)
+    assert shown.exit_code == 0 and f"default provider {provider}" in shown.stdout
+    moved = price("default", name, "--provider", other)
+    assert moved.exit_code == 0, moved.output
+    assert f"default provider is now {other} (was {provider})" in moved.stdout
+    assert pricing.get(model=name).provider == other
+    # price set without --provider now prices the default
+    assert price("set", name, "--input", "3", "--output", "3").exit_code == 0
+    assert pricing.get(model=name, provider=other).price_per_input_token == Decimal("0.000003")
+    assert pricing.get(model=name, provider=provider).price_per_input_token == Decimal("0.000001")
+    again = json.loads(price("default", name, "--provider", other, "--json").stdout)
+    assert again == {"model": name, "provider": other, "previous_provider": other, "changed": False}
+
+
+def test_price_default_unpriced_provider_exits_1_and_changes_nothing(pricing: Pricing, model):
+    provider, name = model
+    assert (
+        price("set", name, "--provider", provider, "--input", "1", "--output", "1").exit_code == 0
+    )
+    assert_refused(price("default", name, "--provider", "nobody"), "unknown_model")
+    assert pricing.default_providers(model=name) == {name: provider}
+    assert_refused(price("default", f"no-such-{name}"), "no_default")
+
+
+def test_price_set_without_provider_at_several_providers_without_default_exits_1(
+    pricing: Pricing, model, db
+):
+    provider, name = model
+    for who in (provider, f"{provider}-b"):
+        assert price("set", name, "--provider", who, "--input", "1", "--output", "1").exit_code == 0
+    db.execute("update public.models set is_default = false where model_id = %s", (name,))
+    assert_refused(price("set", name, "--input", "5", "--output", "5"), "ambiguous_model", provider)
+    assert_refused(price("get", f"{name}-2025-01-01"), "ambiguous_model", f"{provider}-b")
 
 
 def test_price_get_unknown_model_exits_1(stack):
@@ -317,9 +410,15 @@ def test_price_set_unknown_currency_for_new_model_writes_nothing(pricing: Pricin
     assert versions(pricing, provider, name) == 0
 
 
-def test_price_set_new_model_without_provider_exits_1(model):
+def test_price_set_new_model_without_provider_prices_it_at_custom_as_its_default(
+    pricing: Pricing, model
+):
     _, name = model
-    assert_refused(price("set", name, "--input", "1", "--output", "2"), "unknown_model")
+    result = price("set", name, "--input", "1", "--output", "2", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["provider"] == "custom"
+    assert pricing.default_providers(model=name) == {name: "custom"}
+    assert pricing.get(model=name).price_per_output_token == Decimal("0.000002")
 
 
 # ── aliases ─────────────────────────────────────────────────────────────────────────────────
