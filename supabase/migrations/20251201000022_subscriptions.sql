@@ -125,8 +125,13 @@ declare
   exhausted boolean := coalesce(new.used_requests >= new.quota_requests, false)
                        or coalesce(new.used_tokens >= new.quota_tokens, false);
 begin
+  -- The first period's end, written out: the trigger runs as the writer (service_role), which
+  -- may not call private functions. Same arithmetic as private.period_end with n = 1.
   if tg_op = 'INSERT' and new.reset_at is null then
-    new.reset_at := private.period_end(new.started_at, new.period, new.started_at);
+    new.reset_at := ((new.started_at at time zone 'UTC')
+                     + case new.period when 'day' then interval '1 day'
+                         when 'week' then interval '7 days' when 'month' then interval '1 month'
+                         else interval '1 year' end) at time zone 'UTC';
   end if;
   if new.status <> 'suspended' then
     new.suspension_reason := null;
