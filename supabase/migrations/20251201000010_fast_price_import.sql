@@ -363,6 +363,19 @@ begin
     from pg_temp.price_import_rows r
     where (r.item).is_default and m.model_id = (r.item).model
       and m.provider_id = (r.item).provider and not m.is_default;
+
+    -- A catalog imported into a fresh database grows the price tables many times over within
+    -- minutes, before autovacuum analyzes them: the row-level checks each new row triggers
+    -- (the foreign key to models, the default-provider trigger) keep plans made for a table
+    -- of a few rows — sequential scans, so every chunk cost more than the one before (10,000
+    -- entries: 5.5 s instead of 2 s). When this call grew the catalog by more than a tenth,
+    -- fresh statistics make the next calls plan index probes (and invalidate those plans).
+    if (select count(*) from pg_temp.price_import_rows r where r.status = 'added')
+       > 0.1 * greatest((select c.reltuples from pg_catalog.pg_class c
+                         where c.oid = 'public.models'::regclass), 0) then
+      analyze public.models;
+      analyze public.model_pricing;
+    end if;
   end if;
   truncate pg_temp.price_import_rows;
   return result;
