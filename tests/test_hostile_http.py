@@ -231,6 +231,19 @@ def test_header_section_just_under_limit_is_served(http):
     assert http.get("/health", headers={"X-Filler": filler}).status_code == 200
 
 
+def test_large_body_is_not_counted_as_header_bytes(http, service_key):
+    # The body's bytes arrive after the head: a 200 KB body must reach the API (which refuses
+    # the unknown column), not be taken for an oversized head.
+    body = b'[{"no_such_column": "' + b"x" * 200_000 + b'"}]'
+    answer = http.post(
+        "/rest/v1/model_pricing",
+        content=body,
+        headers={**_keyed(service_key), "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400, answer.text[:300]
+    assert answer.json()["code"] == "PGRST204"
+
+
 def test_too_many_headers_returns_431(api_url):
     headers = b"".join(b"X-H%d: v\r\n" % i for i in range(20_000))
     answer = _raw_exchange(api_url, b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
