@@ -62,8 +62,9 @@ join public.upstreams u on u.name = r.upstream
 on conflict on constraint plan_routes_plan_upstream_model_key do nothing;
 
 -- Prices of the routed models. A route's model is priced by name (price_for(null, model)), so
--- every name above must resolve; a name that already resolves (gpt-5-mini: openai, above) is
--- left alone, and a price or alias an operator set for a name is never replaced.
+-- every name above must resolve; a name that already resolves (gpt-5-mini: openai, in the
+-- default price list of 20251018000002) is left alone, and a price or alias an operator set for
+-- a name is never replaced.
 -- New list prices (USD per token; $ per 1M in the comment: input / cache read / output), from
 -- the providers' pages as of 2026-02 — re-check before relying on them:
 insert into public.model_pricing (provider_id, model_id, price_per_input_token,
