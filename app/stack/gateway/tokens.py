@@ -26,7 +26,7 @@ API_ROLES = frozenset({"anon", "authenticated", "service_role"})
 # limit of the proxies in front of hosted Supabase (Cloudflare), so no real token is refused.
 MAX_TOKEN_BYTES = 16 * 1024
 CLAIMS_CACHE_ENTRIES = 10_000
-CLAIMS_CACHE_BYTES = 16 * 1024 * 1024
+CLAIMS_CACHE_BYTES = 8 * 1024 * 1024
 # Rough cost of one cache entry beyond its key and the token it came from: the dict entry,
 # the tuple, the claims dict and its small values.
 _ENTRY_OVERHEAD = 512
