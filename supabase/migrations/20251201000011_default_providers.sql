@@ -22,9 +22,10 @@
 --   * Changes of a default are audited in price_audit (action 'update' of the models row,
 --     old/new is_default); the implicit default of a name's first provider is not logged
 --     separately (the price insert that created it is).
--- Hot path: a name priced at one provider costs what it cost (one query); a name priced at
--- several adds one probe of models_model_id_default_key (partial unique index) joined to one
--- probe of model_pricing's (provider_id, model_id, effective_from) key.
+-- Hot path: a bare name is ONE query, a probe of models_model_id_default_key (partial unique
+-- index) joined to one probe of model_pricing's (provider_id, model_id, effective_from) key,
+-- whether one provider or many price the name (every name priced at one provider has it as
+-- its default); a call naming its provider is the query it was (docs/benchmarks.md).
 -- Error codes (catalog: 20251018000005): PT422 unknown_model / ambiguous_model, 42501 forbidden,
 -- 22023 invalid_argument.
 
@@ -186,7 +187,22 @@ begin
       detail = 'model must be a non-empty string of at most 255 characters';
   end if;
   -- Fast path, the common case: the exact name has a version in effect at `at` (one query).
-  -- Without a provider, a name priced at one provider resolves to it; at several, to its default.
+  -- Without a provider: the name's default provider (every name priced at one provider has it
+  -- as its default), one probe of the default's unique index and one of the version.
+  if price_for.provider is null then
+    select v.* into found_row
+    from public.models m
+    cross join lateral (
+      select p.* from public.model_pricing p
+      where p.provider_id = m.provider_id and p.model_id = m.model_id
+        and p.effective_from <= coalesce(price_for.at, now())
+      order by p.effective_from desc limit 1) v
+    where m.model_id = price_for.model and m.is_default;
+    if found then
+      return found_row;
+    end if;
+  end if;
+  -- With a provider, or a name without a usable default: priced at one provider → it.
   hops := 0;
   for found_row in
     select distinct on (p.provider_id) p.* from public.model_pricing p
@@ -202,17 +218,6 @@ begin
   if hops = 1 then
     return found_row;
   elsif hops > 1 then
-    select p.* into found_row
-    from public.models m
-    cross join lateral (
-      select v.* from public.model_pricing v
-      where v.provider_id = m.provider_id and v.model_id = m.model_id
-        and v.effective_from <= coalesce(price_for.at, now())
-      order by v.effective_from desc limit 1) p
-    where m.model_id = price_for.model and m.is_default;
-    if found then
-      return found_row;
-    end if;
     raise exception using errcode = 'PT422', message = 'ambiguous_model',
       detail = format('model %s is priced at several providers (%s) and has no default '
                       'provider priced at that time; pass provider, or set a default with '
@@ -249,25 +254,30 @@ begin
     key_model := cand_models[i];
     hops := 0;
     loop
-      -- exact (provider null: the only provider, else the name's default provider)
-      hit_providers := array(select distinct p.provider_id from public.model_pricing p
-                             where p.model_id = key_model
-                               and (key_provider is null or p.provider_id = key_provider)
-                             limit 2);
-      if cardinality(hit_providers) > 1 then
+      -- exact (provider null: the name's default provider, else its only provider)
+      hit_providers := '{}';
+      if key_provider is null then
         hit_providers := array(select m.provider_id from public.models m
-                               where m.model_id = key_model and m.is_default);
-        if cardinality(hit_providers) = 0 then
-          raise exception using errcode = 'PT422', message = 'ambiguous_model',
-            detail = format('model %s is priced at several providers (%s) and has no default '
-                            'provider; pass provider, or set a default with '
-                            'set_default_provider(model, provider)', key_model,
-                            (select string_agg(c.provider_id, ', ') from (
-                               select distinct p.provider_id from public.model_pricing p
-                               where p.model_id = key_model order by 1 limit 20) c));
-        end if;
+                               where m.model_id = key_model and m.is_default
+                                 and exists (select 1 from public.model_pricing p
+                                             where p.provider_id = m.provider_id
+                                               and p.model_id = m.model_id));
       end if;
-      if cardinality(hit_providers) = 1 then
+      if cardinality(hit_providers) = 0 then
+        hit_providers := array(select distinct p.provider_id from public.model_pricing p
+                               where p.model_id = key_model
+                                 and (key_provider is null or p.provider_id = key_provider)
+                               limit 2);
+      end if;
+      if cardinality(hit_providers) > 1 then
+        raise exception using errcode = 'PT422', message = 'ambiguous_model',
+          detail = format('model %s is priced at several providers (%s) and has no default '
+                          'provider; pass provider, or set a default with '
+                          'set_default_provider(model, provider)', key_model,
+                          (select string_agg(c.provider_id, ', ') from (
+                             select distinct p.provider_id from public.model_pricing p
+                             where p.model_id = key_model order by 1 limit 20) c));
+      elsif cardinality(hit_providers) = 1 then
         key_provider := hit_providers[1];
         exit candidates;
       end if;
