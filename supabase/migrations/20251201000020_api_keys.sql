@@ -252,7 +252,7 @@ begin
               then k.id = revoke_api_key.key::uuid
               else k.prefix = revoke_api_key.key end)
     and (me is null or k.user_id = me)
-  for update;
+  for no key update;
   if not found then
     raise exception using errcode = 'PT404', message = 'api_key_not_found',
       detail = format('no API key %s', revoke_api_key.key);

@@ -13,7 +13,8 @@
 --     weighted pick among that model's routes; 'auto' or a model the plan does not route →
 --     weighted pick among all the plan's routes (seed 002's router). Only routes to active,
 --     configured upstreams (is_active, base_url set) and, when the key restricts them, to
---     allowed models take part. The model a route names is what the upstream is asked for and
+--     allowed models take part; a model of the plan with no usable route gets none (503 from
+--     authorize_request), not another model. The model a route names is what the upstream is asked for and
 --     what is priced (price_for(null, model): aliases and default providers apply).
 -- Also: api_keys.plan_id (20251201000020) gets its foreign key, and a generic updated_at trigger.
 -- Seed: the three plans of seed 002, their upstreams and models are in supabase/seed.sql.
@@ -110,10 +111,9 @@ create policy "Users read the plan routes" on public.plan_routes
 
 -- ── Functions ─────────────────────────────────────────────────────────────────────────────
 -- private.pick_route(plan_id, model, allowed_models = null) → the plan_routes row to use, or
--- NULL when no route qualifies. Candidates: the plan's routes with weight > 0 whose upstream is
--- active and has a base_url, whose model is in allowed_models (when given); among them, the
--- routes of `model` if there are any, else all ('auto' is never a route model, so it always
--- means all). One draw of random() over the cumulative weights (in id order): route i is
+-- NULL when no route qualifies. If the plan has routes for `model`, only those; else ('auto' is
+-- never a route model) all of the plan's routes. Of these, the usable ones take part: weight >
+-- 0, upstream active with a base_url, model in allowed_models (when given). One draw of random() over the cumulative weights (in id order): route i is
 -- picked with probability weight_i / sum(weights). Tested by chi-square in 51-plans-routing.sql.
 -- Runs as its caller (authorize_request); no API role may call it.
 create function private.pick_route(plan_id uuid, model text, allowed_models text[] default null)
@@ -124,11 +124,10 @@ declare
   only_model boolean;
   roll double precision := random();
 begin
-  only_model := exists (
-    select 1 from public.plan_routes r join public.upstreams u on u.id = r.upstream_id
-    where r.plan_id = pick_route.plan_id and r.model = pick_route.model and r.weight > 0
-      and u.is_active and u.base_url is not null
-      and (pick_route.allowed_models is null or r.model = any (pick_route.allowed_models)));
+  -- Whether the plan routes this model at all, usable or not: a model of the plan whose
+  -- routes are all down gets no route (503), never silently another model.
+  only_model := exists (select 1 from public.plan_routes r
+                        where r.plan_id = pick_route.plan_id and r.model = pick_route.model);
   select c.id, c.plan_id, c.upstream_id, c.model, c.weight, c.created_at, c.updated_at
   into picked
   from (select r.*, sum(r.weight) over (order by r.id rows unbounded preceding) as upto,

@@ -536,6 +536,30 @@ begin
 end
 $$;
 
+-- public.list_key_models(key) → {api_key_id, plan, models}: the models the key may ask for by
+-- name (its plan's models with a usable route, within allowed_models), sorted; what
+-- GET /v1/models answers. 'auto' is always accepted and not listed.
+-- Who may call: service_role. DEFINER: looks the key up by its hash.
+-- Raises: PT401 invalid_api_key / revoked_api_key / expired_api_key, 42501 forbidden.
+create function public.list_key_models(key text) returns jsonb
+language plpgsql stable security definer set search_path = '' as $$
+declare
+  found_key public.api_keys;
+begin
+  perform private.assert_service_role();
+  found_key := private.api_key_for(list_key_models.key);
+  return jsonb_build_object('api_key_id', found_key.id,
+    'plan', (select p.name from public.plans p where p.id = found_key.plan_id),
+    'models', coalesce((
+      select jsonb_agg(distinct r.model order by r.model)
+      from public.plan_routes r join public.upstreams u on u.id = r.upstream_id
+      where r.plan_id = found_key.plan_id and r.weight > 0 and u.is_active
+        and u.base_url is not null
+        and (found_key.allowed_models is null or r.model = any (found_key.allowed_models))),
+      '[]'::jsonb));
+end
+$$;
+
 -- ── Grants ────────────────────────────────────────────────────────────────────────────────
 revoke all on public.metered_requests, public.api_key_spend, public.usage_logs
   from public, anon, authenticated, service_role;
@@ -551,7 +575,9 @@ revoke execute on function public.authorize_request(text, text, bigint, text, bi
   from public, anon, authenticated;
 revoke execute on function public.complete_request(text, jsonb, integer, integer, text)
   from public, anon, authenticated;
+revoke execute on function public.list_key_models(text) from public, anon, authenticated;
 grant execute on function public.authorize_request(text, text, bigint, text, bigint, integer)
   to service_role;
 grant execute on function public.complete_request(text, jsonb, integer, integer, text)
   to service_role;
+grant execute on function public.list_key_models(text) to service_role;

@@ -2,7 +2,7 @@
 -- exactly as intended for every table × role and every function × role, nothing is executable
 -- by PUBLIC, every SECURITY DEFINER function pins search_path, the signup trigger is in place.
 BEGIN;
-SELECT plan(176);
+SELECT plan(179);
 
 -- ── Tables and RLS ─────────────────────────────────────────────────────────────────────────
 select tables_are('public', array['model_pricing', 'billing_settings', 'user_balances',
@@ -91,7 +91,8 @@ select functions_are('public', array['price_for', 'check_balance', 'my_balance',
   'estimate_cost', 'user_id_for_email', 'set_model_price', 'set_model_alias',
   'remove_model_alias', 'price_history', 'reprice_usage', 'import_model_prices',
   'populate_model_pricing', 'pricing_consolidation_report', 'set_default_provider',
-  'create_api_key', 'list_api_keys', 'revoke_api_key', 'authorize_request', 'complete_request'],
+  'create_api_key', 'list_api_keys', 'revoke_api_key', 'authorize_request', 'complete_request',
+  'list_key_models'],
   'public exposes exactly the billing and pricing API functions');
 
 create temporary table expected_function_privs (fn text, args text[], roles text[]);
@@ -122,7 +123,8 @@ insert into expected_function_privs values
   ('revoke_api_key', array['text'], array['authenticated', 'service_role']),
   ('authorize_request', array['text', 'text', 'bigint', 'text', 'bigint', 'integer'],
    array['service_role']),
-  ('complete_request', array['text', 'jsonb', 'integer', 'integer', 'text'], array['service_role']);
+  ('complete_request', array['text', 'jsonb', 'integer', 'integer', 'text'], array['service_role']),
+  ('list_key_models', array['text'], array['service_role']);
 
 select function_privs_are('public', e.fn, e.args, r.role,
   case when r.role = any (e.roles) then array['EXECUTE'] else array[]::text[] end,
@@ -149,7 +151,8 @@ select is(
      and p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)),
   array['adjust_balance', 'audit_price_change', 'authorize_request', 'check_balance',
         'complete_request', 'create_api_key', 'delete_user_usage', 'estimate_cost',
-        'handle_new_user', 'import_model_prices', 'list_api_keys', 'populate_model_pricing',
+        'handle_new_user', 'import_model_prices', 'list_api_keys', 'list_key_models',
+        'populate_model_pricing',
         'price_history', 'pricing_consolidation_report', 'record_usage', 'record_usage_batch',
         'refund_usage', 'release_reservation', 'remove_model_alias', 'repair_missing_balances',
         'reprice_usage', 'reserve_credit', 'revoke_api_key', 'set_default_provider',

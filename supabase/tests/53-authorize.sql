@@ -5,7 +5,7 @@
 -- the reset time, 503), quotas and spend limits, rollover on use, last_used_at throttled,
 -- free models, RLS on what is logged, the ledger invariant.
 BEGIN;
-SELECT plan(71);
+SELECT plan(76);
 
 -- ── Fixtures, as postgres ──────────────────────────────────────────────────────────────────
 insert into auth.users (id, email) values
@@ -53,17 +53,24 @@ set local role anon;
 set local "request.jwt.claims" to '{"role":"anon"}';
 select throws_ok(format('select public.authorize_request(%L, %L, 10, %L)', (select secret from k where name = 'ka'), 'gpt-4o-mini', 'authz-anon'), '42501', null, 'anon: authorize_request is denied');
 select throws_ok($$select public.complete_request('authz-anon', '{}', 200)$$, '42501', null, 'anon: complete_request is denied');
+select throws_ok(format('select public.list_key_models(%L)', (select secret from k where name = 'ka')), '42501', null, 'anon: list_key_models is denied');
 reset role;
 set local role authenticated;
 set local "request.jwt.claims" to '{"role":"authenticated","sub":"53535353-0000-4000-8000-00000000000a"}';
 select throws_ok(format('select public.authorize_request(%L, %L, 10, %L)', (select secret from k where name = 'ka'), 'gpt-4o-mini', 'authz-user'), '42501', null, 'authenticated: authorize_request is denied, even with their own key');
 select throws_ok($$select public.complete_request('authz-user', '{}', 200)$$, '42501', null, 'authenticated: complete_request is denied');
+select throws_ok(format('select public.list_key_models(%L)', (select secret from k where name = 'ka')), '42501', null, 'authenticated: list_key_models is denied');
 select throws_ok($$insert into public.metered_requests (request_id) values ('forged')$$, '42501', null, 'authenticated cannot write metered_requests');
 reset role;
 
 -- ── service_role: authorize ───────────────────────────────────────────────────────────────
 set local role service_role;
 set local "request.jwt.claims" to '{"role":"service_role"}';
+select is(public.list_key_models((select secret from k where name = 'ka')) -> 'models', '["authz-free", "gpt-4o", "gpt-4o-mini"]'::jsonb,
+  'list_key_models: the plan''s models, for GET /v1/models');
+select is(public.list_key_models((select secret from k where name = 'kr')) -> 'models', '["gpt-4o-mini"]'::jsonb,
+  'list_key_models: only the allowed ones for a restricted key');
+select throws_ok(format('select public.list_key_models(%L)', (select secret from k where name = 'kx')), 'PT401', 'revoked_api_key', 'list_key_models: a revoked key is 401');
 insert into r select 'a1', public.authorize_request((select secret from k where name = 'ka'), 'gpt-4o-mini', 500, 'authz-1', 1000);
 select is((select answer - 'user_id' - 'api_key_id' - 'subscription_id' - 'route_id' - 'expires_at' - 'reset_at' from r where name = 'a1'),
   jsonb_build_object('request_id', 'authz-1', 'status', 'authorized', 'replayed', false,
