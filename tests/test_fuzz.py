@@ -576,3 +576,17 @@ def test_health_answered_quickly_throughout_the_fuzzing(health_watch: HealthWatc
         f"median {statistics.median(health_watch.latencies) * 1000:.1f} ms, worst {max(health_watch.latencies) * 1000:.0f} ms"
     )
     assert max(health_watch.latencies) < 0.5
+
+
+def test_token_with_non_string_kid_is_refused_401(http: httpx.Client, keys: Any) -> None:
+    """Found by this suite: PyJWT rejects a non-string `kid` with InvalidTokenError, not
+    DecodeError, and the header check let it escape as a 500."""
+    token = jwt.encode({"role": "anon"}, keys.jwt_secret, algorithm="HS256")
+    head = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": None}).encode())
+    body = token.split(".")[1]
+    signer = jwt.api_jws.get_algorithm_by_name("HS256")
+    signature = _b64(signer.sign(f"{head}.{body}".encode(), signer.prepare_key(keys.jwt_secret)))
+    forged = f"{head}.{body}.{signature}"
+    for path in ("/rest/v1/model_pricing?limit=1", "/auth/v1/user", "/functions/v1/health"):
+        response = http.get(path, headers={"apikey": forged, "Authorization": f"Bearer {forged}"})
+        assert response.status_code == 401, (path, response.status_code, response.text)

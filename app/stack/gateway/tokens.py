@@ -61,7 +61,7 @@ def decode(token: str, secret: str) -> dict[str, Any]:
     check_size(token, "the request")
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.DecodeError as exc:
+    except jwt.PyJWTError as exc:  # DecodeError, and InvalidTokenError for a non-string `kid`
         raise jwt_error(f"Invalid JWT: {exc}") from None
     if header.get("alg") != "HS256":
         raise jwt_error("Wrong or unsupported JWT algorithm: only HS256 is accepted")
