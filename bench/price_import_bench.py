@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -118,9 +119,10 @@ def main() -> None:
         "apply s",
         "again s",
         "slowest request s",
-        "apply µs/entry",
-        title=f"price import, chunks of {CHUNK}",
+        "apply µs/priced entry",
+        title=f"price import through the API, chunks of {CHUNK} (median of {args.runs})",
     )
+    before = os.getloadavg()[0]
     for name, entries, text in cases:
         runs = [measure(text) for _ in range(args.runs)]
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -131,8 +133,8 @@ def main() -> None:
             *(f"{med[k]:.2f}" for k in ("map", "compare", "apply", "again", "slowest")),
             f"{med['apply'] / med['priced'] * 1e6:.0f}",
         )
-        console.print(f"{name}: {med}", highlight=False)
-    Console().print(table)
+    table.caption = f"load average before / after: {before:.1f} / {os.getloadavg()[0]:.1f}"
+    Console(width=220).print(table)
 
 
 if __name__ == "__main__":
