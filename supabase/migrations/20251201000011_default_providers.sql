@@ -254,9 +254,10 @@ begin
     key_model := cand_models[i];
     hops := 0;
     loop
-      -- exact (provider null: the name's default provider, else its only provider)
+      -- exact (provider null: the name's default provider, else its only provider; the name
+      -- as sent already had its default probed by the fast path)
       hit_providers := '{}';
-      if key_provider is null then
+      if key_provider is null and (i > 1 or hops > 0) then
         hit_providers := array(select m.provider_id from public.models m
                                where m.model_id = key_model and m.is_default
                                  and exists (select 1 from public.model_pricing p
