@@ -146,6 +146,31 @@ def test_price_list_at_80_columns_shows_every_price_whole(stack):
     assert "meta-llama/llama-3.3-70b-instruct:fr" in result.stdout
 
 
+def test_price_list_at_80_columns_long_names_wrap_and_prices_stay_whole(model):
+    provider, name = model
+    long_provider = f"vertex_ai-language-models-{provider}"
+    long_name = f"{name}-with-a-very-long-fine-tuned-suffix-ft-0123456789abcdef"
+    made = price(
+        "set",
+        long_name,
+        "--provider",
+        long_provider,
+        "--input",
+        "1234.5678",
+        "--output",
+        "98765.4321",
+        "--cached-input",
+        "0.000123",
+    )
+    assert made.exit_code == 0, made.output
+    result = narrow("list", "--provider", long_provider)
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    words = result.stdout.split()
+    assert {"1234.5678", "98765.4321", "0.000123"} <= set(words)
+
+
 def test_price_list_wide_adds_the_other_columns(stack):
     result = price("list", "--provider", "google", "--wide")
     assert result.exit_code == 0, result.output
