@@ -3,10 +3,12 @@
 -- import_model_prices, set-based (replaces the body of 20251101000006; same signature, same
 -- validation and error codes, same versions and audit rows).
 -- Why: the old body looped over the entries, calling set_model_price once per entry inside its
--- own exception block (a subtransaction that takes an XID as soon as it writes: past 64 of them
--- every snapshot check walks pg_subtrans), and grew the diff with `diff := diff || entry_diff`,
--- which copies the whole JSON array each time: O(n²). LiteLLM's catalog (~3,000 entries) ran
--- into the API roles' 8 s statement timeout; 1,000 entries took 6.9 s.
+-- own exception block (a subtransaction), and grew the diff with `diff := diff || entry_diff`,
+-- which copies the whole JSON array each time: O(n²), and a new model adds a row per field.
+-- LiteLLM's catalog (~3,000 entries) ran into the API roles' 8 s statement timeout. Measured
+-- (bench/price_import_bench.py --old, one dry-run call, loaded machine): 250 / 1,000 / 2,000
+-- entries took 1.2 / 8.6 / 32 s; without the concatenation 0.5 / 1.7 / 2.7 s (linear, ~1.4 ms
+-- per entry of subtransaction and function calls); this body 0.15 / 0.24 / 0.67 s.
 -- Now: every entry is parsed and validated by one function call (the checks of
 -- set_model_price, errors prefixed `prices[i]: `); the version in effect for every entry is
 -- found with one index probe each, in one statement; the new and changed versions are written
@@ -14,15 +16,14 @@
 -- audit row of each); the diff is aggregated once. A dry run stops before the writes: all the
 -- checks the writes could fail are made on every entry first.
 -- Result: {added, changed, unchanged, keys_changed, dry_run, diff, added_models,
--- defaults_changed}. diff lists each changed
--- field of CHANGED entries only ({provider, model, field, old, new}, money as exact strings);
--- added_models lists the new (provider, model) pairs (a new model's prices are what was sent).
--- Entries may also carry `litellm_key` (the catalog key they came from, kept in
--- models.metadata so `price export` writes the same key back; keys_changed counts the entries
--- whose key is new or different) and `is_default` (this provider
--- becomes the default of the model name, models.is_default of 20251201000011: the catalog's
--- unprefixed entry); defaults_changed lists {model, old, new} default providers that change
--- (old null: the name is new).
+-- defaults_changed}. diff lists each changed field of CHANGED entries only ({provider, model,
+-- field, old, new}, money as exact strings); added_models lists the new (provider, model) pairs
+-- (a new model's prices are what was sent). Entries may also carry `litellm_key` (the catalog
+-- key they came from, kept in models.metadata so `price export` writes the same key back;
+-- keys_changed counts the entries whose key is new or different) and `is_default` (this
+-- provider becomes the default of the model name, models.is_default of 20251201000011: the
+-- catalog's unprefixed entry); defaults_changed lists {model, old, new} (old null: the name had
+-- no default).
 -- Error codes (catalog: 20251018000005): 22023 invalid_argument / invalid_amount /
 -- invalid_currency, 42501 forbidden.
 
