@@ -8,6 +8,7 @@ Then it applies in chunks. --json prints the result for scripts.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -64,8 +65,6 @@ def price_import(
     comparison. On a terminal you are asked to confirm unless --yes; without a terminal
     (scripts, CI) the import applies after printing the diff, like `db push`. Bad entries:
     nothing is applied, exit 1. Float noise in a LiteLLM catalog is rounded away and reported."""
-    import sys
-
     with handle_errors():
         mapping = prices_from_file(Path(file))
     if not mapping.prices:
