@@ -4,6 +4,9 @@ and `tokenmeter price import` (dry-run diff, apply, re-import = unchanged, expor
 
 The sample (tests/fixtures/litellm_sample.json) holds real catalog entries; integration tests
 rename its models with a random suffix so each test owns its rows and never re-prices the seed.
+tests/litellm_catalog.py generates catalogs of any size with the published file's shapes
+(float noise, prefixed and unprefixed keys of one model, every mode) for the float-noise, mode,
+default-provider and 3,000-entry round-trip tests.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def by_model(prices: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
 def test_map_litellm_sample_floats_stay_exact_decimals():
     prices = by_model(map_litellm(sample(), today=TODAY).prices)
     gpt = prices[("openai", "gpt-4o")]
-    # 2.5e-06 parsed with parse_float=Decimal: exactly 0.0000025, never 2.4999999999999998e-06
+    # the float 2.5e-06 stands for the decimal its repr shows: exactly 0.0000025
     assert gpt["input_per_token"] == Decimal("0.0000025")
     assert str(gpt["input_per_token"]) == "0.0000025"
     assert gpt["output_per_token"] == Decimal("0.00001")
