@@ -8,6 +8,10 @@ second, in-process gateway pointed at a temporary functions folder via TOKENMETE
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,3 +245,24 @@ def test_gateway_shutdown_stops_function_workers(
         )
         processes = [w.process for w in app.state.functions.running.values()]
     assert processes and all(p.returncode is not None for p in processes)
+
+
+def test_gateway_start_removes_socket_folders_of_dead_gateways(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    exited = subprocess.Popen(["true"])
+    exited.wait()  # reaped: its pid names no process (until the system reuses it)
+    temp = Path(tempfile.gettempdir())
+    dead = Path(tempfile.mkdtemp(prefix=f"tokenmeter-fn-{exited.pid}-"))
+    live = Path(tempfile.mkdtemp(prefix=f"tokenmeter-fn-{os.getppid()}-"))
+    monkeypatch.setenv("TOKENMETER_FUNCTIONS_DIR", str(tmp_path))
+    try:
+        app = create_app(GatewayConfig.from_env())
+        with TestClient(app):
+            own = app.state.functions.socket_dir
+            assert own.parent == temp and own.is_dir()
+            assert not dead.exists() and live.is_dir()
+        assert not own.exists()
+    finally:
+        shutil.rmtree(dead, ignore_errors=True)
+        shutil.rmtree(live, ignore_errors=True)

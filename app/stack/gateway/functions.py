@@ -250,6 +250,29 @@ async def _stop(worker: Worker) -> None:
     worker.socket.unlink(missing_ok=True)
 
 
+def _socket_dir() -> Path:
+    """A private (0700) folder for this gateway's sockets, under the system temp folder because a
+    socket path must fit in 107 bytes, which a deep state folder might not leave room for. Named
+    after the gateway's pid, so that the folders of gateways that died without cleaning up (a
+    SIGKILL) are removed by the next one to start."""
+    for stale in Path(tempfile.gettempdir()).glob("tokenmeter-fn-*-*"):
+        pid = stale.name.split("-")[2]
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and stale.stat().st_uid == os.getuid() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"tokenmeter-fn-{os.getpid()}-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _deno_binary() -> str:
     import deno
 
@@ -270,9 +293,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     )
     runtime_env = {k: os.environ[k] for k in _DENO_RUNTIME_ENV if k in os.environ}
     runtime_env.update(NO_COLOR="1", DENO_NO_UPDATE_CHECK="1")
-    # Sockets live in a private (0700) folder of their own under the system temp folder: a
-    # socket path must fit in 107 bytes, which a deep state folder might not leave room for.
-    socket_dir = Path(tempfile.mkdtemp(prefix="tokenmeter-fn-"))
+    socket_dir = _socket_dir()
     app.state.functions = Workers(
         functions_dir.resolve(),
         supabase_env,
