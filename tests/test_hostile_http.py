@@ -8,6 +8,7 @@ as an attacker would send them; docs/limits.md lists each limit these tests pin.
 from __future__ import annotations
 
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -127,22 +128,28 @@ def test_rest_costly_queries_do_not_delay_health(http, api_url, anon_key, query,
     statuses: list[int] = []
 
     def hammer() -> None:
-        with httpx.Client(timeout=60) as client:
-            for _ in range(5):
-                statuses.append(client.get(url, headers=_keyed(anon_key)).status_code)
+        for _ in range(5):
+            try:  # a new connection each time: the server may close one after an error
+                statuses.append(httpx.get(url, headers=_keyed(anon_key), timeout=60).status_code)
+            except httpx.HTTPError:
+                statuses.append(0)
 
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for thread in threads:
         thread.start()
-    slowest = 0.0
+    latencies: list[float] = []
     while any(thread.is_alive() for thread in threads):
         started = time.perf_counter()
         assert http.get("/health").status_code == 200
-        slowest = max(slowest, time.perf_counter() - started)
+        latencies.append(time.perf_counter() - started)
     for thread in threads:
         thread.join()
-    # Generous for a shared 2-core CI machine; the old parser stalled the process for seconds.
-    assert slowest < 0.5, f"/health took {slowest:.3f}s while costly queries were parsed"
+    # The old parser held the process 0.6 s per request, so /health waited about that long
+    # every time; now it answers in milliseconds. The bounds leave room for a CI machine whose
+    # two cores are shared by several test runs (one slow answer is the scheduler, not a stall).
+    median = statistics.median(latencies)
+    assert median < 0.2, f"/health median {median:.3f}s while costly queries were parsed"
+    assert max(latencies) < 2.0, f"/health took {max(latencies):.3f}s"
     assert statuses == [status] * 20
 
 
