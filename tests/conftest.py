@@ -25,11 +25,11 @@ os.environ.setdefault("TOKENMETER_PROJECT_DIR", str(ROOT))
 os.environ.setdefault("TOKENMETER_STATE_DIR", str(ROOT / ".tokenmeter" / "test"))
 os.environ.setdefault("TOKENMETER_API_PORT", "54331")
 os.environ.setdefault("TOKENMETER_DB_PORT", "54332")
-# The suite signs hundreds of users up and in from 127.0.0.1: the test stack's gateway gets
-# GoTrue's per-IP limits (supabase/config.toml [auth.rate_limit]) raised far out of reach.
+# The suite signs hundreds of users up and in from 127.0.0.1, some at once: the test stack's
+# gateway has GoTrue's per-IP limits (supabase/config.toml [auth.rate_limit]) turned off.
 # tests/test_hostile_auth.py checks the limits themselves on a gateway of its own.
-os.environ.setdefault("TOKENMETER_AUTH_RATE_LIMIT_SIGN_IN_SIGN_UPS", "1000000")
-os.environ.setdefault("TOKENMETER_AUTH_RATE_LIMIT_TOKEN_REFRESH", "1000000")
+os.environ.setdefault("TOKENMETER_AUTH_RATE_LIMIT_SIGN_IN_SIGN_UPS", "unlimited")
+os.environ.setdefault("TOKENMETER_AUTH_RATE_LIMIT_TOKEN_REFRESH", "unlimited")
 
 from app.migrations import Migrator  # noqa: E402
 from app.pricing import Pricing  # noqa: E402

@@ -134,8 +134,10 @@ _LIMIT_OF = {
 
 def read_rate_limits(config_toml: Path, environ: Mapping[str, str]) -> dict[str, float]:
     """Requests per 5 minutes per IP for each limit: supabase/config.toml `[auth.rate_limit]`
-    (the CLI's defaults when absent), overridden by TOKENMETER_AUTH_RATE_LIMIT_<KEY> (the test
-    suite raises them: it signs hundreds of users up from one address)."""
+    (the CLI's defaults when absent), overridden by TOKENMETER_AUTH_RATE_LIMIT_<KEY>, which
+    may also be `unlimited` (infinity: no limit). The test suite turns both off: it signs
+    hundreds of users up from one address, some of them at once, and even a huge rate leaves
+    GoTrue's burst of 30. Raises ValueError for anything else than a number >= 0."""
     try:
         section = tomllib.loads(config_toml.read_text()).get("auth", {}).get("rate_limit", {})
     except FileNotFoundError:
@@ -143,6 +145,9 @@ def read_rate_limits(config_toml: Path, environ: Mapping[str, str]) -> dict[str,
     out: dict[str, float] = {}
     for key, default in RATE_LIMIT_DEFAULTS.items():
         value = environ.get(RATE_LIMIT_ENV + key.upper(), section.get(key, default))
+        if value == "unlimited" and RATE_LIMIT_ENV + key.upper() in environ:
+            out[key] = math.inf
+            continue
         try:
             out[key] = float(value)
         except (TypeError, ValueError):
@@ -165,6 +170,8 @@ class RateLimits:
         # would let any caller pick its own bucket.
         ip = request.client.host if request.client else ""
         rate = self.per_window[_LIMIT_OF[limit]] / RATE_LIMIT_WINDOW_SECONDS
+        if rate == math.inf:
+            return
         buckets = self._buckets[limit]
         now = time.monotonic()
         tokens_left, since = buckets.pop(ip, (float(RATE_LIMIT_BURST), now))
