@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import psycopg
@@ -567,3 +568,41 @@ def test_sign_up_test_stack_unlimited_does_not_refuse_a_burst(http: httpx.Client
             pool.map(lambda _: sign_up(http, anon_key, password="x").status_code, range(BURST + 10))
         )
     assert statuses == [422] * (BURST + 10)
+
+
+# ── headers built from stored values (§2) ──────────────────────────────────────────────────────
+@pytest.fixture()
+def text_key_table(db: psycopg.Connection, http: httpx.Client, keys: StackKeys) -> str:
+    """A table keyed by text that the service role may insert into, visible to the REST cache."""
+    db.execute(
+        "create table if not exists public.hostile_text_keys (key text primary key);"
+        "alter table public.hostile_text_keys enable row level security;"
+        "grant select, insert on public.hostile_text_keys to service_role;"
+        "notify pgrst, 'reload schema'"
+    )
+    admin = {"apikey": keys.service_role_key, "Authorization": f"Bearer {keys.service_role_key}"}
+    deadline = time.monotonic() + 10
+    while http.get("/rest/v1/hostile_text_keys", headers=admin).status_code != 200:
+        assert time.monotonic() < deadline, "schema cache never saw hostile_text_keys"
+        time.sleep(0.05)
+    return "hostile_text_keys"
+
+
+@pytest.mark.parametrize("key", ["\u0100-{tag}", "line\nbreak-{tag}", "a&b=c, d-{tag}"])
+def test_insert_headers_only_location_header_is_percent_encoded(
+    http: httpx.Client, keys: StackKeys, text_key_table: str, key: str
+):
+    """The Location header quotes the new row's key: any text, so it must be encoded, not
+    copied (a non-Latin-1 key was a 500 after the row was written)."""
+    value = key.format(tag=uuid.uuid4().hex[:8])
+    answer = http.post(
+        f"/rest/v1/{text_key_table}",
+        json={"key": value},
+        headers={
+            "apikey": keys.service_role_key,
+            "Authorization": f"Bearer {keys.service_role_key}",
+            "Prefer": "return=headers-only",
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.headers["location"] == f"/{text_key_table}?key=eq.{quote(value, safe='')}"

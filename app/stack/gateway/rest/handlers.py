@@ -12,6 +12,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
@@ -313,7 +314,11 @@ async def _serve_table(
         if table.primary_key and rows:
             first = json.loads(body)
             first = first if isinstance(first, dict) else first[0]
-            location = "&".join(f"{k}=eq.{first[k]}" for k in table.primary_key)
+            # Percent-encoded as PostgREST does: the key is any stored text, and a header
+            # holds Latin-1 without line breaks.
+            location = "&".join(
+                f"{quote(k, safe='')}=eq.{quote(str(first[k]), safe='')}" for k in table.primary_key
+            )
             headers["Location"] = f"/{table.name}?{location}"
         return Response(b"", status, headers)
     if minimal:
