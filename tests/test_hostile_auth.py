@@ -237,6 +237,7 @@ def test_largest_issued_token_fits_and_works_on_every_api(
         ("password", "\\udfffcorrect-horse-{tag}", 422),
         ("data", '{{"name": "a\\u0000b-{tag}"}}', 400),
         ("data", '{{"\\ud83d-{tag}": 1}}', 400),
+        ("data", '{{"x-{tag}": 1e999}}', 400),
     ],
 )
 def test_sign_up_with_nul_or_lone_surrogate_returns_4xx_and_writes_nothing(
@@ -260,6 +261,21 @@ def test_sign_up_with_nul_or_lone_surrogate_returns_4xx_and_writes_nothing(
             "select count(*) from auth.users where email like %s", (f"%{tag}%",)
         ).fetchone()
     assert found == (0,)
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e400", "1" + "0" * 400 + ".5"])
+def test_update_user_metadata_number_past_double_returns_400(
+    http: httpx.Client, session: dict[str, Any], admin_dsn: str, number: str
+):
+    """Python reads these as infinity, which jsonb cannot store: it was a 500."""
+    answer = http.put(
+        "/auth/v1/user",
+        content=f'{{"data": {{"x": {number}}}}}'.encode(),
+        headers={**session["headers"], "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400 and answer.json()["error_code"] == "validation_failed"
+    row = user_row(admin_dsn, session["email"])
+    assert row is not None and row[1] == {}
 
 
 # ── deep JSON bodies (§2) ──────────────────────────────────────────────────────────────────────

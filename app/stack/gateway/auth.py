@@ -219,8 +219,8 @@ def _check_api_key(request: Request) -> None:
 
 
 async def _json_body(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
-    """The request's JSON object (gateway/limits.py: size, UTF-8, nesting depth); 413
-    request_too_large, 400 bad_json or validation_failed for anything else."""
+    """The request's JSON object (gateway/limits.py: size, time, UTF-8, nesting depth); 413
+    request_too_large, 408 request_timeout, 400 bad_json or validation_failed otherwise."""
     limit = request.app.state.config.max_body_bytes
     try:
         body = await limits.read_json(request, max_bytes=limit)
@@ -228,7 +228,9 @@ async def _json_body(request: Request, *, allow_empty: bool = False) -> dict[str
         raise AuthError(413, "request_too_large", f"Request body exceeds {limit} bytes") from None
     except limits.JsonTooDeep as exc:
         raise AuthError(400, "bad_json", f"Could not parse request body as JSON: {exc}") from None
-    except limits.BodyRejected:
+    except limits.BodyRejected as exc:
+        if exc.status == 408:
+            raise AuthError(408, "request_timeout", exc.message) from None
         raise AuthError(400, "bad_json", "Could not parse request body as JSON") from None
     if body is None:
         if allow_empty:
@@ -252,12 +254,17 @@ def _storable(text: str) -> bool:
 
 
 def _unstorable(value: Any) -> bool:
-    """Whether any key or string in the JSON value cannot be stored (see _storable)."""
+    """Whether any key or string in the JSON value cannot be stored (see _storable), or any
+    number: a literal past a double's range (1e999) parses as infinity, which JSON (and so
+    jsonb) cannot spell."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if not _storable(item):
+                return True
+        elif isinstance(item, float):
+            if not math.isfinite(item):
                 return True
         elif isinstance(item, dict):
             stack.extend(item.keys())
@@ -310,9 +317,12 @@ def _opt_obj(body: dict[str, Any], *keys: str) -> dict[str, Any] | None:
             continue
         if not isinstance(value, dict):
             raise _validation(f"{key} must be a JSON object")
+        _check_metadata_size(key, value)  # first: the walk below is in Python
         if _unstorable(value):
-            raise _validation(f"{key} cannot contain NUL characters or unpaired surrogates")
-        _check_metadata_size(key, value)
+            raise _validation(
+                f"{key} cannot contain NUL characters, unpaired surrogates "
+                "or numbers out of a double's range"
+            )
         return value
     return None
 
