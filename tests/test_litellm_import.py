@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -37,6 +37,7 @@ from app.litellm import (
     to_litellm,
 )
 from app.pricing import Pricing, decimal_text
+from supabase import Client
 
 SAMPLE = Path(__file__).parent / "fixtures" / "litellm_sample.json"
 TODAY = date(2026, 6, 1)
@@ -494,10 +495,19 @@ def test_map_generated_catalog_every_kept_key_has_the_decimals_a_person_wrote():
 
 
 # ── The generated 3,000-entry catalog against the stack ─────────────────────────────────────
-def test_import_generated_catalog_then_export_gives_back_every_price_under_its_key(
-    pricing: Pricing, tmp_path: Path
-):
+@pytest.fixture()
+def suffix(service: Client) -> Iterator[str]:
+    """A random suffix for generated model names. Their catalog rows (and so their prices) are
+    deleted afterwards: thousands of generated prices would change what the shared stack's price
+    list looks like to the other tests."""
     suffix = uuid.uuid4().hex[:8]
+    yield suffix
+    service.table("models").delete().like("model_id", f"%{suffix}%").execute()
+
+
+def test_import_generated_catalog_then_export_gives_back_every_price_under_its_key(
+    pricing: Pricing, tmp_path: Path, suffix: str
+):
     catalog = generate_catalog(3000, suffix=suffix)
     path = tmp_path / "catalog.json"
     path.write_text(json.dumps(catalog.data))
@@ -582,9 +592,8 @@ def test_import_two_versions_of_one_model_in_one_call_compare_in_order(pricing: 
 
 
 def test_cli_import_summary_counts_rounded_skipped_by_mode_and_shows_changes_per_1m(
-    pricing: Pricing, tmp_path: Path
+    pricing: Pricing, tmp_path: Path, suffix: str
 ):
-    suffix = uuid.uuid4().hex[:8]
     catalog = generate_catalog(100, suffix=suffix)
     path = tmp_path / "catalog.json"
     path.write_text(json.dumps(catalog.data))
