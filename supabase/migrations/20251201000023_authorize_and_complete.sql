@@ -346,6 +346,14 @@ begin
     end if;
   end if;
 
+  -- The request_id namespace is shared with record_usage: a request_id already charged outside
+  -- metering would be answered by settle_usage as that usage, so it is refused here.
+  if exists (select 1 from public.usage_records u
+             where u.request_id = authorize_request.request_id) then
+    raise exception using errcode = 'PT409', message = 'idempotency_conflict',
+      detail = format('request_id %s is already recorded usage outside metered requests',
+                      authorize_request.request_id);
+  end if;
   if estimate > 0 then
     hold := public.reserve_credit(found_key.user_id, authorize_request.request_id, estimate,
                                   authorize_request.ttl_seconds, route.model);

@@ -5,7 +5,7 @@
 -- the reset time, 503), quotas and spend limits, rollover on use, last_used_at throttled,
 -- free models, RLS on what is logged, the ledger invariant.
 BEGIN;
-SELECT plan(76);
+SELECT plan(78);
 
 -- ── Fixtures, as postgres ──────────────────────────────────────────────────────────────────
 insert into auth.users (id, email) values
@@ -89,6 +89,9 @@ select is((select answer ->> 'route_id' from r where name = 'a1-again'), (select
 select is((select count(*)::int from public.credit_reservations where request_id = 'authz-1'), 1, 'a replay holds nothing more');
 select throws_ok(format('select public.authorize_request(%L, %L, 501, %L, 1000)', (select secret from k where name = 'ka'), 'gpt-4o-mini', 'authz-1'),
   'PT409', 'idempotency_conflict', 'the same request_id with another max_tokens is a conflict');
+select lives_ok($$select public.record_usage('53535353-0000-4000-8000-00000000000a', 'authz-free', 1, 1, 'authz-direct')$$, 'a request_id charged directly by record_usage...');
+select throws_ok(format('select public.authorize_request(%L, %L, 10, %L)', (select secret from k where name = 'ka'), 'gpt-4o-mini', 'authz-direct'),
+  'PT409', 'idempotency_conflict', '...cannot be authorized as a metered request');
 
 -- ── complete: success ─────────────────────────────────────────────────────────────────────
 insert into r select 'c1', public.complete_request('authz-1', '{"prompt_tokens": 800, "completion_tokens": 200, "total_tokens": 1000}', 200, 120);
