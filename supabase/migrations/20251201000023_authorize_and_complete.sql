@@ -355,8 +355,11 @@ begin
                       authorize_request.request_id);
   end if;
   if estimate > 0 then
+    -- Without the model: it is priced above already (reserve_credit would look it up again,
+    -- ~1 ms for an alias); metered_requests keeps it and complete_request passes it to
+    -- settle_usage.
     hold := public.reserve_credit(found_key.user_id, authorize_request.request_id, estimate,
-                                  authorize_request.ttl_seconds, route.model);
+                                  authorize_request.ttl_seconds);
     if (hold ->> 'replayed')::boolean then
       raise exception using errcode = 'PT409', message = 'idempotency_conflict',
         detail = format('request_id %s already holds credit outside metered requests',

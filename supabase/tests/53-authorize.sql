@@ -80,8 +80,8 @@ select is((select answer - 'user_id' - 'api_key_id' - 'subscription_id' - 'route
     'cached_input_tokens', null, 'cost', null, 'usage_estimated', false, 'latency_ms', null, 'error', null,
     'remaining_requests', 2, 'remaining_tokens', 98500, 'subscription_status', 'active'),
   'authorize: the upstream to call, the model, the hold (1000 in x 0.15/M + 500 out x 0.60/M) and what is left');
-select results_eq($$select status, amount, model_id from public.credit_reservations where request_id = 'authz-1'$$,
-  $$values ('held', 0.00045::numeric(24,12), 'gpt-4o-mini')$$, 'the most the call can cost is held');
+select results_eq($$select status, amount, user_id from public.credit_reservations where request_id = 'authz-1'$$,
+  $$values ('held', 0.00045::numeric(24,12), '53535353-0000-4000-8000-00000000000a'::uuid)$$, 'the most the call can cost is held');
 select is((select last_used_at from public.api_keys where id = (select id from k where name = 'ka')), now(), 'the key''s last_used_at is set');
 insert into r select 'a1-again', public.authorize_request((select secret from k where name = 'ka'), 'gpt-4o-mini', 500, 'authz-1', 1000);
 select is((select answer ->> 'replayed' from r where name = 'a1-again'), 'true', 'the same request again is a replay');
