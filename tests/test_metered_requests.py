@@ -21,7 +21,17 @@ import httpx
 import psycopg
 import pytest
 
-from app.errors import QuotaExceeded, from_api_code
+from app.errors import (
+    IdempotencyConflict,
+    InvalidApiKey,
+    InvalidInput,
+    ModelNotAllowed,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+    Unavailable,
+    from_api_code,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # gpt-4o-mini: 0.15 / 0.60 per 1M tokens; 100 input tokens + 100 max_tokens.
@@ -292,3 +302,28 @@ def test_seed_rerun_adds_nothing_and_keeps_operator_changes(db_url: str):
         conn.rollback()
     assert after == before
     assert kept == ("https://mine.example/v1", 7)
+
+
+@pytest.mark.parametrize(
+    ("code", "sqlstate", "expected"),
+    [
+        ("invalid_api_key", "PT401", InvalidApiKey),
+        ("revoked_api_key", "PT401", InvalidApiKey),
+        ("expired_api_key", "PT401", InvalidApiKey),
+        ("model_not_allowed", "PT403", ModelNotAllowed),
+        ("subscription_inactive", "PT403", PermissionDenied),
+        ("quota_exceeded", "PT429", QuotaExceeded),
+        ("spend_limit_exceeded", "PT429", QuotaExceeded),
+        ("request_not_found", "PT404", NotFound),
+        ("plan_not_found", "PT404", NotFound),
+        ("api_key_not_found", "PT404", NotFound),
+        ("no_route", "PT503", Unavailable),
+        ("idempotency_conflict", "PT409", IdempotencyConflict),
+        ("invalid_argument", "22023", InvalidInput),
+    ],
+)
+def test_from_api_code_metering_code_maps_to_its_type(code, sqlstate, expected):
+    error = from_api_code(code, sqlstate, "detail", "2026-12-01T00:00:00Z")
+    assert type(error) is expected and error.code == code and error.detail == "detail"
+    if expected is QuotaExceeded:
+        assert isinstance(error, QuotaExceeded) and error.reset_at == "2026-12-01T00:00:00Z"
