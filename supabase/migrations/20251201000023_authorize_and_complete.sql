@@ -28,8 +28,9 @@
 --   PT403 model_not_allowed / subscription_inactive 403 · PT402 insufficient_balance 402 ·
 --   PT404 request_not_found 404 · PT409 idempotency_conflict 409 · PT422 unknown_model /
 --   price_missing 422 (the routed model is not priced: the operator's fix) ·
---   PT429 quota_exceeded / spend_limit_exceeded 429, hint = when it resets (ISO 8601, UTC:
---   Retry-After) · PT503 no_route 503 (no active, configured route) · 42501 forbidden.
+--   PT429 quota_exceeded / spend_limit_exceeded 429, hint = when to retry (ISO 8601, UTC, for
+--   Retry-After: the period's reset, or the first in-flight request's expiry when requests in
+--   flight fill the quota) · PT503 no_route 503 (no active, configured route) · 42501 forbidden.
 
 -- ── Tables ────────────────────────────────────────────────────────────────────────────────
 create table public.metered_requests (
@@ -225,6 +226,7 @@ declare
   estimate numeric;
   flying bigint;
   flying_tokens bigint;
+  retry_at timestamptz;
   spent numeric;
   spend_start timestamptz;
   hold jsonb;
@@ -298,20 +300,30 @@ begin
     raise exception using errcode = 'PT403', message = 'subscription_inactive',
       detail = 'the subscription is suspended';
   end if;
-  select count(*), coalesce(sum(m.max_input_tokens + m.max_tokens), 0)
-  into flying, flying_tokens from public.metered_requests m
+  select count(*), coalesce(sum(m.max_input_tokens + m.max_tokens), 0), min(m.expires_at)
+  into flying, flying_tokens, retry_at from public.metered_requests m
   where m.subscription_id = sub.id and m.status = 'authorized' and m.expires_at > now();
   if sub.status = 'suspended'
      or sub.used_requests + flying + 1 > sub.quota_requests
      or sub.used_tokens + flying_tokens + authorize_request.input_tokens
         + authorize_request.max_tokens > sub.quota_tokens then
+    -- Retry at the reset when completed requests alone use the quota up; when requests in
+    -- flight do, as soon as the first of them must have completed or lapsed.
+    if sub.status = 'suspended' or sub.used_requests + 1 > sub.quota_requests
+       or sub.used_tokens + authorize_request.input_tokens + authorize_request.max_tokens
+          > sub.quota_tokens then
+      retry_at := sub.reset_at;
+    else
+      retry_at := least(retry_at, sub.reset_at);
+    end if;
     raise exception using errcode = 'PT429', message = 'quota_exceeded',
       detail = format('quota of %s requests and %s tokens per %s reached (%s and %s used, '
-                      '%s requests in flight); it resets at %s',
+                      '%s requests in flight); retry at %s, the period resets at %s',
                       coalesce(sub.quota_requests::text, 'unlimited'),
                       coalesce(sub.quota_tokens::text, 'unlimited'), sub.period,
-                      sub.used_requests, sub.used_tokens, flying, private.utc_iso(sub.reset_at)),
-      hint = private.utc_iso(sub.reset_at);
+                      sub.used_requests, sub.used_tokens, flying, private.utc_iso(retry_at),
+                      private.utc_iso(sub.reset_at)),
+      hint = private.utc_iso(retry_at);
   end if;
 
   route := private.pick_route(found_key.plan_id, authorize_request.model,

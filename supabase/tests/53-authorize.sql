@@ -158,9 +158,8 @@ end
 $$;
 reset role;
 select results_eq($$select state, message, hint from refusal$$,
-  $$select 'PT429', 'quota_exceeded', private.utc_iso(s.reset_at) from public.subscriptions s
-    join public.api_keys k on k.plan_id = s.plan_id and k.user_id = s.user_id where k.id = (select id from k where name = 'ka')$$,
-  'the fourth is 429 quota_exceeded, the hint saying when the period resets (Retry-After)');
+  $$values ('PT429', 'quota_exceeded', private.utc_iso(now() + interval '600 seconds'))$$,
+  'the fourth is 429; two requests in flight fill the quota, so the hint (Retry-After) is when the first of them lapses');
 update public.subscriptions set quota_requests = null, quota_tokens = 1000 + 200 + 200 + 399
 where user_id = '53535353-0000-4000-8000-00000000000a';
 set local role service_role;
