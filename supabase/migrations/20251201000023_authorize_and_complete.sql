@@ -228,6 +228,7 @@ declare
   flying_tokens bigint;
   retry_at timestamptz;
   spent numeric;
+  held numeric;
   spend_start timestamptz;
   hold jsonb;
   mismatch text;
@@ -342,19 +343,23 @@ begin
     spend_start := date_trunc(found_key.spend_limit_period, now(), 'UTC');
     select coalesce((select x.spent from public.api_key_spend x
                      where x.api_key_id = found_key.id and x.period_start = spend_start), 0)
-         + coalesce((select sum(m.reserved) from public.metered_requests m
-                     where m.api_key_id = found_key.id and m.status = 'authorized'
-                       and m.expires_at > now()), 0)
     into spent;
-    if spent + estimate > found_key.spend_limit then
+    select coalesce(sum(m.reserved), 0), min(m.expires_at) into held, retry_at
+    from public.metered_requests m
+    where m.api_key_id = found_key.id and m.status = 'authorized' and m.expires_at > now();
+    if spent + held + estimate > found_key.spend_limit then
+      -- As for quotas: retry at the period's end, or when the first hold in flight lapses if
+      -- the holds are what fills the limit.
+      if spent + estimate > found_key.spend_limit then
+        retry_at := spend_start + ('1 ' || found_key.spend_limit_period)::interval;
+      end if;
       raise exception using errcode = 'PT429', message = 'spend_limit_exceeded',
-        detail = format('API key %s may spend %s per %s; %s is spent or held and this request '
-                        'may cost %s; the limit resets at %s', found_key.prefix,
+        detail = format('API key %s may spend %s per %s; %s is spent, %s held, and this request '
+                        'may cost %s; retry at %s', found_key.prefix,
                         trim_scale(found_key.spend_limit), found_key.spend_limit_period,
-                        trim_scale(spent), trim_scale(estimate),
-                        private.utc_iso(spend_start
-                          + ('1 ' || found_key.spend_limit_period)::interval)),
-        hint = private.utc_iso(spend_start + ('1 ' || found_key.spend_limit_period)::interval);
+                        trim_scale(spent), trim_scale(held), trim_scale(estimate),
+                        private.utc_iso(retry_at)),
+        hint = private.utc_iso(retry_at);
     end if;
   end if;
 

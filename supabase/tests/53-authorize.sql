@@ -177,8 +177,23 @@ select throws_ok(format('select public.authorize_request(%L, %L, 500, %L, 1000)'
   'PT429', 'spend_limit_exceeded', 'a second hold would pass the limit while the first is in flight: 429');
 select lives_ok($$select public.complete_request('authz-s1', '{"prompt_tokens": 800, "completion_tokens": 200}', 200)$$, 'the first completes at 0.00024');
 select is((select spent from public.api_key_spend where api_key_id = (select id from k where name = 'ks')), 0.00024::numeric(24,12), 'the key''s spend this period is counted');
-select throws_ok(format('select public.authorize_request(%L, %L, 500, %L, 1000)', (select secret from k where name = 'ks'), 'gpt-4o-mini', 'authz-s3'),
-  'PT429', 'spend_limit_exceeded', 'spent 0.00024 + a 0.00045 hold > 0.0005: 429');
+create temporary table spend_refusal (message text, hint text);
+grant select, insert on spend_refusal to service_role;
+do $$
+declare
+  m text; h text;
+begin
+  perform public.authorize_request((select secret from k where name = 'ks'), 'gpt-4o-mini', 500, 'authz-s3', 1000);
+exception when others then
+  get stacked diagnostics m = message_text, h = pg_exception_hint;
+  insert into spend_refusal values (m, h);
+end
+$$;
+reset role;
+select results_eq($$select message, hint from spend_refusal$$,
+  $$values ('spend_limit_exceeded', private.utc_iso(date_trunc('day', now(), 'UTC') + interval '1 day'))$$,
+  'spent 0.00024 + a 0.00045 hold > 0.0005: 429, retry when the day (UTC) ends');
+set local role service_role;
 select lives_ok(format('select public.authorize_request(%L, %L, 100, %L, 100)', (select secret from k where name = 'ks'), 'gpt-4o-mini', 'authz-s4'), 'a smaller call still fits');
 reset role;
 
