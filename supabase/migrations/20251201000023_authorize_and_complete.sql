@@ -434,10 +434,7 @@ declare
 begin
   perform private.assert_service_role();
   perform private.check_text('request_id', complete_request.request_id);
-  if complete_request.status is null then
-    raise exception using errcode = '22023', message = 'invalid_argument',
-      detail = 'status must be the upstream''s HTTP status, 100 to 599';
-  elsif complete_request.status not between 100 and 599 then
+  if complete_request.status is null or complete_request.status not between 100 and 599 then
     raise exception using errcode = '22023', message = 'invalid_argument',
       detail = 'status must be the upstream''s HTTP status, 100 to 599';
   end if;
@@ -458,9 +455,15 @@ begin
     cached_text := coalesce(complete_request.usage #>> '{prompt_tokens_details,cached_tokens}',
                             complete_request.usage #>> '{input_tokens_details,cached_tokens}',
                             '0');
+    -- Two steps: SQL does not promise to evaluate OR left to right, and the casts must only
+    -- see digits.
     if coalesce(input_text !~ token_pattern or output_text !~ token_pattern
-                or cached_text !~ token_pattern, true)
-       or input_text::bigint > 10000000 or output_text::bigint > 10000000
+                or cached_text !~ token_pattern, true) then
+      raise exception using errcode = '22023', message = 'invalid_argument',
+        detail = 'usage must give prompt_tokens and completion_tokens as integers from 0 to '
+                 '10000000, and cached_tokens at most prompt_tokens';
+    end if;
+    if input_text::bigint > 10000000 or output_text::bigint > 10000000
        or cached_text::bigint > input_text::bigint then
       raise exception using errcode = '22023', message = 'invalid_argument',
         detail = 'usage must give prompt_tokens and completion_tokens as integers from 0 to '
