@@ -25,7 +25,9 @@
 -- Hot path: a bare name is ONE query, a probe of models_model_id_default_key (partial unique
 -- index) joined to one probe of model_pricing's (provider_id, model_id, effective_from) key,
 -- whether one provider or many price the name (every name priced at one provider has it as
--- its default); a call naming its provider is the query it was (docs/benchmarks.md).
+-- its default); a call naming its provider is the query it was. An alias or dated bare name
+-- pays one probe more (its own default, which misses). bench/default_provider_bench.py;
+-- numbers in docs/pricing.md.
 -- Error codes (catalog: 20251018000005): PT422 unknown_model / ambiguous_model, 42501 forbidden,
 -- 22023 invalid_argument.
 
