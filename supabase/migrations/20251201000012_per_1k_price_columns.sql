@@ -10,8 +10,9 @@
 --   * a write of a per-1K column sets the per-token price (= per_1k / 1000; at most 9 decimals
 --     per 1K, i.e. 12 per token, else 22023 invalid_amount — never rounded); writing both that
 --     disagree is 22023 invalid_amount;
---   * an UPDATE that writes a per-1K column is a PRICE CHANGE like set_model_price's: instead of
---     rewriting the version in place, it inserts a new version effective now() (the other
+--   * an UPDATE that writes a per-1K column (and not its per-token one) is a PRICE CHANGE like
+--     set_model_price's: instead of rewriting the version in place, it inserts a new version
+--     effective now() (the other
 --     columns as the UPDATE leaves them; pricing_source 'manual' unless the UPDATE sets one) and
 --     leaves the old version — and every usage charged at it — untouched. The insert is audited
 --     in price_audit like any other. Only the version in effect now is changed this way; the
@@ -108,7 +109,10 @@ begin
   new.input_price_per_1k_tokens := trim_scale(new.price_per_input_token * 1000);
   new.output_price_per_1k_tokens := trim_scale(new.price_per_output_token * 1000);
 
-  if tg_op = 'INSERT' or not (in_1k_written or out_1k_written)
+  -- Only a write made through the per-1K columns alone is seed 001's price change; a write that
+  -- sets both forms (e.g. a whole-row upsert copying every column) is an ordinary UPDATE.
+  if tg_op = 'INSERT' or not ((in_1k_written and not in_written)
+                              or (out_1k_written and not out_written))
      or old.effective_from = now() then
     return new;
   end if;

@@ -4,7 +4,7 @@
 -- service_role may do it through the API, anon and authenticated may not.
 -- Timestamps are explicit: inside one test transaction now() never moves.
 BEGIN;
-SELECT plan(17);
+SELECT plan(18);
 
 -- ── Fixtures, as postgres ──────────────────────────────────────────────────────────────────
 do $$
@@ -41,6 +41,11 @@ select results_eq($$select price_per_input_token, price_per_output_token from pu
   $$values (0.0000015::numeric, 0.000002::numeric)$$, 'an insert given only per-1K prices stores the per-token truth');
 update public.model_pricing set price_per_output_token = 0.000003
 where provider_id = 'k1co' and model_id = 'k1-insert';
+update public.model_pricing set price_per_input_token = 0.000002, input_price_per_1k_tokens = 0.002
+where provider_id = 'k1co' and model_id = 'k1-insert';
+select results_eq($$select count(*)::int, min(price_per_input_token) from public.model_pricing
+                    where provider_id = 'k1co' and model_id = 'k1-insert'$$,
+  $$values (1, 0.000002::numeric)$$, 'writing both forms in agreement (a whole-row upsert) is an ordinary in-place UPDATE');
 select is((select output_price_per_1k_tokens from public.model_pricing
            where provider_id = 'k1co' and model_id = 'k1-insert'), 0.003::numeric,
   'a per-token UPDATE (in place, as before) moves the per-1K column with it');
