@@ -2,9 +2,9 @@
 
 Throughput ratios on a shared 2-core machine move by ±20 % from run to run; the server CPU a
 transaction costs does not. This script measures it directly: the CPU time (user + system) that
-every `postgres` process of the machine used during a pgbench run of a fixed number of
-transactions, divided by that number (Linux /proc; the stack's cluster should be the only one
-busy). All three scripts run through pgbench, the reference's own C client, 8 clients:
+the stack's postmaster and its backends used during a pgbench run of a fixed number of
+transactions, divided by that number (Linux /proc; other clusters on the machine are not
+counted). All three scripts run through pgbench, the reference's own C client, 8 clients:
 
   record_usage  public.record_usage(...) for one of 1,000 funded users (as billing_bench A')
   bare writes   the three writes record_usage exists for and nothing else: insert the usage row,
@@ -89,26 +89,27 @@ select bench.bare_writes((select id from bench.users where n = :u), gen_random_u
 console = Console(stderr=True)
 
 
-def postgres_cpu_seconds() -> float:
-    """user + system CPU seconds of every live `postgres` process (children included)."""
+def postgres_cpu_seconds(postmaster: int) -> float:
+    """user + system CPU seconds of this stack's postmaster and its backends (exited ones
+    included, through the postmaster's cutime/cstime). Other clusters on the machine (other
+    stacks, other sessions' tests) are not counted."""
     ticks = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue  # gone meanwhile
-        if stat[stat.index("(") + 1 : stat.rindex(")")] != "postgres":
-            continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        if int(pid) == postmaster or int(fields[1]) == postmaster:  # fields[1]: ppid
+            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def server_micros_per_tx(run: Callable[[int], float], transactions: int) -> float:
+def server_micros_per_tx(run: Callable[[int], float], transactions: int, postmaster: int) -> float:
     """Server CPU µs per transaction of `run(transactions per client)` (8 clients)."""
-    before = postgres_cpu_seconds()
+    before = postgres_cpu_seconds(postmaster)
     run(transactions)
-    return (postgres_cpu_seconds() - before) * 1e6 / (transactions * 8)
+    return (postgres_cpu_seconds(postmaster) - before) * 1e6 / (transactions * 8)
 
 
 def main() -> None:
@@ -154,13 +155,14 @@ def main() -> None:
         "record_usage": [], "bare writes": [], "floor": [], "pgbench -N": []
     }  # fmt: skip
     sweep: dict[int, list[float]] = {1: [], 2: [], 4: [], 8: []}
+    postmaster = int((paths.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
     for run in range(args.runs):
         console.log(f"run {run + 1}/{args.runs}: server CPU per transaction")
-        n = args.transactions
-        cpu["record_usage"].append(server_micros_per_tx(lambda t: usage(transactions=t), n))
-        cpu["bare writes"].append(server_micros_per_tx(script("bare"), n))
-        cpu["floor"].append(server_micros_per_tx(script("floor"), n))
-        cpu["pgbench -N"].append(server_micros_per_tx(lambda t: reference(transactions=t), n))
+        n, pm = args.transactions, postmaster
+        cpu["record_usage"].append(server_micros_per_tx(lambda t: usage(transactions=t), n, pm))
+        cpu["bare writes"].append(server_micros_per_tx(script("bare"), n, pm))
+        cpu["floor"].append(server_micros_per_tx(script("floor"), n, pm))
+        cpu["pgbench -N"].append(server_micros_per_tx(lambda t: reference(transactions=t), n, pm))
         for clients in sweep:
             console.log(f"run {run + 1}/{args.runs}: {clients} client(s)")
             ratio = usage(clients, args.seconds) / reference(clients, args.seconds)
