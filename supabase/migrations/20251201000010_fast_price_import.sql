@@ -217,9 +217,13 @@ begin
                       twice[2], twice[1]);
   end if;
 
-  create temporary table if not exists pg_temp.price_import_rows (
-    item private.price_import_item, status text, old_fields jsonb, new_fields jsonb
-  ) on commit drop;
+  -- The entries with their status, for the statements below (dropped at commit; a second call
+  -- in the same transaction reuses it).
+  if to_regclass('pg_temp.price_import_rows') is null then
+    create temporary table price_import_rows (
+      item private.price_import_item, status text, old_fields jsonb, new_fields jsonb
+    ) on commit drop;
+  end if;
   truncate pg_temp.price_import_rows;
 
   -- The version in effect for every entry: the newest stored version of its key that has begun
