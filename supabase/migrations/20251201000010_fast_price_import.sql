@@ -6,9 +6,10 @@
 -- own exception block (a subtransaction), and grew the diff with `diff := diff || entry_diff`,
 -- which copies the whole JSON array each time: O(n²), and a new model adds a row per field.
 -- LiteLLM's catalog (~3,000 entries) ran into the API roles' 8 s statement timeout. Measured
--- (bench/price_import_bench.py --old, one dry-run call, loaded machine): 250 / 1,000 / 2,000
--- entries took 1.2 / 8.6 / 32 s; without the concatenation 0.5 / 1.7 / 2.7 s (linear, ~1.4 ms
--- per entry of subtransaction and function calls); this body 0.15 / 0.24 / 0.67 s.
+-- (bench/price_import_bench.py --old, one dry-run call; docs/benchmarks.md): 250 / 1,000 /
+-- 2,000 entries took 0.21 / 1.77 / 6.14 s; without the concatenation 0.11 / 0.55 / 0.85 s
+-- (about linear, ~0.4 ms per entry of subtransaction and function calls); this body
+-- 0.03 / 0.10 / 0.15 s.
 -- Now: every entry is parsed and validated by one function call (the checks of
 -- set_model_price, errors prefixed `prices[i]: `); the version in effect for every entry is
 -- found with one index probe each, in one statement; the new and changed versions are written
