@@ -40,7 +40,7 @@ LOAD_SECONDS = 3.0
 FUNDING = Decimal(1000)
 
 
-def _crash_paths() -> StackPaths:
+def crash_paths() -> StackPaths:
     session = StackPaths.from_env()
     return StackPaths(
         root=session.root,
@@ -50,7 +50,7 @@ def _crash_paths() -> StackPaths:
     )
 
 
-def _cli_env(paths: StackPaths) -> dict[str, str]:
+def cli_env(paths: StackPaths) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != SYNCHRONOUS_COMMIT_ENV}
     env.update(
         TOKENMETER_PROJECT_DIR=str(paths.root),
@@ -65,7 +65,7 @@ def stack_start_cli(paths: StackPaths) -> None:
     """`tokenmeter stack start` in a new process, as a user would type it after a crash."""
     result = subprocess.run(
         [sys.executable, "-c", "from app.cli import main; main()", "stack", "start"],
-        env=_cli_env(paths),
+        env=cli_env(paths),
         capture_output=True,
         text=True,
         timeout=120,
@@ -76,7 +76,7 @@ def stack_start_cli(paths: StackPaths) -> None:
 
 @pytest.fixture(scope="module")
 def crash_stack() -> Iterator[Stack]:
-    paths = _crash_paths()
+    paths = crash_paths()
     stack = Stack(paths)
     stack.stop()
     shutil.rmtree(paths.state, ignore_errors=True)
