@@ -12,8 +12,9 @@ SUPABASE_SERVICE_ROLE_KEY, SUPABASE_DB_URL and the secrets of `supabase/function
 no subprocesses, no FFI, no system information; not the gateway's environment, the state folder
 or its keys. Workers share the gateway's Deno cache, so npm packages are downloaded once.
 
-As on Supabase with `verify_jwt = true`, a request needs a JWT signed with the project's secret
-(the anon key will do). A worker that fails to boot answers 503 and one that dies mid-request 502,
+As on Supabase with `verify_jwt = true` (the default), a request needs a JWT signed with the
+project's secret (the anon key will do); `[functions.NAME] verify_jwt = false` in the config.toml
+beside the functions folder lets any request through (a function with its own bearer keys). A worker that fails to boot answers 503 and one that dies mid-request 502,
 both with `x-relay-error: true` (supabase-py raises FunctionsRelayError); the next request starts
 a fresh worker. `TOKENMETER_FUNCTIONS_DIR` points the gateway at another functions folder (its
 `.env` then holds the secrets).
@@ -28,6 +29,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import tomllib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,6 +311,31 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         shutil.rmtree(socket_dir, ignore_errors=True)
 
 
+_config_cache: dict[Path, tuple[int, dict[str, Any]]] = {}
+
+
+def _verify_jwt(functions_dir: Path, name: str) -> bool:
+    """`[functions.NAME] verify_jwt` of the config.toml beside the functions folder (Supabase's
+    layout: supabase/config.toml, supabase/functions/); true when unset, as on Supabase. The file
+    is parsed again only when it changes."""
+    path = functions_dir.parent / "config.toml"
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return True
+    cached = _config_cache.get(path)
+    if cached is None or cached[0] != mtime:
+        try:
+            config = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+            return True  # an unreadable file never opens a function up
+        cached = (mtime, config)
+        _config_cache[path] = cached
+    function = cached[1].get("functions", {})
+    function = function.get(name, {}) if isinstance(function, dict) else {}
+    return not isinstance(function, dict) or function.get("verify_jwt", True) is not False
+
+
 def _authorize(request: Request) -> None:
     """verify_jwt: a JWT signed with the project's secret must come with the request."""
     if tokens.bearer_token(request) is None:
@@ -338,7 +365,8 @@ async def invoke(request: Request) -> Response:
     workers: Workers = request.app.state.functions
     if not _NAME.match(name) or not (workers.functions_dir / name / "index.ts").is_file():
         raise FunctionError(404, "NOT_FOUND", "Requested function was not found")
-    _authorize(request)
+    if _verify_jwt(workers.functions_dir, name):
+        _authorize(request)
     body = await _body(request)
     worker = await workers.get(name)
     rest = request.path_params.get("rest", "")

@@ -1,0 +1,217 @@
+// The two metering calls around every upstream request (docs/metering.md), over one of two
+// transports, chosen by OPENAI_DB_ACCESS:
+//   "sql" (default): SQL over SUPABASE_DB_URL with npm:postgres in transaction-pool-safe mode —
+//         prepare: false (no named statements kept between calls) and one autocommit statement
+//         per call (no session state), as Supabase asks of edge functions behind the pooler.
+//   "rpc": supabase-js rpc with the service_role key (through the REST API).
+// Both raise MeterError with the HTTP status of the SQL error code (PTnnn → nnn, 22023 → 400),
+// so callers never see which transport answered. docs/benchmarks.md has the measured difference.
+import postgres from "npm:postgres@3.4.9";
+import { createClient } from "npm:@supabase/supabase-js@2";
+
+export type Json = Record<string, unknown>;
+
+export interface Upstream {
+  name: string;
+  base_url: string | null;
+  wire_format: string;
+  api_key_env: string | null;
+}
+
+export interface Authorization extends Json {
+  request_id: string;
+  status: "authorized" | "completed" | "failed";
+  replayed: boolean;
+  upstream: Upstream;
+  model: string;
+  requested_model: string;
+  reserved: string;
+  cost: string | null;
+}
+
+export interface Completion extends Json {
+  cost: string | null;
+  balance: string | null;
+  replayed: boolean;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  prompt_tokens_details?: { cached_tokens?: number };
+  estimated?: boolean;
+}
+
+/** A refusal or failure of a metering call: HTTP status, the SQL message as code, its detail and
+ * hint (the retry time of a 429). */
+export class MeterError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    readonly detail: string,
+    readonly hint: string | null = null,
+  ) {
+    super(detail || code);
+  }
+}
+
+export function statusOfSqlState(sqlstate: string | undefined): number {
+  if (sqlstate && /^PT[1-5][0-9][0-9]$/.test(sqlstate)) return Number(sqlstate.slice(2));
+  if (sqlstate === "22023" || sqlstate === "22P02") return 400;
+  if (sqlstate === "42501") return 403;
+  return 500;
+}
+
+export interface Meter {
+  readonly transport: "sql" | "rpc";
+  authorize(
+    key: string,
+    model: string,
+    maxTokens: number,
+    requestId: string,
+    inputTokens: number,
+  ): Promise<Authorization>;
+  complete(
+    requestId: string,
+    usage: Usage | null,
+    status: number,
+    latencyMs: number,
+    error: string | null,
+  ): Promise<Completion>;
+  listModels(key: string): Promise<{ plan: string; models: string[] }>;
+}
+
+class SqlMeter implements Meter {
+  readonly transport = "sql" as const;
+  private sql: postgres.Sql;
+
+  constructor(url: string, poolSize: number) {
+    this.sql = postgres(url, {
+      prepare: false,
+      max: poolSize,
+      idle_timeout: 30,
+      connect_timeout: 10,
+      // No catalog query at connect: json/jsonb, text and numbers are all these calls use.
+      fetch_types: false,
+      onnotice: () => {},
+      connection: { application_name: "tokenmeter-openai" },
+    });
+  }
+
+  private async one<T>(query: Promise<postgres.RowList<postgres.Row[]>>): Promise<T> {
+    try {
+      const rows = await query;
+      const value = rows[0]?.r;
+      return (typeof value === "string" ? JSON.parse(value) : value) as T;
+    } catch (error) {
+      if (error instanceof postgres.PostgresError) {
+        throw new MeterError(
+          statusOfSqlState(error.code),
+          error.message,
+          error.detail ?? "",
+          error.hint ?? null,
+        );
+      }
+      throw error;
+    }
+  }
+
+  authorize(key: string, model: string, maxTokens: number, requestId: string, inputTokens: number) {
+    return this.one<Authorization>(
+      this.sql`select public.authorize_request(${key}, ${model}, ${maxTokens}::bigint,
+               ${requestId}, ${inputTokens}::bigint) as r`,
+    );
+  }
+
+  complete(
+    requestId: string,
+    usage: Usage | null,
+    status: number,
+    latencyMs: number,
+    error: string | null,
+  ) {
+    // ::text first: a parameter typed jsonb would be JSON-encoded again (a string).
+    return this.one<Completion>(
+      this.sql`select public.complete_request(${requestId},
+               ${usage === null ? null : JSON.stringify(usage)}::text::jsonb, ${status}::integer,
+               ${latencyMs}::integer, ${error}) as r`,
+    );
+  }
+
+  listModels(key: string) {
+    return this.one<{ plan: string; models: string[] }>(
+      this.sql`select public.list_key_models(${key}) as r`,
+    );
+  }
+}
+
+class RpcMeter implements Meter {
+  readonly transport = "rpc" as const;
+  private client;
+
+  constructor(url: string, serviceKey: string) {
+    this.client = createClient(url, serviceKey, {
+      auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+    });
+  }
+
+  private async call<T>(fn: string, args: Json): Promise<T> {
+    const { data, error, status } = await this.client.rpc(fn, args);
+    if (error) {
+      const code = error.code ?? "";
+      const byState = statusOfSqlState(code);
+      throw new MeterError(
+        byState === 500 && status >= 400 ? status : byState,
+        error.message,
+        error.details ?? "",
+        error.hint ?? null,
+      );
+    }
+    return data as T;
+  }
+
+  authorize(key: string, model: string, maxTokens: number, requestId: string, inputTokens: number) {
+    return this.call<Authorization>("authorize_request", {
+      key,
+      model,
+      max_tokens: maxTokens,
+      request_id: requestId,
+      input_tokens: inputTokens,
+    });
+  }
+
+  complete(
+    requestId: string,
+    usage: Usage | null,
+    status: number,
+    latencyMs: number,
+    error: string | null,
+  ) {
+    return this.call<Completion>("complete_request", {
+      request_id: requestId,
+      usage,
+      status,
+      latency_ms: latencyMs,
+      error,
+    });
+  }
+
+  listModels(key: string) {
+    return this.call<{ plan: string; models: string[] }>("list_key_models", { key });
+  }
+}
+
+/** The meter this function's environment asks for (OPENAI_DB_ACCESS, OPENAI_DB_POOL_SIZE). */
+export function meterFromEnv(): Meter {
+  const access = (Deno.env.get("OPENAI_DB_ACCESS") ?? "sql").toLowerCase();
+  if (access === "rpc") {
+    const url = Deno.env.get("SUPABASE_URL");
+    const key = Deno.env.get("SUPABASE_SERVICE_ROLE_KEY");
+    if (!url || !key) throw new Error("SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY must be set");
+    return new RpcMeter(url, key);
+  }
+  if (access !== "sql") throw new Error(`OPENAI_DB_ACCESS must be sql or rpc, not ${access}`);
+  const dbUrl = Deno.env.get("SUPABASE_DB_URL");
+  if (!dbUrl) throw new Error("SUPABASE_DB_URL must be set");
+  return new SqlMeter(dbUrl, Number(Deno.env.get("OPENAI_DB_POOL_SIZE") ?? 10));
+}

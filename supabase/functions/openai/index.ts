@@ -1,0 +1,529 @@
+// The metered OpenAI-compatible endpoint (issue 11 §2; docs/metering.md, "The openai edge
+// function"):
+//   POST /functions/v1/openai/v1/chat/completions   (stream and not)
+//   POST /functions/v1/openai/v1/embeddings
+//   GET  /functions/v1/openai/v1/models              (the key's plan's models)
+// Authorization: Bearer tm_… (config.toml: verify_jwt = false for this function). Each request:
+// authorize_request (key, quotas, route, a credit hold) → the routed upstream, its API key from
+// the function secret the upstream row names → complete_request with the upstream's usage (or,
+// for a stream that ended without it, the tokens actually streamed, flagged usage_estimated).
+import { type Authorization, type Completion, type Meter, MeterError, meterFromEnv, type Usage } from "../_shared/meter.ts";
+import { json, meterErrorResponse, openaiError } from "../_shared/http.ts";
+import { chunkText, counter, countPrompt } from "../_shared/tokens.ts";
+
+const KEY_PATTERN = /^tm_[A-Za-z0-9_-]{43}$/;
+// A client's x-request-id / Idempotency-Key: printable ASCII, short enough that the stored id
+// (key prefix + ':' + it) stays within the 255 characters request ids may have.
+const CLIENT_ID_PATTERN = /^[\x21-\x7e]{1,200}$/;
+const MAX_TOKENS_LIMIT = 10_000_000;
+
+function envNumber(name: string, fallback: number): number {
+  const value = Number(Deno.env.get(name));
+  return Number.isFinite(value) && value > 0 ? value : fallback;
+}
+
+// Below the local gateway's own 1 MiB cap, so that a too-large body is answered here, in
+// OpenAI's shape, whenever the gateway lets it through.
+const MAX_BODY_BYTES = envNumber("OPENAI_MAX_BODY_BYTES", 1_000_000);
+const DEFAULT_MAX_TOKENS = envNumber("OPENAI_DEFAULT_MAX_TOKENS", 4096);
+const UPSTREAM_TIMEOUT_MS = envNumber("OPENAI_UPSTREAM_TIMEOUT_MS", 120_000);
+const UPSTREAM_IDLE_MS = envNumber("OPENAI_UPSTREAM_IDLE_MS", 60_000);
+
+let meter: Meter | undefined;
+function getMeter(): Meter {
+  meter ??= meterFromEnv();
+  return meter;
+}
+
+class BadRequest extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly param: string | null = null,
+  ) {
+    super(message);
+  }
+}
+
+// deno-lint-ignore no-explicit-any
+type Body = Record<string, any>;
+
+interface Call {
+  kind: "chat" | "embeddings";
+  key: string;
+  requestId: string; // what the client sees in x-request-id
+  meteredId: string; // key prefix + ':' + requestId: the metered request's id
+  body: Body;
+  maxTokens: number; // what is authorized: the completion cap times n
+  inputBound: number; // an upper bound of the prompt's tokens: the body's byte length
+  stream: boolean;
+  clientWantsUsage: boolean;
+}
+
+function bearer(req: Request): string {
+  const header = req.headers.get("authorization");
+  if (!header) {
+    throw new BadRequest(
+      401,
+      "missing_api_key",
+      "No API key provided: send Authorization: Bearer tm_… (a tokenmeter API key).",
+    );
+  }
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!match || !KEY_PATTERN.test(match[1])) {
+    throw new BadRequest(401, "invalid_api_key", "The API key is malformed: expected tm_ and 43 characters.");
+  }
+  return match[1];
+}
+
+async function readBody(req: Request): Promise<Uint8Array> {
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  const tooLarge = new BadRequest(
+    413,
+    "request_too_large",
+    `The request body exceeds ${MAX_BODY_BYTES} bytes.`,
+  );
+  if (declared > MAX_BODY_BYTES) throw tooLarge;
+  if (!req.body) return new Uint8Array();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  const reader = req.body.getReader();
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > MAX_BODY_BYTES) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge;
+    }
+    parts.push(value);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const part of parts) {
+    all.set(part, at);
+    at += part.byteLength;
+  }
+  return all;
+}
+
+function positiveInteger(body: Body, field: string, max: number): number | undefined {
+  const value = body[field];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > max) {
+    throw new BadRequest(
+      400,
+      "invalid_value",
+      `Invalid '${field}': expected an integer from 1 to ${max}, got ${JSON.stringify(value)}.`,
+      field,
+    );
+  }
+  return value;
+}
+
+async function parseCall(req: Request, kind: Call["kind"]): Promise<Call> {
+  const key = bearer(req);
+  const raw = await readBody(req);
+  let body: unknown;
+  try {
+    body = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw));
+  } catch {
+    throw new BadRequest(400, "invalid_json", "The request body is not valid JSON.");
+  }
+  if (!body || typeof body !== "object" || Array.isArray(body)) {
+    throw new BadRequest(400, "invalid_json", "The request body must be a JSON object.");
+  }
+  const b = body as Body;
+  if (typeof b.model !== "string" || b.model.trim() === "" || b.model.length > 255) {
+    throw new BadRequest(400, "missing_model", "'model' is required: a non-empty string of at most 255 characters.", "model");
+  }
+  const given = req.headers.get("x-request-id") ?? req.headers.get("idempotency-key");
+  if (given !== null && !CLIENT_ID_PATTERN.test(given)) {
+    throw new BadRequest(400, "invalid_request_id", "x-request-id / Idempotency-Key must be 1 to 200 printable ASCII characters.");
+  }
+  const requestId = given ?? crypto.randomUUID();
+  // Namespaced by the key's public prefix: two clients choosing the same id never collide.
+  const meteredId = `${key.slice(0, 11)}:${requestId}`;
+  let maxTokens = 1;
+  let stream = false;
+  if (kind === "chat") {
+    if (!Array.isArray(b.messages) || b.messages.length === 0) {
+      throw new BadRequest(400, "missing_messages", "'messages' is required: a non-empty array.", "messages");
+    }
+    const completion = positiveInteger(b, "max_completion_tokens", MAX_TOKENS_LIMIT) ??
+      positiveInteger(b, "max_tokens", MAX_TOKENS_LIMIT) ?? DEFAULT_MAX_TOKENS;
+    if (b.max_completion_tokens === undefined || b.max_completion_tokens === null) {
+      b.max_tokens = completion; // the upstream gets exactly the cap that was authorized
+    } else {
+      b.max_completion_tokens = completion;
+      if (b.max_tokens !== undefined && b.max_tokens !== null) b.max_tokens = completion;
+    }
+    const n = positiveInteger(b, "n", 128) ?? 1;
+    maxTokens = completion * n;
+    if (maxTokens > MAX_TOKENS_LIMIT) {
+      throw new BadRequest(400, "invalid_value", `max_tokens × n may be at most ${MAX_TOKENS_LIMIT}.`, "n");
+    }
+    if (b.stream !== undefined && b.stream !== null && typeof b.stream !== "boolean") {
+      throw new BadRequest(400, "invalid_value", "'stream' must be true or false.", "stream");
+    }
+    stream = b.stream === true;
+  } else {
+    const input = b.input;
+    if (input === undefined || input === null || input === "" || (Array.isArray(input) && input.length === 0)) {
+      throw new BadRequest(400, "missing_input", "'input' is required: a string or a non-empty array.", "input");
+    }
+  }
+  const options = b.stream_options;
+  const clientWantsUsage = stream && !!options && typeof options === "object" && options.include_usage === true;
+  if (stream) b.stream_options = { ...(options && typeof options === "object" ? options : {}), include_usage: true };
+  return {
+    kind,
+    key,
+    requestId,
+    meteredId,
+    body: b,
+    maxTokens,
+    inputBound: Math.min(raw.byteLength, MAX_TOKENS_LIMIT),
+    stream,
+    clientWantsUsage,
+  };
+}
+
+function headersFor(call: Call, auth: Authorization | null): Headers {
+  const h = new Headers({ "x-request-id": call.requestId });
+  if (auth) {
+    h.set("x-tokenmeter-model", auth.model);
+    h.set("x-tokenmeter-upstream", auth.upstream.name);
+  }
+  return h;
+}
+
+/** complete_request, retried on transport failures (a refusal is final): the upstream has been
+ * paid for, so the charge must land if the database can take it at all. */
+async function complete(
+  call: Call,
+  usage: Usage | null,
+  status: number,
+  latencyMs: number,
+  error: string | null,
+): Promise<Completion | null> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      return await getMeter().complete(call.meteredId, usage, status, Math.round(latencyMs), error);
+    } catch (failure) {
+      if (failure instanceof MeterError && failure.status < 500) {
+        console.error("complete_request refused", call.meteredId, failure.code, failure.detail);
+        return null;
+      }
+      console.error("complete_request failed", call.meteredId, String(failure));
+      await new Promise((resolve) => setTimeout(resolve, 50 * 2 ** attempt));
+    }
+  }
+  return null;
+}
+
+function replayAnswer(call: Call, auth: Authorization): Response {
+  const h = headersFor(call, auth);
+  if (auth.status === "authorized") {
+    h.set("retry-after", "1");
+    return openaiError(409, "request_in_progress", `Request ${call.requestId} is still being served; nothing more was charged.`, { headers: h });
+  }
+  const what = auth.status === "completed" ? `was already served and charged ${auth.cost} ${auth.currency}` : "already failed upstream (nothing was charged); send it again with a new x-request-id";
+  return openaiError(409, `request_already_${auth.status}`, `Request ${call.requestId} ${what}.`, { headers: h });
+}
+
+async function upstreamError(call: Call, auth: Authorization, res: Response, started: number): Promise<Response> {
+  const text = (await res.text().catch(() => "")).slice(0, 2000);
+  await complete(call, null, res.status, performance.now() - started, text || res.statusText);
+  const h = headersFor(call, auth);
+  const after = res.headers.get("retry-after");
+  if (after) h.set("retry-after", after);
+  let message = text;
+  try {
+    message = JSON.parse(text)?.error?.message ?? text;
+  } catch { /* not JSON: the text itself */ }
+  // A client error of the upstream stays the client's; any other failure is a bad gateway.
+  const status = res.status === 429 || (res.status >= 400 && res.status < 500) ? res.status : 502;
+  return openaiError(status, "upstream_error", `Upstream ${auth.upstream.name} answered ${res.status}: ${message || res.statusText}. Nothing was charged.`, { headers: h });
+}
+
+async function callUpstream(call: Call, auth: Authorization, path: string, signal: AbortSignal): Promise<Response> {
+  const upstream = auth.upstream;
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (call.stream) headers.accept = "text/event-stream";
+  if (upstream.api_key_env) {
+    const secret = Deno.env.get(upstream.api_key_env);
+    if (!secret) throw new Error(`the function secret ${upstream.api_key_env} is not set`);
+    headers.authorization = `Bearer ${secret}`;
+  }
+  if (!upstream.base_url) throw new Error("the upstream has no base URL");
+  const body = { ...call.body, model: auth.model };
+  return await fetch(upstream.base_url.replace(/\/+$/, "") + path, {
+    method: "POST",
+    headers,
+    body: JSON.stringify(body),
+    signal,
+  });
+}
+
+function withCost(usage: Usage & Record<string, unknown>, completion: Completion | null): Record<string, unknown> {
+  return completion?.cost != null ? { ...usage, cost: completion.cost } : { ...usage };
+}
+
+async function estimatedUsage(call: Call, auth: Authorization, answer: string): Promise<Usage> {
+  const count = await counter(auth.model);
+  const prompt = call.kind === "chat"
+    ? await countPrompt(auth.model, call.body.messages, call.body.tools)
+    : count(typeof call.body.input === "string" ? call.body.input : JSON.stringify(call.body.input));
+  return { prompt_tokens: prompt, completion_tokens: count(answer), estimated: true };
+}
+
+async function serveCall(req: Request, kind: Call["kind"]): Promise<Response> {
+  let call: Call;
+  try {
+    call = await parseCall(req, kind);
+  } catch (error) {
+    if (error instanceof BadRequest) return openaiError(error.status, error.code, error.message, { param: error.param });
+    throw error;
+  }
+  let auth: Authorization;
+  try {
+    auth = await getMeter().authorize(call.key, call.body.model, call.maxTokens, call.meteredId, call.inputBound);
+  } catch (error) {
+    if (error instanceof MeterError) return meterErrorResponse(error, headersFor(call, null));
+    throw error;
+  }
+  if (auth.replayed) return replayAnswer(call, auth);
+
+  const started = performance.now();
+  const abort = new AbortController();
+  const onClientGone = () => abort.abort(new Error("the client went away"));
+  req.signal.addEventListener("abort", onClientGone, { once: true });
+  const headersTimer = setTimeout(() => abort.abort(new Error("upstream timeout")), UPSTREAM_TIMEOUT_MS);
+  let res: Response;
+  try {
+    res = await callUpstream(call, auth, kind === "chat" ? "/chat/completions" : "/embeddings", abort.signal);
+  } catch (error) {
+    clearTimeout(headersTimer);
+    const gone = req.signal.aborted;
+    const detail = String(error instanceof Error ? error.message : error);
+    // 499: nginx's "client closed request", for the log; the client is not there to read it.
+    const status = gone ? 499 : abort.signal.aborted ? 504 : 502;
+    await complete(call, null, status, performance.now() - started, gone ? "the client went away" : detail);
+    // The detail (a missing secret's name, a host) stays in the log, not in the answer.
+    if (!gone) console.error("upstream unreachable", auth.upstream.name, detail);
+    const what = status === 504 ? "did not answer in time" : "could not be reached";
+    return openaiError(status === 499 ? 502 : status, "upstream_unavailable", `Upstream ${auth.upstream.name} ${what}. Nothing was charged.`, { headers: headersFor(call, auth) });
+  }
+  clearTimeout(headersTimer);
+  // From here a client that goes away is seen by the body: the stream's cancel, or the answer
+  // read to its end and charged anyway (the upstream has done the work).
+  req.signal.removeEventListener("abort", onClientGone);
+  if (!res.ok) return await upstreamError(call, auth, res, started);
+  if (call.stream) return streamThrough(call, auth, res, abort, started, req);
+
+  let text: string;
+  try {
+    text = await res.text();
+  } catch (error) {
+    await complete(call, null, 502, performance.now() - started, `answer cut: ${String(error)}`);
+    return openaiError(502, "upstream_error", `Upstream ${auth.upstream.name} cut its answer. Nothing was charged.`, { headers: headersFor(call, auth) });
+  }
+  let answer: Body;
+  try {
+    answer = JSON.parse(text);
+    if (!answer || typeof answer !== "object") throw new Error("not an object");
+  } catch {
+    await complete(call, null, 502, performance.now() - started, `not JSON: ${text.slice(0, 500)}`);
+    return openaiError(502, "upstream_error", `Upstream ${auth.upstream.name} answered with something that is not JSON. Nothing was charged.`, { headers: headersFor(call, auth) });
+  }
+  let usage = answer.usage as Usage | undefined;
+  if (!usage || typeof usage !== "object") {
+    const said = kind === "chat"
+      ? (answer.choices ?? []).map((c: Body) => (c?.message?.content ?? "") + JSON.stringify(c?.message?.tool_calls ?? "")).join("")
+      : "";
+    usage = await estimatedUsage(call, auth, said);
+  } else if (kind === "embeddings") {
+    usage = { ...usage, completion_tokens: usage.completion_tokens ?? 0 };
+  }
+  const completion = await complete(call, usage, res.status, performance.now() - started, null);
+  answer.usage = withCost(usage as Usage & Record<string, unknown>, completion);
+  return json(answer, res.status, headersFor(call, auth));
+}
+
+const encoder = new TextEncoder();
+const EVENT_END = /\r\n\r\n|\n\n|\r\r/g;
+
+/** The upstream's SSE, passed on event by event as it arrives. The event carrying `usage` is held
+ * back until the request is charged, then sent with `usage.cost` (or dropped when the client did
+ * not ask for usage: OpenAI sends none then), followed by `[DONE]`. A stream that ends without
+ * usage — the upstream cut it, or the client went away — is charged from the tokens streamed. */
+function streamThrough(call: Call, auth: Authorization, res: Response, abort: AbortController, started: number, req: Request): Response {
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let pending = "";
+  let answer = "";
+  let usage: (Usage & Record<string, unknown>) | null = null;
+  let usageEvent: Body | null = null;
+  let settled: Promise<Completion | null> | null = null;
+
+  const settle = (how: string | null): Promise<Completion | null> => {
+    settled ??= (async () => {
+      const charged = usage ?? await estimatedUsage(call, auth, answer);
+      return await complete(call, charged, res.status, performance.now() - started, how);
+    })();
+    return settled;
+  };
+  const usageBytes = async (): Promise<Uint8Array | null> => {
+    const completion = await settle(null);
+    if (!usageEvent || !usage || !call.clientWantsUsage) return null;
+    usageEvent.usage = withCost(usage, completion);
+    return encoder.encode(`data: ${JSON.stringify(usageEvent)}\n\n`);
+  };
+  const readWithIdleTimeout = async () => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      return await Promise.race([
+        reader.read(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error("upstream idle timeout")), UPSTREAM_IDLE_MS);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      while (true) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await readWithIdleTimeout();
+        } catch (error) {
+          abort.abort(error);
+          reader.cancel().catch(() => {});
+          if (usage) {
+            const last = await usageBytes();
+            if (last) controller.enqueue(last);
+            controller.close();
+          } else {
+            await settle(`stream cut: ${String(error instanceof Error ? error.message : error)}`);
+            controller.error(new Error("upstream stream cut"));
+          }
+          return;
+        }
+        if (chunk.done) {
+          pending += decoder.decode();
+          if (pending.trim()) controller.enqueue(encoder.encode(pending));
+          pending = "";
+          const last = await usageBytes();
+          if (last) controller.enqueue(last);
+          if (!usage) await settle("stream ended without usage");
+          controller.close();
+          return;
+        }
+        pending += decoder.decode(chunk.value, { stream: true });
+        let forwarded = "";
+        let start = 0;
+        EVENT_END.lastIndex = 0;
+        for (let m = EVENT_END.exec(pending); m; m = EVENT_END.exec(pending)) {
+          const end = m.index + m[0].length;
+          const event = pending.slice(start, end);
+          start = end;
+          const data = event.split(/\r\n|\n|\r/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, "")).join("\n");
+          if (data === "[DONE]") {
+            if (forwarded) controller.enqueue(encoder.encode(forwarded));
+            forwarded = "";
+            const last = await usageBytes();
+            if (last) controller.enqueue(last);
+            forwarded += event;
+            continue;
+          }
+          let parsed: Body | null = null;
+          if (data) {
+            try {
+              parsed = JSON.parse(data);
+            } catch { /* not JSON: passed on untouched */ }
+          }
+          if (parsed && parsed.usage && typeof parsed.usage === "object") {
+            usage = parsed.usage;
+            answer += chunkText(parsed);
+            const hasChoices = Array.isArray(parsed.choices) && parsed.choices.length > 0;
+            if (hasChoices && !call.clientWantsUsage) {
+              delete parsed.usage; // the client did not ask for usage; the choices still go
+              forwarded += `data: ${JSON.stringify(parsed)}\n\n`;
+            } else {
+              usageEvent = parsed;
+            }
+            continue;
+          }
+          if (parsed) answer += chunkText(parsed);
+          forwarded += event;
+        }
+        pending = pending.slice(start);
+        if (forwarded) {
+          controller.enqueue(encoder.encode(forwarded));
+          return;
+        }
+      }
+    },
+    async cancel() {
+      // The client went away: stop the upstream and charge what was streamed to it.
+      abort.abort(new Error("the client went away"));
+      reader.cancel().catch(() => {});
+      const charging = settle(usage ? null : "the client went away");
+      // deno-lint-ignore no-explicit-any
+      (globalThis as any).EdgeRuntime?.waitUntil?.(charging);
+      await charging;
+    },
+  }, { highWaterMark: 0 });
+  void req;
+  const h = headersFor(call, auth);
+  h.set("content-type", res.headers.get("content-type") ?? "text/event-stream; charset=utf-8");
+  h.set("cache-control", "no-cache");
+  return new Response(body, { status: res.status, headers: h });
+}
+
+async function models(req: Request): Promise<Response> {
+  let key: string;
+  try {
+    key = bearer(req);
+  } catch (error) {
+    if (error instanceof BadRequest) return openaiError(error.status, error.code, error.message);
+    throw error;
+  }
+  try {
+    const found = await getMeter().listModels(key);
+    return json({
+      object: "list",
+      data: found.models.map((id) => ({ id, object: "model", created: 0, owned_by: found.plan })),
+    });
+  } catch (error) {
+    if (error instanceof MeterError) return meterErrorResponse(error);
+    throw error;
+  }
+}
+
+Deno.serve(async (req: Request) => {
+  const path = new URL(req.url).pathname.replace(/^\/openai/, "").replace(/\/+$/, "");
+  try {
+    if (path === "/v1/chat/completions" || path === "/chat/completions") {
+      if (req.method !== "POST") return openaiError(405, "method_not_allowed", "Use POST.");
+      return await serveCall(req, "chat");
+    }
+    if (path === "/v1/embeddings" || path === "/embeddings") {
+      if (req.method !== "POST") return openaiError(405, "method_not_allowed", "Use POST.");
+      return await serveCall(req, "embeddings");
+    }
+    if (path === "/v1/models" || path === "/models") {
+      if (req.method !== "GET") return openaiError(405, "method_not_allowed", "Use GET.");
+      return await models(req);
+    }
+    return openaiError(404, "unknown_url", `Unknown path ${path || "/"}: this endpoint serves /v1/chat/completions, /v1/embeddings and /v1/models.`);
+  } catch (error) {
+    console.error("openai function failed", error);
+    return openaiError(500, "internal_error", "The endpoint failed; nothing was charged.");
+  }
+});

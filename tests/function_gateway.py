@@ -1,0 +1,90 @@
+"""A second API gateway over the same database, serving the project's `openai` and `admin` edge
+functions with function secrets of its own (an upstream's API key, short upstream timeouts).
+
+The stack's own gateway reads the secrets from supabase/functions/.env, a file of the working
+tree (git-ignored, the operator's); tests and the benchmark must not write it. This gateway runs
+`python -m app.stack.gateway` on a free port with TOKENMETER_FUNCTIONS_DIR pointing at a
+temporary `functions/` folder that links to the real function folders and holds its own `.env`,
+next to a copy of supabase/config.toml (which the gateway reads for verify_jwt).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+FUNCTIONS = ROOT / "supabase" / "functions"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FunctionGateway:
+    def __init__(self, secrets: dict[str, str]) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="tokenmeter-fngw-"))
+        functions = self.folder / "functions"
+        functions.mkdir()
+        for entry in FUNCTIONS.iterdir():
+            if entry.is_dir():
+                (functions / entry.name).symlink_to(entry, target_is_directory=True)
+        (functions / ".env").write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
+        shutil.copy(ROOT / "supabase" / "config.toml", self.folder / "config.toml")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(
+            os.environ,
+            TOKENMETER_API_PORT=str(self.port),
+            TOKENMETER_FUNCTIONS_DIR=str(functions),
+        )
+        self.log = open(self.folder / "gateway.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.stack.gateway"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the gateway exited: {self.log_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("the gateway did not answer within 30 s")
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return (self.folder / "gateway.log").read_text(errors="replace")[-4000:]
+
+    def function_log(self, name: str) -> str:
+        state = Path(os.environ["TOKENMETER_STATE_DIR"])
+        path = state / "logs" / "functions" / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
