@@ -12,13 +12,21 @@ from decimal import Decimal
 
 from rich.console import Console
 
-from app.billing_cli import balance_table, usage_table
+from app.cli.balance import balance_table
+from app.cli.output import console as stdout_console
+from app.cli.output import handle_errors, money
+from app.cli.usage import usage_table
 from app.client import call, close_client
 from app.config import ConfigError, Settings
 from app.errors import InsufficientBalance, UnknownModel
 from app.meter import Meter
-from app.output import money
 from supabase import Client, create_client
+
+
+def demo() -> None:
+    """A short end-to-end run against the configured project (the local stack by default)."""
+    with handle_errors():
+        run_demo(stdout_console)
 
 
 def run_demo(console: Console) -> None:

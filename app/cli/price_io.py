@@ -18,6 +18,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
+from app.cli.output import console, err_console, fail, handle_errors, print_json
 from app.litellm import (
     ImportResult,
     PriceDiff,
@@ -29,7 +30,6 @@ from app.litellm import (
     prices_from_file,
     to_litellm,
 )
-from app.output import console, err_console, fail, handle_errors, print_json
 from app.pricing import Pricing, decimal_text, per_million
 
 # Diff fields shown per 1M tokens, with the short names people use.

@@ -1,0 +1,34 @@
+"""The `tokenmeter` command: thin — parse, call the service, render, map errors to exit codes.
+
+One module per command group (stack, db, balance, usage, demo, price, keys, upstreams, plans,
+subscriptions); errors become exit codes in one place, `app/cli/output.py`'s `handle_errors`:
+0 success, 1 the operation failed (bad input, refused, not found), 2 could not reach or use the
+backend (stack down, not configured, API unavailable).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from app.cli.balance import balance_app
+from app.cli.db import db_app
+from app.cli.demo import demo
+from app.cli.price import price_app
+from app.cli.stack import stack_app
+from app.cli.usage import usage_app
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Pricing, balances and usage metering for LLM APIs.",
+)
+app.add_typer(stack_app, name="stack")
+app.add_typer(db_app, name="db")
+app.add_typer(balance_app, name="balance")
+app.add_typer(usage_app, name="usage")
+app.command("demo")(demo)
+app.add_typer(price_app, name="price")
+
+
+def main() -> None:
+    app()
