@@ -429,6 +429,89 @@ async def test_upsert_ignore_duplicates_keeps_existing_row(client, db_url):
         )
 
 
+async def test_upsert_payload_of_only_the_key_returns_existing_row(client, db_url):
+    # PostgREST sets every payload column, the key too: a no-op UPDATE that returns the row.
+    # (Columns left out must accept NULL or have a default: PostgreSQL checks NOT NULL on the
+    # proposed row before it looks for a conflict, in PostgREST as here.)
+    secret_id = uuid.uuid4().int % 2_000_000_000
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("insert into rest_secrets values (%s, 'kept')", (secret_id,))
+    res = await ex(client.table("rest_secrets").upsert({"id": secret_id}))
+    assert res.data == [{"id": secret_id, "value": "kept"}]
+    res = await ex(client.table("rest_secrets").upsert([{"id": secret_id}], on_conflict="id"))
+    assert res.data == [{"id": secret_id, "value": "kept"}]
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute(
+            "select value from rest_secrets where id = %s", (secret_id,)
+        ).fetchall() == [("kept",)]
+
+
+def _upsert(api_url: str, key: str, rows: Any, prefer: str, **params: str) -> httpx.Response:
+    return httpx.post(
+        f"{api_url}/rest/v1/rest_items",
+        params=params,
+        json=rows,
+        headers=_headers(key, Prefer=prefer),
+    )
+
+
+async def test_upsert_status_is_200_when_every_row_updates_and_201_when_one_inserts(
+    api_url, service_key, db_url, rest_schema
+):
+    grp = tag()
+    code, fresh = tag(), tag()
+    seed(db_url, grp, [{"name": "old", "code": code}])
+    merge = "return=representation,resolution=merge-duplicates"
+    updated = _upsert(
+        api_url, service_key, [{"code": code, "name": "a", "grp": grp}], merge, on_conflict="code"
+    )
+    assert updated.status_code == 200 and [r["name"] for r in updated.json()] == ["a"]
+    mixed = _upsert(
+        api_url,
+        service_key,
+        [{"code": code, "name": "b", "grp": grp}, {"code": fresh, "name": "c", "grp": grp}],
+        merge,
+        on_conflict="code",
+    )
+    assert mixed.status_code == 201 and sorted(r["name"] for r in mixed.json()) == ["b", "c"]
+    minimal = _upsert(
+        api_url,
+        service_key,
+        [{"code": code, "name": "d", "grp": grp}],
+        "return=minimal,resolution=merge-duplicates",
+        on_conflict="code",
+    )
+    assert minimal.status_code == 200 and minimal.content == b""
+    empty = _upsert(api_url, service_key, [], merge, on_conflict="code")
+    assert empty.status_code == 200 and empty.json() == []
+    # ignore-duplicates and a plain insert stay 201 even when no row was written.
+    ignored = _upsert(
+        api_url,
+        service_key,
+        [{"code": code, "name": "e", "grp": grp}],
+        "return=representation,resolution=ignore-duplicates",
+        on_conflict="code",
+    )
+    assert ignored.status_code == 201 and ignored.json() == []
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "select code, name from rest_items where grp = %s order by name", (grp,)
+        ).fetchall()
+    assert rows == [(fresh, "c"), (code, "d")]
+
+
+async def test_insert_empty_array_writes_nothing(api_url, service_key, db_url, rest_schema):
+    before = _count_items(db_url)
+    resp = _upsert(api_url, service_key, [], "return=representation")
+    assert resp.status_code == 201 and resp.json() == []
+    assert _count_items(db_url) == before
+
+
+def _count_items(db_url: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("select count(*) from rest_items").fetchone()[0]  # type: ignore[index]
+
+
 async def test_update_with_filter_returns_updated_rows(client, db_url):
     grp = tag()
     a, _b = seed(db_url, grp, [{"name": "a", "qty": 1}, {"name": "b", "qty": 1}])

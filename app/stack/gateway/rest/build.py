@@ -210,6 +210,19 @@ def read(
     return query, params
 
 
+# Upserts count the rows they insert in a transaction-local setting, as PostgREST does (a
+# view has no xmax to tell an inserted row from an updated one): the status is 201 when at
+# least one row was inserted, 200 when every row updated an existing one.
+_INSERTED_SETTING = "nullif(current_setting('pgrst.inserted', true), '')::int"
+_COUNT_OFFERED = sql.SQL(
+    f"set_config('pgrst.inserted', (coalesce({_INSERTED_SETTING}, 0) + 1)::text, true) <> '0'"
+)
+_COUNT_UPDATED = sql.SQL(
+    f"set_config('pgrst.inserted', (coalesce({_INSERTED_SETTING}, 0) - 1)::text, true) <> '-1'"
+)
+INSERTED_SQL = sql.SQL(f"coalesce({_INSERTED_SETTING}, 0)")
+
+
 def _payload_columns(table: Table, names: list[str]) -> None:
     for name in names:
         if name not in table.columns:
@@ -234,22 +247,30 @@ def wrap_mutation(
     minimal: bool,
     single: bool,
     count: bool,
+    track_inserted: bool = False,
 ) -> tuple[sql.Composable, list[Any]]:
-    """Run `mutation` in a CTE and answer (body, rows, total) like `read`."""
+    """Run `mutation` in a CTE and answer (body, rows, total, inserted) like `read`.
+
+    `inserted` is the number of rows an upsert built by `insert(merge=True)` inserted rather
+    than updated, else null."""
+    # The fourth column: rows an upsert inserted (INSERTED_SQL), read once the CTE has run.
+    inserted = INSERTED_SQL if track_inserted else sql.SQL("null::int")
     if minimal:
         query = sql.SQL(
-            "with pgrst_source as ({}) select null::text, count(*), {} from pgrst_source"
-        ).format(mutation, sql.SQL("count(*)") if count else sql.SQL("null::bigint"))
+            "with pgrst_source as ({}) select null::text, count(*), {}, {} from pgrst_source"
+        ).format(mutation, sql.SQL("count(*)") if count else sql.SQL("null::bigint"), inserted)
         return query, params
     src = Source(sql.Identifier("pgrst_source"), sql.Identifier("pgrst_source"), table)
     sel_params: list[Any] = []
     target = select_list(src, shape.select, sel_params)
     query = sql.SQL(
-        "with pgrst_source as ({}) select {}, count(*), {} from (select {} from pgrst_source) _t"
+        "with pgrst_source as ({}) select {}, count(*), {}, {} "
+        "from (select {} from pgrst_source) _t"
     ).format(
         mutation,
         body_expr(single),
         sql.SQL("count(*)") if count else sql.SQL("null::bigint"),
+        inserted,
         target,
     )
     return query, params + sel_params
@@ -302,19 +323,26 @@ def insert(
             ident, sql.SQL(", ").join(map(sql.Identifier, columns)), source
         )
     else:
-        # A body of `{}`: every column takes its default.
-        stmt = sql.SQL("insert into {} default values").format(ident)
-        params = []
+        # Objects without keys (`{}`, `[{}, {}]`): one row of defaults each; `[]`: none.
+        stmt = sql.SQL("insert into {} select from json_array_elements(%s::json)").format(ident)
+        params = [body]
     if conflict:
         _payload_columns(table, list(conflict))
         target = sql.SQL(", ").join(map(sql.Identifier, conflict))
-        updates = [c for c in columns if c not in conflict] if merge else []
-        if updates:
-            stmt += sql.SQL(" on conflict ({}) do update set {}").format(
+        if merge:
+            # The WHERE clauses count inserted rows (INSERTED_SQL): +1 per row offered, -1 per
+            # row that updated instead; both are always true.
+            stmt += sql.SQL(" where {}").format(_COUNT_OFFERED)
+        if merge and columns:
+            # Every payload column is set, the conflict key too, as PostgREST does: a payload
+            # of only the key is then a no-op UPDATE that returns the row, not a DO NOTHING
+            # that returns none.
+            stmt += sql.SQL(" on conflict ({}) do update set {} where {}").format(
                 target,
                 sql.SQL(", ").join(
-                    sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in updates
+                    sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in columns
                 ),
+                _COUNT_UPDATED,
             )
         else:
             stmt += sql.SQL(" on conflict ({}) do nothing").format(target)

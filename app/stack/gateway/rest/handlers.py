@@ -308,7 +308,11 @@ async def _serve_table(
         read_only=False,
         check=_check_single if single else None,
     )
-    body, rows, total = row
+    body, rows, total, inserted = row
+    if planned.upsert and not inserted:
+        # PostgREST: a merge-duplicates upsert that inserted no row (every row updated an
+        # existing one, or an empty payload) is 200 OK, whatever the representation.
+        status = 200
     headers = {"Content-Range": f"*/{total if total is not None else '*'}"}
     if prefer.ret == "headers-only":
         if table.primary_key and rows:
@@ -322,7 +326,7 @@ async def _serve_table(
             headers["Location"] = f"/{table.name}?{location}"
         return Response(b"", status, headers)
     if minimal:
-        return Response(b"", status if status != 200 else 204, headers)
+        return Response(b"", status, headers)
     media = OBJECT_MEDIA + "; charset=utf-8" if single else JSON_TYPE
     return Response(body, status, headers, media_type=media)
 
@@ -333,6 +337,7 @@ class _Write:
     params: list[Any]
     status: int
     minimal: bool
+    upsert: bool = False  # merge-duplicates: 201 only when a row was inserted
 
 
 def _plan_write(
@@ -353,13 +358,14 @@ def _plan_write(
             "limit/offset on writes is not supported by the local stack",
         )
     minimal = prefer.ret != "representation"
+    upsert = False
     shape = query.shape()
     if prefer.ret == "headers-only" and table.primary_key:
         shape.select = tuple(parse.SelectItem(parse.Field(c)) for c in table.primary_key)
         minimal = False
     if method == "POST":
         payload = _json_body(raw)
-        stmt, params = _insert(table, raw, payload, query, prefer, minimal)
+        stmt, params, upsert = _insert(table, raw, payload, query, prefer, minimal)
         status = 201
     elif method == "PATCH":
         payload = _json_body(raw)
@@ -376,15 +382,23 @@ def _plan_write(
     else:
         raise ApiError(405, "PGRST117", f"Unsupported HTTP method: {method}")
     query_sql, all_params = build.wrap_mutation(
-        table, stmt, params, shape, minimal=minimal, single=single, count=prefer.count
+        table,
+        stmt,
+        params,
+        shape,
+        minimal=minimal,
+        single=single,
+        count=prefer.count,
+        track_inserted=upsert,
     )
-    return _Write(query_sql.as_string(None), all_params, status, minimal)
+    return _Write(query_sql.as_string(None), all_params, status, minimal, upsert)
 
 
 def _insert(
     table: Table, raw: bytes, payload: Any, query: Query, prefer: Prefer, minimal: bool
-) -> tuple[sql.Composable, list[Any]]:
-    """The INSERT for a POST body. Raises ApiError PGRST102/PGRST204/PGRST100."""
+) -> tuple[sql.Composable, list[Any], bool]:
+    """The INSERT for a POST body, and whether it is a merging upsert (which counts the rows
+    it inserts). Raises ApiError PGRST102/PGRST204/PGRST100."""
     rows = [payload] if isinstance(payload, dict) else payload
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ApiError(
@@ -412,15 +426,17 @@ def _insert(
     conflict: tuple[str, ...] | None = None
     if prefer.resolution:
         conflict = query.on_conflict or table.primary_key or None
-    return build.insert(
+    merge = prefer.resolution == "merge-duplicates"
+    stmt, params = build.insert(
         table,
         body,
         columns,
         missing_default=missing,
         conflict=conflict,
-        merge=prefer.resolution == "merge-duplicates",
+        merge=merge,
         minimal=minimal,
     )
+    return stmt, params, bool(merge and conflict)
 
 
 def _plan_read(
