@@ -545,6 +545,24 @@ def test_auth_request_without_api_key_returns_401(api_url: str):
     assert answer.status_code == 401 and answer.json() == {"message": "No API key found in request"}
 
 
+@pytest.mark.parametrize("role", ["anon", "service_role"])
+def test_auth_request_with_signed_token_not_a_project_key_returns_401(
+    api_url: str, keys: StackKeys, role: str
+):
+    """Kong compares `apikey` with the project's keys: a token signed with the secret is not
+    one of them, whatever its role (the same check as /rest/v1's)."""
+    now = int(time.time())
+    token = jwt.encode(
+        {"role": role, "iss": "supabase", "iat": now, "exp": now + 600},
+        keys.jwt_secret,
+        algorithm="HS256",
+    )
+    for path in ("/auth/v1/health", "/rest/v1/model_pricing"):
+        answer = httpx.get(f"{api_url}{path}", headers={"apikey": token})
+        assert answer.status_code == 401, (path, answer.text)
+        assert answer.json() == {"message": "Invalid API key"}
+
+
 def test_health_and_settings_answer_with_api_key(raw: httpx.Client):
     assert raw.get("/health").json()["name"] == "GoTrue"
     settings = raw.get("/settings").json()

@@ -1,7 +1,7 @@
 """The API gateway: one async process that speaks Supabase's HTTP APIs on the CLI's port.
 
     /rest/v1       PostgREST-compatible (rest.py), pooled connections as `authenticator`
-    /auth/v1       GoTrue-compatible (auth.py), connections as `supabase_auth_admin`
+    /auth/v1       GoTrue-compatible (auth/), connections as `supabase_auth_admin`
     /functions/v1  edge functions under Deno (functions.py)
 
 Run with `python -m app.stack.gateway`; `tokenmeter stack start` does that for you.

@@ -1,0 +1,106 @@
+"""GoTrue-compatible /auth/v1: email/password sign-up and sign-in, sessions, admin users.
+
+One module per endpoint group, as GoTrue keeps one file per group:
+
+    errors.py      AuthError, GoTrue's error body
+    validation.py  request bodies, emails, passwords, metadata
+    ratelimit.py   GoTrue's per-IP rate limits
+    caller.py      the project key (Kong's check) and the caller's bearer token
+    store.py       auth.users rows and their JSON
+    sessions.py    sign-up, /token grants, sessions and refresh tokens, logout
+    users.py       the signed-in user: GET/PUT /user
+    admin.py       the admin users API (service_role only)
+
+
+Users are real rows in `auth.users` (so triggers on it fire as on Supabase), sessions live in
+`auth.sessions` and refresh tokens in `auth.refresh_tokens`. Behaviour follows the local Supabase
+CLI stack with `enable_confirmations = false`: sign-up confirms the email at once and signs in.
+
+Refresh tokens rotate on every use. Presenting a token that was already rotated is treated as
+theft: every token of that session is revoked, the session ends, and the caller gets 400
+`refresh_token_already_used` (GoTrue's reuse detection, with no reuse grace interval).
+
+Error bodies have GoTrue's shape, `{"code": <status>, "error_code": "...", "msg": "..."}`, which
+supabase-py and supabase-js turn into AuthApiError / AuthWeakPasswordError. As behind Supabase's
+Kong, every request must carry one of the project keys in `apikey` (caller.check_api_key, the
+same check as /rest/v1's); the caller's identity is read from `Authorization` only.
+
+Limits (docs/limits.md, "Auth"): bodies through gateway/limits.py (1 MiB, JSON nesting 100);
+tokens over tokens.MAX_TOKEN_BYTES refused; user_metadata and app_metadata at most
+MAX_METADATA_BYTES each, after merging, since both are copied into every access token; strings
+holding NUL or an unpaired surrogate (which PostgreSQL cannot store) refused with 400/422;
+GoTrue's per-IP rate limits for sign-up, sign-in/refresh and user updates, read from
+supabase/config.toml `[auth.rate_limit]` (RateLimits).
+"""
+
+from __future__ import annotations
+
+import os
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from app.stack.gateway.auth.admin import (
+    admin_create_user,
+    admin_delete_user,
+    admin_get_user,
+    admin_list_users,
+    admin_update_user,
+)
+from app.stack.gateway.auth.caller import check_api_key
+from app.stack.gateway.auth.errors import AuthError
+from app.stack.gateway.auth.ratelimit import read_rate_limits
+from app.stack.gateway.auth.sessions import logout, signup, token
+from app.stack.gateway.auth.store import user_json
+from app.stack.gateway.auth.users import get_user, update_user
+from app.stack.gateway.auth.validation import MAX_METADATA_BYTES
+from app.stack.paths import project_root
+
+__all__ = ["MAX_METADATA_BYTES", "AuthError", "read_rate_limits", "routes", "user_json"]
+
+
+# ── public endpoints ───────────────────────────────────────────────────────────────────────────
+async def health(request: Request) -> JSONResponse:
+    check_api_key(request)
+    return JSONResponse(
+        {
+            "version": "tokenmeter-local",
+            "name": "GoTrue",
+            "description": "GoTrue-compatible auth of the tokenmeter local stack",
+        }
+    )
+
+
+async def settings(request: Request) -> JSONResponse:
+    check_api_key(request)
+    return JSONResponse(
+        {
+            "external": {"email": True, "phone": False, "anonymous_users": False},
+            "disable_signup": False,
+            "mailer_autoconfirm": True,
+            "phone_autoconfirm": False,
+            "sms_provider": "",
+            "saml_enabled": False,
+        }
+    )
+
+
+def routes() -> list[BaseRoute]:
+    # Read once here so that a bad [auth.rate_limit] stops the gateway at start, not at the
+    # first sign-up; requests read it again (lazily) from the app's own paths.
+    read_rate_limits(project_root() / "supabase" / "config.toml", os.environ)
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/settings", settings, methods=["GET"]),
+        Route("/signup", signup, methods=["POST"]),
+        Route("/token", token, methods=["POST"]),
+        Route("/user", get_user, methods=["GET"]),
+        Route("/user", update_user, methods=["PUT"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/admin/users", admin_create_user, methods=["POST"]),
+        Route("/admin/users", admin_list_users, methods=["GET"]),
+        Route("/admin/users/{user_id}", admin_get_user, methods=["GET"]),
+        Route("/admin/users/{user_id}", admin_update_user, methods=["PUT"]),
+        Route("/admin/users/{user_id}", admin_delete_user, methods=["DELETE"]),
+    ]

@@ -1,0 +1,95 @@
+"""GoTrue's per-IP rate limits, read from supabase/config.toml `[auth.rate_limit]`
+(docs/limits.md, "Auth")."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+from starlette.requests import Request
+
+from app.stack.gateway.auth.errors import AuthError
+
+# ── rate limits ────────────────────────────────────────────────────────────────────────────────
+# GoTrue's token buckets: each holds RATE_LIMIT_BURST requests and refills at the configured
+# number per RATE_LIMIT_WINDOW_SECONDS, per client IP. The CLI passes sign_in_sign_ups to GoTrue
+# as GOTRUE_RATE_LIMIT_OTP (sign-ups and user updates, separate buckets) and token_refresh as
+# GOTRUE_RATE_LIMIT_TOKEN_REFRESH (every /token grant, password sign-in included).
+RATE_LIMIT_BURST = 30
+RATE_LIMIT_WINDOW_SECONDS = 300
+RATE_LIMIT_DEFAULTS = {"sign_in_sign_ups": 30, "token_refresh": 150}
+RATE_LIMIT_ENV = "TOKENMETER_AUTH_RATE_LIMIT_"
+_BUCKETS_PER_LIMIT = 10_000
+_LIMIT_OF = {
+    "sign_in_sign_ups": "sign_in_sign_ups",
+    "user_updates": "sign_in_sign_ups",
+    "token_refresh": "token_refresh",
+}
+
+
+def read_rate_limits(config_toml: Path, environ: Mapping[str, str]) -> dict[str, float]:
+    """Requests per 5 minutes per IP for each limit: supabase/config.toml `[auth.rate_limit]`
+    (the CLI's defaults when absent), overridden by TOKENMETER_AUTH_RATE_LIMIT_<KEY>, which
+    may also be `unlimited` (infinity: no limit). The test suite turns both off: it signs
+    hundreds of users up from one address, some of them at once, and even a huge rate leaves
+    GoTrue's burst of 30. Raises ValueError for anything else than a number >= 0."""
+    try:
+        section = tomllib.loads(config_toml.read_text()).get("auth", {}).get("rate_limit", {})
+    except FileNotFoundError:
+        section = {}
+    out: dict[str, float] = {}
+    for key, default in RATE_LIMIT_DEFAULTS.items():
+        value = environ.get(RATE_LIMIT_ENV + key.upper(), section.get(key, default))
+        if value == "unlimited" and RATE_LIMIT_ENV + key.upper() in environ:
+            out[key] = math.inf
+            continue
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"auth rate limit {key} must be a number, not {value!r}") from None
+        if not math.isfinite(out[key]) or out[key] < 0:
+            raise ValueError(f"auth rate limit {key} must be a finite number, at least 0")
+    return out
+
+
+class RateLimits:
+    """Per-IP token buckets, one set per limit; at most _BUCKETS_PER_LIMIT addresses each."""
+
+    def __init__(self, per_window: dict[str, float]) -> None:
+        self.per_window = per_window
+        self._buckets: dict[str, dict[str, tuple[float, float]]] = {k: {} for k in _LIMIT_OF}
+
+    def check(self, request: Request, limit: str) -> None:
+        """Take one request from the caller's bucket. Raises 429 over_request_rate_limit."""
+        # The socket's peer: the gateway is not behind a proxy, and a forwarded-for header
+        # would let any caller pick its own bucket.
+        ip = request.client.host if request.client else ""
+        rate = self.per_window[_LIMIT_OF[limit]] / RATE_LIMIT_WINDOW_SECONDS
+        if rate == math.inf:
+            return
+        buckets = self._buckets[limit]
+        now = time.monotonic()
+        tokens_left, since = buckets.pop(ip, (float(RATE_LIMIT_BURST), now))
+        tokens_left = min(float(RATE_LIMIT_BURST), tokens_left + (now - since) * rate)
+        if len(buckets) >= _BUCKETS_PER_LIMIT:
+            # Oldest-touched first (re-inserted on every use); a dropped address starts full,
+            # as it would after the hour GoTrue keeps a bucket.
+            del buckets[next(iter(buckets))]
+        if tokens_left < 1:
+            buckets[ip] = (tokens_left, now)
+            raise AuthError(429, "over_request_rate_limit", "Request rate limit reached")
+        buckets[ip] = (tokens_left - 1, now)
+
+
+def rate_limits_of(request: Request) -> RateLimits:
+    state = request.app.state
+    found: RateLimits | None = getattr(state, "auth_rate_limits", None)
+    if found is None:
+        config_toml = state.config.paths.root / "supabase" / "config.toml"
+        found = RateLimits(read_rate_limits(config_toml, os.environ))
+        state.auth_rate_limits = found
+    return found

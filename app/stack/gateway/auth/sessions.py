@@ -1,0 +1,291 @@
+"""Sign-up, the /token grants (password, refresh_token) and logout: sessions in
+`auth.sessions`, rotating refresh tokens in `auth.refresh_tokens`, HS256 access tokens."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+import psycopg
+from psycopg.rows import dict_row
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.stack.gateway.auth.caller import (
+    check_api_key,
+    current_user,
+    jwt_secret,
+)
+from app.stack.gateway.auth.errors import AuthError, validation_failed
+from app.stack.gateway.auth.ratelimit import rate_limits_of
+from app.stack.gateway.auth.store import (
+    AUDIENCE,
+    USER_COLUMNS,
+    USER_UNIQUE,
+    insert_user,
+    provider_metadata,
+    user_by,
+    user_json,
+)
+from app.stack.gateway.auth.validation import (
+    MAX_PASSWORD_BYTES,
+    check_password,
+    email_address,
+    hash_password,
+    is_storable,
+    json_body,
+    opt_obj,
+    opt_str,
+    verify_password,
+)
+
+
+def access_token(
+    request: Request, user: dict[str, Any], session_id: uuid.UUID, signed_in_at: datetime
+) -> tuple[str, int, int]:
+    """(token, expires_in, expires_at) for `user` in `session_id`."""
+    expiry = int(request.app.state.config.jwt_expiry_seconds)
+    now = int(time.time())
+    claims = {
+        "sub": str(user["id"]),
+        "aud": user["aud"] or AUDIENCE,
+        "role": user["role"] or AUDIENCE,
+        "email": user["email"] or "",
+        "phone": user["phone"] or "",
+        "app_metadata": user["raw_app_meta_data"] or {},
+        "user_metadata": user["raw_user_meta_data"] or {},
+        "aal": "aal1",
+        "amr": [{"method": "password", "timestamp": int(signed_in_at.timestamp())}],
+        "session_id": str(session_id),
+        "is_anonymous": bool(user["is_anonymous"]),
+        "iat": now,
+        "exp": now + expiry,
+    }
+    return jwt.encode(claims, jwt_secret(request), algorithm="HS256"), expiry, now + expiry
+
+
+def session_json(
+    request: Request,
+    user: dict[str, Any],
+    session_id: uuid.UUID,
+    signed_in_at: datetime,
+    refresh_token: str,
+) -> dict[str, Any]:
+    token, expires_in, expires_at = access_token(request, user, session_id, signed_in_at)
+    return {
+        "access_token": token,
+        "token_type": "bearer",
+        "expires_in": expires_in,
+        "expires_at": expires_at,
+        "refresh_token": refresh_token,
+        "user": user_json(user),
+    }
+
+
+async def new_session(
+    cur: psycopg.AsyncCursor[Any], user_id: uuid.UUID
+) -> tuple[uuid.UUID, datetime, str]:
+    """Insert a session and its first refresh token; (session id, created_at, refresh token)."""
+    session_id = uuid.uuid4()
+    await cur.execute(
+        "insert into auth.sessions (id, user_id) values (%s, %s) returning created_at",
+        (session_id, user_id),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    token = secrets.token_urlsafe(24)
+    await cur.execute(
+        "insert into auth.refresh_tokens (token, user_id, session_id) values (%s, %s, %s)",
+        (token, user_id, session_id),
+    )
+    return session_id, row["created_at"], token
+
+
+async def signup(request: Request) -> JSONResponse:
+    check_api_key(request)
+    rate_limits_of(request).check(request, "sign_in_sign_ups")
+    body = await json_body(request)
+    if body.get("phone") and not body.get("email"):
+        raise AuthError(400, "phone_provider_disabled", "Unsupported phone provider")
+    email = email_address(opt_str(body, "email"))
+    password = check_password(opt_str(body, "password"))
+    metadata = opt_obj(body, "data", "user_metadata") or {}
+    password_hash = await hash_password(password)
+    async with request.app.state.auth_pool.connection() as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            if await user_by(cur, "email", email) is not None:
+                raise AuthError(422, "user_already_exists", "User already registered")
+            try:
+                async with conn.transaction():
+                    user = await insert_user(
+                        cur,
+                        user_id=uuid.uuid4(),
+                        email=email,
+                        phone=None,
+                        password_hash=password_hash,
+                        confirmed=True,
+                        app_metadata=provider_metadata(),
+                        user_metadata=metadata,
+                        role=AUDIENCE,
+                        signed_in=True,
+                    )
+                    session_id, started, refresh = await new_session(cur, user["id"])
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name not in USER_UNIQUE:
+                    raise AuthError(
+                        500, "unexpected_failure", "Database error saving new user"
+                    ) from None
+                raise AuthError(422, "user_already_exists", "User already registered") from None
+            except psycopg.Error:
+                # A failing trigger on auth.users lands here, exactly as in GoTrue.
+                raise AuthError(
+                    500, "unexpected_failure", "Database error saving new user"
+                ) from None
+    return JSONResponse(session_json(request, user, session_id, started, refresh))
+
+
+async def token(request: Request) -> JSONResponse:
+    check_api_key(request)
+    grant = request.query_params.get("grant_type", "")
+    if grant in ("password", "refresh_token"):
+        rate_limits_of(request).check(request, "token_refresh")
+    body = await json_body(request)
+    if grant == "password":
+        return await _password_grant(request, body)
+    if grant == "refresh_token":
+        return await _refresh_grant(request, body)
+    raise AuthError(400, "validation_failed", f"unsupported_grant_type: {grant!r}")
+
+
+async def _password_grant(request: Request, body: dict[str, Any]) -> JSONResponse:
+    email = opt_str(body, "email", storable=False)
+    password = opt_str(body, "password", storable=False)
+    if not email or not password:
+        raise AuthError(400, "validation_failed", "missing email or phone")
+    if (
+        not is_storable(email)
+        or not is_storable(password)
+        or len(password.encode()) > MAX_PASSWORD_BYTES
+    ):
+        # No stored password can be one that signup refuses: bcrypt would compare only the
+        # first 72 bytes, so a longer one would match any password sharing them.
+        raise AuthError(400, "invalid_credentials", "Invalid login credentials")
+    async with request.app.state.auth_pool.connection() as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            user = await user_by(cur, "email", email.strip().lower())
+            ok = await verify_password(password, user["encrypted_password"] if user else None)
+            if user is None or not ok:
+                raise AuthError(400, "invalid_credentials", "Invalid login credentials")
+            if user["banned_until"] and user["banned_until"] > datetime.now(UTC):
+                raise AuthError(400, "user_banned", "User is banned")
+            if user["email_confirmed_at"] is None:
+                raise AuthError(400, "email_not_confirmed", "Email not confirmed")
+            async with conn.transaction():
+                await cur.execute(
+                    f"update auth.users set last_sign_in_at = now(), updated_at = now() "
+                    f"where id = %s returning {USER_COLUMNS}",
+                    (user["id"],),
+                )
+                user = await cur.fetchone()
+                assert user is not None
+                session_id, started, refresh = await new_session(cur, user["id"])
+    return JSONResponse(session_json(request, user, session_id, started, refresh))
+
+
+async def _refresh_grant(request: Request, body: dict[str, Any]) -> JSONResponse:
+    presented = opt_str(body, "refresh_token")
+    if not presented:
+        raise AuthError(400, "validation_failed", "Refresh Token is required")
+    reused = False
+    async with request.app.state.auth_pool.connection() as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            async with conn.transaction():
+                # The row lock serialises concurrent refreshes of one token: the loser sees it
+                # revoked and is treated as a reuse.
+                await cur.execute(
+                    "select t.id, t.revoked, t.session_id, t.user_id, s.created_at, s.not_after "
+                    "from auth.refresh_tokens t join auth.sessions s on s.id = t.session_id "
+                    "where t.token = %s for update of t, s",
+                    (presented,),
+                )
+                found = await cur.fetchone()
+                if found is None:
+                    raise AuthError(
+                        400,
+                        "refresh_token_not_found",
+                        "Invalid Refresh Token: Refresh Token Not Found",
+                    )
+                if found["revoked"]:
+                    reused = True
+                    await cur.execute(
+                        "update auth.refresh_tokens set revoked = true, updated_at = now() "
+                        "where session_id = %s",
+                        (found["session_id"],),
+                    )
+                    await cur.execute(
+                        "update auth.sessions set not_after = now(), updated_at = now() "
+                        "where id = %s",
+                        (found["session_id"],),
+                    )
+                elif found["not_after"] is not None and found["not_after"] <= datetime.now(UTC):
+                    raise AuthError(
+                        400, "session_expired", "Invalid Refresh Token: Session Expired"
+                    )
+                else:
+                    user = await user_by(cur, "id", found["user_id"])
+                    if user is None:
+                        raise AuthError(
+                            400,
+                            "refresh_token_not_found",
+                            "Invalid Refresh Token: Refresh Token Not Found",
+                        )
+                    if user["banned_until"] and user["banned_until"] > datetime.now(UTC):
+                        raise AuthError(400, "user_banned", "User is banned")
+                    fresh = secrets.token_urlsafe(24)
+                    await cur.execute(
+                        "update auth.refresh_tokens set revoked = true, updated_at = now() "
+                        "where id = %s",
+                        (found["id"],),
+                    )
+                    await cur.execute(
+                        "insert into auth.refresh_tokens (token, user_id, session_id, parent) "
+                        "values (%s, %s, %s, %s)",
+                        (fresh, found["user_id"], found["session_id"], presented),
+                    )
+                    await cur.execute(
+                        "update auth.sessions set updated_at = now() where id = %s",
+                        (found["session_id"],),
+                    )
+    if reused:
+        raise AuthError(400, "refresh_token_already_used", "Invalid Refresh Token: Already Used")
+    return JSONResponse(
+        session_json(request, user, found["session_id"], found["created_at"], fresh)
+    )
+
+
+async def logout(request: Request) -> Response:
+    check_api_key(request)
+    scope = request.query_params.get("scope", "global")
+    if scope not in ("global", "local", "others"):
+        raise validation_failed("scope must be one of global, local, others")
+    async with request.app.state.auth_pool.connection() as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            claims, user = await current_user(request, cur)
+            session_id = claims.get("session_id")
+            if scope == "global" or not session_id:
+                await cur.execute("delete from auth.sessions where user_id = %s", (user["id"],))
+            elif scope == "local":
+                await cur.execute(
+                    "delete from auth.sessions where id = %s and user_id = %s",
+                    (uuid.UUID(session_id), user["id"]),
+                )
+            else:
+                await cur.execute(
+                    "delete from auth.sessions where user_id = %s and id <> %s",
+                    (user["id"], uuid.UUID(session_id)),
+                )
+    return Response(status_code=204)

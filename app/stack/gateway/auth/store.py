@@ -1,0 +1,194 @@
+"""`auth.users` rows: reading, inserting and updating them, and their JSON as GoTrue gives it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from app.stack.gateway.auth.validation import (
+    check_metadata_size,
+)
+
+AUDIENCE = "authenticated"
+
+
+USER_COLUMNS = (
+    "id, aud, role, email, phone, email_confirmed_at, phone_confirmed_at, confirmed_at, "
+    "last_sign_in_at, raw_app_meta_data, raw_user_meta_data, created_at, updated_at, "
+    "is_anonymous, banned_until, encrypted_password"
+)
+
+
+# Unique indexes of auth.users whose violation means "this user already exists"; any other
+# violation comes from a trigger and is a database error, as GoTrue reports it.
+USER_UNIQUE = frozenset({"users_pkey", "users_email_partial_key", "users_phone_key"})
+
+
+# ── JSON shapes ────────────────────────────────────────────────────────────────────────────────
+def ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def user_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A user as GoTrue serialises it (null timestamps are left out, as GoTrue's omitempty)."""
+    out: dict[str, Any] = {
+        "id": str(row["id"]),
+        "aud": row["aud"] or "",
+        "role": row["role"] or "",
+        "email": row["email"] or "",
+        "phone": row["phone"] or "",
+        "app_metadata": row["raw_app_meta_data"] or {},
+        "user_metadata": row["raw_user_meta_data"] or {},
+        "identities": [],
+        "created_at": ts(row["created_at"]),
+        "updated_at": ts(row["updated_at"]),
+        "is_anonymous": bool(row["is_anonymous"]),
+    }
+    for key in (
+        "email_confirmed_at",
+        "phone_confirmed_at",
+        "confirmed_at",
+        "last_sign_in_at",
+        "banned_until",
+    ):
+        if row.get(key) is not None:
+            out[key] = ts(row[key])
+    return out
+
+
+# ── database helpers ───────────────────────────────────────────────────────────────────────────
+async def user_by(
+    cur: psycopg.AsyncCursor[Any], column: str, value: Any, *, lock: bool = False
+) -> dict[str, Any] | None:
+    assert column in ("id", "email")
+    await cur.execute(
+        f"select {USER_COLUMNS} from auth.users where {column} = %s and deleted_at is null"
+        + (" for update" if lock else ""),
+        (value,),
+    )
+    return await cur.fetchone()
+
+
+async def insert_user(
+    cur: psycopg.AsyncCursor[Any],
+    *,
+    user_id: uuid.UUID,
+    email: str | None,
+    phone: str | None,
+    password_hash: str | None,
+    confirmed: bool,
+    app_metadata: dict[str, Any],
+    user_metadata: dict[str, Any],
+    role: str,
+    signed_in: bool,
+) -> dict[str, Any]:
+    await cur.execute(
+        f"""
+        insert into auth.users (
+          instance_id, id, aud, role, email, phone, encrypted_password, email_confirmed_at,
+          last_sign_in_at, raw_app_meta_data, raw_user_meta_data, is_super_admin,
+          created_at, updated_at, confirmation_token, recovery_token, email_change_token_new,
+          email_change
+        ) values (
+          '00000000-0000-0000-0000-000000000000', %(id)s, %(aud)s, %(role)s, %(email)s,
+          %(phone)s, %(hash)s, case when %(confirmed)s then now() end,
+          case when %(signed_in)s then now() end, %(app)s, %(meta)s, false, now(), now(),
+          '', '', '', ''
+        )
+        returning {USER_COLUMNS}
+        """,
+        {
+            "id": user_id,
+            "aud": AUDIENCE,
+            "role": role,
+            "email": email,
+            "phone": phone,
+            "hash": password_hash or "",
+            "confirmed": confirmed,
+            "signed_in": signed_in,
+            "app": Jsonb(app_metadata),
+            "meta": Jsonb(user_metadata),
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+def provider_metadata(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"provider": "email", "providers": ["email"], **(extra or {})}
+
+
+UNSET_BAN = object()
+
+
+async def check_merged_metadata(
+    cur: psycopg.AsyncCursor[Any],
+    user_id: uuid.UUID,
+    *,
+    user_metadata: dict[str, Any] | None = None,
+    app_metadata: dict[str, Any] | None = None,
+) -> None:
+    """Raise 400 validation_failed when merging the given metadata into the user's (as
+    update_user_row does, key by key) would go over MAX_METADATA_BYTES. Locks the row, so
+    concurrent updates cannot together pass the limit; call inside the update's transaction."""
+    row = await user_by(cur, "id", user_id, lock=True)
+    if row is None:
+        return
+    if user_metadata is not None:
+        merged = {**(row["raw_user_meta_data"] or {}), **user_metadata}
+        check_metadata_size("user_metadata", merged)
+    if app_metadata is not None:
+        merged = {**(row["raw_app_meta_data"] or {}), **app_metadata}
+        check_metadata_size("app_metadata", merged)
+
+
+async def update_user_row(
+    cur: psycopg.AsyncCursor[Any],
+    user_id: uuid.UUID,
+    *,
+    email: str | None,
+    password_hash: str | None,
+    user_metadata: dict[str, Any] | None,
+    app_metadata: dict[str, Any] | None,
+    confirm_email: bool | None,
+    banned_until: Any,
+) -> dict[str, Any]:
+    """Apply the given changes (None = unchanged); metadata is merged key by key, as GoTrue."""
+    await cur.execute(
+        f"""
+        update auth.users set
+          email = coalesce(%(email)s, email),
+          encrypted_password = coalesce(%(hash)s, encrypted_password),
+          raw_user_meta_data = case when %(meta)s::jsonb is null then raw_user_meta_data
+                                    else coalesce(raw_user_meta_data, '{{}}') || %(meta)s::jsonb end,
+          raw_app_meta_data = case when %(app)s::jsonb is null then raw_app_meta_data
+                                   else coalesce(raw_app_meta_data, '{{}}') || %(app)s::jsonb end,
+          email_confirmed_at = case when %(confirm)s::boolean is null then email_confirmed_at
+                                    when %(confirm)s then coalesce(email_confirmed_at, now())
+                                    else email_confirmed_at end,
+          banned_until = case when %(set_ban)s then %(ban)s::timestamptz else banned_until end,
+          updated_at = now()
+        where id = %(id)s
+        returning {USER_COLUMNS}
+        """,
+        {
+            "email": email,
+            "hash": password_hash,
+            "meta": Jsonb(user_metadata) if user_metadata is not None else None,
+            "app": Jsonb(app_metadata) if app_metadata is not None else None,
+            "confirm": confirm_email,
+            "set_ban": banned_until is not UNSET_BAN and banned_until is not None,
+            "ban": None if banned_until is UNSET_BAN else banned_until,
+            "id": user_id,
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
