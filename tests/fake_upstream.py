@@ -20,6 +20,7 @@ Run alone (for the benchmark or by hand): python tests/fake_upstream.py --port 8
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import threading
@@ -91,6 +92,11 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     fake: FakeUpstream
 
+    def handle(self) -> None:
+        # A caller that gave up (a stall, a client gone) is not the upstream's failure.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            super().handle()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass  # quiet: tests read failures from assertions, not from a request log
 
@@ -102,7 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._json(400, _error("invalid_request_error", "could not parse the JSON body"))
             return
-        self.fake.record(Recorded(self.path, dict(self.headers.items()), body))
+        self.fake.record(Recorded(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
         if self.headers.get("authorization") != f"Bearer {API_KEY}":
             self._json(401, _error("invalid_request_error", "Incorrect API key provided."))
             return
