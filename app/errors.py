@@ -137,6 +137,8 @@ CODE_TO_ERROR: dict[str, type[TokenmeterError]] = {
     "spend_limit_exceeded": QuotaExceeded,
     "plan_not_found": NotFound,
     "api_key_not_found": NotFound,
+    "subscription_not_found": NotFound,
+    "invalid_status_change": Conflict,
     "request_not_found": NotFound,
     "no_route": Unavailable,
     "key_generation_failed": Unavailable,

@@ -135,3 +135,92 @@ class CostEstimate(_Result):
     max_output_tokens: int
     cost: Decimal
     currency: str
+
+
+# ── The metered endpoint's admin objects (issue 11; app/keys.py, plans.py, subscriptions.py) ──
+class ApiKey(_Result):
+    """An API key as listed: never its secret or hash. state: active | expired | revoked."""
+
+    id: str
+    user_id: str
+    plan_id: str
+    plan: str | None = None
+    name: str
+    prefix: str
+    allowed_models: list[str] | None = None
+    spend_limit: Decimal | None = None
+    spend_limit_period: str | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+    created_at: datetime
+    state: str
+
+
+class CreatedApiKey(ApiKey):
+    """A new key with its secret `key` (`tm_…`): returned this once, stored only as a hash."""
+
+    key: str
+
+
+class RevokedApiKey(ApiKey):
+    """The key after `revoke`; `revoked` is False when it already was revoked."""
+
+    revoked: bool
+
+
+class Upstream(_Result):
+    """An OpenAI-compatible endpoint; `api_key_env` names the secret, never holds it."""
+
+    id: str
+    name: str
+    base_url: str | None = None
+    wire_format: str
+    api_key_env: str | None = None
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class PlanRoute(_Result):
+    """A plan's model at an upstream with a relative weight (0 parks the route)."""
+
+    id: str
+    plan_id: str
+    upstream_id: str
+    upstream: str
+    model: str
+    weight: int
+
+
+class Plan(_Result):
+    """A plan (seed 002) with its routes; `price` is display text."""
+
+    id: str
+    name: str
+    price: str | None = None
+    period: str
+    is_active: bool
+    routes: list[PlanRoute] = Field(default_factory=list)
+
+
+class Subscription(_Result):
+    """A user's subscription to a plan. used_* and reset_at are as of now (a period that has
+    ended counts as rolled over); quota_* None = unlimited."""
+
+    id: str
+    user_id: str
+    plan_id: str
+    plan: str | None = None
+    status: str
+    suspension_reason: str | None = None
+    quota_requests: int | None = None
+    quota_tokens: int | None = None
+    used_requests: int
+    used_tokens: int
+    period: str
+    started_at: datetime
+    reset_at: datetime
+    expires_at: datetime | None = None
+    created_at: datetime
+    changed: bool | None = None

@@ -13,8 +13,12 @@ import typer
 from app.cli.balance import balance_app
 from app.cli.db import db_app
 from app.cli.demo import demo
+from app.cli.keys import keys_app
+from app.cli.plans import plans_app
 from app.cli.price import price_app
 from app.cli.stack import stack_app
+from app.cli.subscriptions import subscriptions_app
+from app.cli.upstreams import upstreams_app
 from app.cli.usage import usage_app
 
 app = typer.Typer(
@@ -28,6 +32,10 @@ app.add_typer(balance_app, name="balance")
 app.add_typer(usage_app, name="usage")
 app.command("demo")(demo)
 app.add_typer(price_app, name="price")
+app.add_typer(keys_app, name="keys")
+app.add_typer(upstreams_app, name="upstreams")
+app.add_typer(plans_app, name="plans")
+app.add_typer(subscriptions_app, name="subscriptions")
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 -- exactly as intended for every table × role and every function × role, nothing is executable
 -- by PUBLIC, every SECURITY DEFINER function pins search_path, the signup trigger is in place.
 BEGIN;
-SELECT plan(179);
+SELECT plan(182);
 
 -- ── Tables and RLS ─────────────────────────────────────────────────────────────────────────
 select tables_are('public', array['model_pricing', 'billing_settings', 'user_balances',
@@ -92,7 +92,7 @@ select functions_are('public', array['price_for', 'check_balance', 'my_balance',
   'remove_model_alias', 'price_history', 'reprice_usage', 'import_model_prices',
   'populate_model_pricing', 'pricing_consolidation_report', 'set_default_provider',
   'create_api_key', 'list_api_keys', 'revoke_api_key', 'authorize_request', 'complete_request',
-  'list_key_models'],
+  'list_key_models', 'set_subscription_status'],
   'public exposes exactly the billing and pricing API functions');
 
 create temporary table expected_function_privs (fn text, args text[], roles text[]);
@@ -124,7 +124,8 @@ insert into expected_function_privs values
   ('authorize_request', array['text', 'text', 'bigint', 'text', 'bigint', 'integer'],
    array['service_role']),
   ('complete_request', array['text', 'jsonb', 'integer', 'integer', 'text'], array['service_role']),
-  ('list_key_models', array['text'], array['service_role']);
+  ('list_key_models', array['text'], array['service_role']),
+  ('set_subscription_status', array['uuid', 'text'], array['service_role']);
 
 select function_privs_are('public', e.fn, e.args, r.role,
   case when r.role = any (e.roles) then array['EXECUTE'] else array[]::text[] end,
@@ -156,7 +157,7 @@ select is(
         'price_history', 'pricing_consolidation_report', 'record_usage', 'record_usage_batch',
         'refund_usage', 'release_reservation', 'remove_model_alias', 'repair_missing_balances',
         'reprice_usage', 'reserve_credit', 'revoke_api_key', 'set_default_provider',
-        'set_model_alias', 'set_model_price', 'settle_usage', 'top_up', 'user_id_for_email'],
+        'set_model_alias', 'set_model_price', 'set_subscription_status', 'settle_usage', 'top_up', 'user_id_for_email'],
   'SECURITY DEFINER is used by exactly the writers, the readers of private data and triggers');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
