@@ -3,8 +3,9 @@
 Bookkeeping is the CLI's own (supabase-database.md §5): `supabase_migrations.schema_migrations
 (version, statements, name)` and `supabase_migrations.seed_files (path, hash)`. Each file runs in
 ONE transaction together with its history row, after `RESET ALL`, so a database pushed by either
-tool is up to date for the other. Statements are split with libpg_query (pglast), the server's
-own grammar, and stored one per array element as the CLI stores them.
+tool is up to date for the other. Statements are split where the CLI splits them and stored one
+per array element exactly as it stores them (see `split_statements`), so both tools record the
+same history for a file (tests/test_supabase_cli.py pushes with the real CLI and compares).
 """
 
 from __future__ import annotations
@@ -63,21 +64,61 @@ class PushPlan:
     seeds: list[Path] = field(default_factory=list)
 
 
+# Go's strings.TrimSpace (the CLI trims each statement with it) strips Unicode White_Space;
+# Python's str.strip() also strips the ASCII separators \x1c-\x1f, which Go keeps.
+_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(
+    chr(c) for c in range(0x2000, 0x200B)
+)
+
+
 def split_statements(text: str) -> list[Statement]:
-    """Split SQL into statements with PostgreSQL's own parser (dollar quotes, comments, …)."""
+    """Split SQL into statements the way the Supabase CLI records them.
+
+    The CLI cuts a file at every `;` outside quotes, dollar quotes, comments, parentheses and
+    `BEGIN ATOMIC … END` bodies; each piece keeps the comments before it and is trimmed of
+    white space and semicolons; pieces left empty are dropped. So a file of comments only, or
+    comments after the last `;`, is one statement of comment text (the server runs it as an
+    empty query). Tokens come from PostgreSQL's own scanner (libpg_query through pglast), so
+    `E'\\''` escapes and the like are read as the server reads them.
+    """
     try:
-        spans = pg_parser.split(text, with_parser=False, only_slices=True)
+        tokens = pg_parser.scan(text)
     except pg_parser.ParseError as exc:
         raise MigrationError(f"cannot split SQL: {exc}") from None
-    statements = []
-    for span in spans:
-        chunk = text[span]
-        sql = chunk.strip()
-        if sql:
-            leading = len(chunk) - len(chunk.lstrip())
-            line = text[: span.start + leading].count("\n") + 1
-            statements.append(Statement(sql, line))
+    statements: list[Statement] = []
+    start = 0
+    parens = 0
+    # Open BEGIN ATOMIC bodies, plus CASE expressions inside them: both end with END.
+    blocks = 0
+    previous = ""
+    for token in tokens:
+        name = token.name
+        if name == "ASCII_40":
+            parens += 1
+        elif name == "ASCII_41":
+            parens = max(parens - 1, 0)
+        elif name == "ATOMIC" and previous == "BEGIN_P":
+            blocks += 1
+        elif name == "CASE" and blocks:
+            blocks += 1
+        elif name == "END_P" and blocks:
+            blocks -= 1
+        elif name == "ASCII_59" and not parens and not blocks:
+            _add_statement(statements, text, start, token.start)
+            start = token.end + 1
+        if name not in ("SQL_COMMENT", "C_COMMENT"):
+            previous = name
+    _add_statement(statements, text, start, len(text))
     return statements
+
+
+def _add_statement(statements: list[Statement], text: str, start: int, end: int) -> None:
+    # The CLI trims trailing semicolons first, then white space.
+    chunk = text[start:end]
+    sql = chunk.rstrip(";").strip(_GO_SPACE)
+    if sql:
+        offset = start + chunk.index(sql)
+        statements.append(Statement(sql, text[:offset].count("\n") + 1))
 
 
 def migration_files(folder: Path) -> list[MigrationFile]:

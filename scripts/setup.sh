@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Install everything a fresh machine lacks, idempotently: PostgreSQL 15+ server binaries and
-# pgTAP (apt-get, when root and missing), a Python venv in .venv with tokenmeter and its dev tools.
+# Install everything a fresh machine lacks, idempotently: PostgreSQL 15+ server binaries, pgTAP
+# and plpgsql_check (apt-get, when root and missing), a Python venv in .venv with tokenmeter and
+# its dev tools, and the real Supabase CLI (pinned, from npm, into the git-ignored .tools/; node
+# and npm from apt-get when missing) for tests/test_supabase_cli.py.
 # Sourced by scripts/quickstart.sh and scripts/test.sh; safe to run again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,4 +38,52 @@ if ! .venv/bin/python -c "import app, pytest, openai" >/dev/null 2>&1 \
   echo "==> installing tokenmeter into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
   touch .venv/.installed
+fi
+
+# plpgsql_check, for `supabase db lint` (tests/test_supabase_cli.py), for the newest server
+# installed (the one the local stack picks).
+pg_newest=$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sed 's|/usr/lib/postgresql/||; s|/.*||' \
+  | sort -n | tail -1)
+if [ -n "$pg_newest" ] && [ ! -f "/usr/share/postgresql/$pg_newest/extension/plpgsql_check.control" ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing plpgsql_check (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "postgresql-$pg_newest-plpgsql-check" >/dev/null
+  else
+    echo "plpgsql_check is required by the tests (supabase db lint). Install it, e.g.:" >&2
+    echo "  sudo apt-get install postgresql-$pg_newest-plpgsql-check" >&2
+    exit 2
+  fi
+fi
+
+# The real Supabase CLI, pinned. Its npm package brings the binary for this platform as an
+# optional dependency (@supabase/cli-linux-x64): nothing is downloaded at install time besides
+# the npm packages themselves. Newer releases are not known to install here; see
+# docs/compatibility.md before changing the version.
+SUPABASE_CLI_VERSION=2.117.0
+supabase_cli=.tools/node_modules/.bin/supabase
+if [ "$("$supabase_cli" --version 2>/dev/null)" != "$SUPABASE_CLI_VERSION" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+      echo "==> installing node and npm (apt-get)"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq
+      apt-get install -y -qq nodejs npm >/dev/null
+    else
+      echo "node and npm are required for the Supabase CLI the tests use. Install them, e.g.:" >&2
+      echo "  sudo apt-get install nodejs npm" >&2
+      exit 2
+    fi
+  fi
+  echo "==> installing the Supabase CLI $SUPABASE_CLI_VERSION into .tools (npm)"
+  mkdir -p .tools
+  [ -f .tools/package.json ] || echo '{"private": true}' > .tools/package.json
+  npm install --prefix .tools --save-exact --include=optional --no-audit --no-fund \
+    --loglevel=error "supabase@$SUPABASE_CLI_VERSION" >/dev/null
+  if [ "$("$supabase_cli" --version 2>/dev/null)" != "$SUPABASE_CLI_VERSION" ]; then
+    echo "the Supabase CLI did not install: $supabase_cli --version does not answer" \
+      "$SUPABASE_CLI_VERSION (is there an @supabase/cli-<platform> package for this machine?)" >&2
+    exit 2
+  fi
 fi
