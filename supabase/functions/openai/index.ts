@@ -288,6 +288,7 @@ async function serveCall(req: Request, kind: Call["kind"]): Promise<Response> {
     throw error;
   }
   let auth: Authorization;
+  const authorizing = performance.now();
   try {
     auth = await getMeter().authorize(call.key, call.body.model, call.maxTokens, call.meteredId, call.inputBound);
   } catch (error) {
@@ -297,6 +298,8 @@ async function serveCall(req: Request, kind: Call["kind"]): Promise<Response> {
   if (auth.replayed) return replayAnswer(call, auth);
 
   const started = performance.now();
+  // Server-Timing (ms): where the time of a request goes, for docs/benchmarks.md.
+  const timing = [`authorize;dur=${(started - authorizing).toFixed(1)}`];
   const abort = new AbortController();
   const onClientGone = () => abort.abort(new Error("the client went away"));
   req.signal.addEventListener("abort", onClientGone, { once: true });
@@ -317,11 +320,16 @@ async function serveCall(req: Request, kind: Call["kind"]): Promise<Response> {
     return openaiError(status === 499 ? 502 : status, "upstream_unavailable", `Upstream ${auth.upstream.name} ${what}. Nothing was charged.`, { headers: headersFor(call, auth) });
   }
   clearTimeout(headersTimer);
+  timing.push(`upstream;dur=${(performance.now() - started).toFixed(1)}`);
   // From here a client that goes away is seen by the body: the stream's cancel, or the answer
   // read to its end and charged anyway (the upstream has done the work).
   req.signal.removeEventListener("abort", onClientGone);
   if (!res.ok) return await upstreamError(call, auth, res, started);
-  if (call.stream) return streamThrough(call, auth, res, abort, started, req);
+  if (call.stream) {
+    const streamed = streamThrough(call, auth, res, abort, started);
+    streamed.headers.set("server-timing", timing.join(", "));
+    return streamed;
+  }
 
   let text: string;
   try {
@@ -347,9 +355,13 @@ async function serveCall(req: Request, kind: Call["kind"]): Promise<Response> {
   } else if (kind === "embeddings") {
     usage = { ...usage, completion_tokens: usage.completion_tokens ?? 0 };
   }
-  const completion = await complete(call, usage, res.status, performance.now() - started, null);
+  const completing = performance.now();
+  const completion = await complete(call, usage, res.status, completing - started, null);
+  timing.push(`complete;dur=${(performance.now() - completing).toFixed(1)}`);
   answer.usage = withCost(usage as Usage & Record<string, unknown>, completion);
-  return json(answer, res.status, headersFor(call, auth));
+  const h = headersFor(call, auth);
+  h.set("server-timing", timing.join(", "));
+  return json(answer, res.status, h);
 }
 
 const encoder = new TextEncoder();
@@ -359,7 +371,7 @@ const EVENT_END = /\r\n\r\n|\n\n|\r\r/g;
  * back until the request is charged, then sent with `usage.cost` (or dropped when the client did
  * not ask for usage: OpenAI sends none then), followed by `[DONE]`. A stream that ends without
  * usage — the upstream cut it, or the client went away — is charged from the tokens streamed. */
-function streamThrough(call: Call, auth: Authorization, res: Response, abort: AbortController, started: number, req: Request): Response {
+function streamThrough(call: Call, auth: Authorization, res: Response, abort: AbortController, started: number): Response {
   const reader = res.body!.getReader();
   const decoder = new TextDecoder();
   let pending = "";
@@ -479,7 +491,6 @@ function streamThrough(call: Call, auth: Authorization, res: Response, abort: Ab
       await charging;
     },
   }, { highWaterMark: 0 });
-  void req;
   const h = headersFor(call, auth);
   h.set("content-type", res.headers.get("content-type") ?? "text/event-stream; charset=utf-8");
   h.set("cache-control", "no-cache");

@@ -1,0 +1,303 @@
+"""The metered `openai` edge function against calling the same upstream directly (issue 11 §5).
+
+One run, against the running local stack (TOKENMETER_* env for ports and state):
+  - a local stand-in upstream (tests/fake_upstream.py, its own process, 5 words per answer);
+  - a function gateway per database transport (tests/function_gateway.py): OPENAI_DB_ACCESS=sql
+    (npm:postgres over SUPABASE_DB_URL, prepare: false) and =rpc (supabase-js through REST);
+  - 8 concurrent clients (threads, one keep-alive httpx client each) for `--seconds` per
+    scenario: direct, function/sql, function/rpc; non-streamed and streamed (latency = until
+    `data: [DONE]`). Added latency = function percentile − direct percentile, throughput ratio =
+    function req/s ÷ direct req/s, and the function's own Server-Timing medians (authorize,
+    upstream headers, complete).
+  - money check in the same run: every 200 is one usage record, the balance fell by exactly
+    their cost; then a budget phase — a balance covering 40 holds, 8 clients streaming until
+    refused — must end with the balance ≥ 0, charges = admitted requests, no hold left open and
+    balance_audit() empty.
+Repeated `--runs` times; medians across runs are reported.
+
+    python bench/openai_endpoint_bench.py --seconds 5 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fake_upstream import API_KEY  # noqa: E402
+from function_gateway import FunctionGateway, free_port  # noqa: E402
+
+from app.stack.paths import StackPaths  # noqa: E402
+
+MODEL = "gpt-4o-mini"
+CLIENTS = 8
+
+
+@dataclass
+class Result:
+    latencies: list[float] = field(default_factory=list)
+    timings: dict[str, list[float]] = field(default_factory=dict)
+    statuses: dict[int, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> int:
+        return self.statuses.get(200, 0)
+
+    @property
+    def rps(self) -> float:
+        return self.ok / self.elapsed
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def drive(url: str, headers: dict[str, str], body: bytes, stream: bool, seconds: float) -> Result:
+    result = Result()
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                with http.stream("POST", url, headers=headers, content=body) as answer:
+                    data = answer.read()
+                took = time.perf_counter() - started
+                timing = answer.headers.get("server-timing", "")
+                with lock:
+                    result.statuses[answer.status_code] = (
+                        result.statuses.get(answer.status_code, 0) + 1
+                    )
+                    if answer.status_code == 200:
+                        if stream and not data.endswith(b"data: [DONE]\n\n"):
+                            raise AssertionError(f"stream did not end with [DONE]: {data[-80:]!r}")
+                        result.latencies.append(took)
+                        for part in filter(None, (p.strip() for p in timing.split(","))):
+                            name, _, dur = part.partition(";dur=")
+                            result.timings.setdefault(name, []).append(float(dur))
+
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def make_account(conn: psycopg.Connection, base_url: str, amount: Decimal) -> tuple[str, str]:
+    name = f"bench-oe-{uuid.uuid4().hex[:10]}"
+    user_id = str(uuid.uuid4())
+    conn.execute(
+        "insert into auth.users (id, aud, role, email, created_at, updated_at)"
+        " values (%s, 'authenticated', 'authenticated', %s, now(), now())",
+        (user_id, f"{name}@example.com"),
+    )
+    conn.execute(
+        "insert into public.upstreams (name, base_url, api_key_env)"
+        " values (%s, %s, 'FAKE_UPSTREAM_KEY')",
+        (name, base_url),
+    )
+    conn.execute("insert into public.plans (name) values (%s)", (name,))
+    conn.execute(
+        "insert into public.plan_routes (plan_id, upstream_id, model, weight)"
+        " select p.id, u.id, %s, 1 from public.plans p, public.upstreams u"
+        " where p.name = %s and u.name = %s",
+        (MODEL, name, name),
+    )
+    conn.execute(
+        "insert into public.subscriptions (user_id, plan_id, status, quota_requests, quota_tokens)"
+        " select %s, id, 'active', null, null from public.plans where name = %s",
+        (user_id, name),
+    )
+    conn.execute("select public.top_up(%s, %s, %s)", (user_id, amount, name))
+    (key,) = conn.execute(
+        "select public.create_api_key('bench', %s, user_id => %s) ->> 'key'", (name, user_id)
+    ).fetchone()  # type: ignore[misc]
+    return user_id, key
+
+
+def money(conn: psycopg.Connection, user_id: str) -> tuple[int, Decimal, Decimal, int]:
+    row = conn.execute(
+        "select (select count(*) from public.usage_records where user_id = %(u)s),"
+        " (select coalesce(sum(cost), 0) from public.usage_records where user_id = %(u)s),"
+        " (select balance from public.user_balances where user_id = %(u)s),"
+        " (select count(*) from public.credit_reservations where user_id = %(u)s"
+        "  and status = 'held')",
+        {"u": user_id},
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2], row[3]
+
+
+def one_run(
+    conn: psycopg.Connection,
+    upstream_url: str,
+    gateways: dict[str, FunctionGateway],
+    seconds: float,
+) -> dict[str, dict[str, float]]:
+    funded = Decimal(1000)
+    user_id, key = make_account(conn, upstream_url, funded)
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "benchmark words:5"}]}
+    plain = json.dumps({**chat, "max_tokens": 64}).encode()
+    streamed = json.dumps({**chat, "max_tokens": 64, "stream": True}).encode()
+    direct = {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
+    metered = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    out: dict[str, dict[str, float]] = {}
+    served = 0
+    for stream, body in ((False, plain), (True, streamed)):
+        kind = "stream" if stream else "json"
+        scenarios = {f"direct/{kind}": (f"{upstream_url}/chat/completions", direct)}
+        for transport, gw in gateways.items():
+            scenarios[f"function-{transport}/{kind}"] = (
+                f"{gw.url}/functions/v1/openai/v1/chat/completions",
+                metered,
+            )
+        for name, (url, headers) in scenarios.items():
+            result = drive(url, headers, body, stream, seconds)
+            if set(result.statuses) != {200}:
+                raise AssertionError(f"{name}: statuses {result.statuses}")
+            if not name.startswith("direct"):
+                served += result.ok
+            out[name] = {
+                "rps": result.rps,
+                "p50": result.pct(0.5),
+                "p99": result.pct(0.99),
+                **{k: statistics.median(v) for k, v in result.timings.items()},
+            }
+    count, cost, balance, open_holds = money(conn, user_id)
+    assert count == served, f"{served} requests served, {count} charged"
+    assert balance == funded - cost and open_holds == 0, (balance, funded, cost, open_holds)
+    out["money"] = {"served": served, "charged": count}
+    out["budget"] = budget_phase(conn, upstream_url, next(iter(gateways.values())), streamed)
+    return out
+
+
+def budget_phase(
+    conn: psycopg.Connection, upstream_url: str, gw: FunctionGateway, body: bytes
+) -> dict[str, float]:
+    row = conn.execute(
+        "select price_per_input_token, price_per_output_token from public.price_for(null, %s)",
+        (MODEL,),
+    ).fetchone()
+    assert row is not None
+    hold = len(body) * row[0] + 64 * row[1]
+    funded = 40 * hold
+    user_id, key = make_account(conn, upstream_url, funded)
+    url = f"{gw.url}/functions/v1/openai/v1/chat/completions"
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    result = Result()
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            while True:
+                answer = http.post(url, headers=headers, content=body)
+                with lock:
+                    result.statuses[answer.status_code] = (
+                        result.statuses.get(answer.status_code, 0) + 1
+                    )
+                if answer.status_code == 402:
+                    return
+                assert answer.status_code == 200, answer.text
+
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    count, cost, balance, open_holds = money(conn, user_id)
+    audit = conn.execute("select count(*) from public.balance_audit()").fetchone()
+    assert count == result.ok and balance == funded - cost and balance >= 0, (count, balance)
+    assert open_holds == 0 and audit == (0,)
+    return {"admitted": result.ok, "refused": result.statuses.get(402, 0), "overshoot": 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--transports", default="sql,rpc")
+    args = parser.parse_args()
+
+    paths = StackPaths.from_env()
+    os.environ.setdefault("TOKENMETER_STATE_DIR", str(paths.state))
+    port = free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    upstream_url = f"http://127.0.0.1:{port}/v1"
+    gateways: dict[str, FunctionGateway] = {}
+    try:
+        for transport in args.transports.split(","):
+            gateways[transport] = FunctionGateway(
+                {"FAKE_UPSTREAM_KEY": API_KEY, "OPENAI_DB_ACCESS": transport}
+            )
+        with psycopg.connect(paths.db_url(), autocommit=True) as conn:
+            # Warm-up: boot the Deno workers, load npm packages, open pools.
+            one_run(conn, upstream_url, gateways, 1.0)
+            runs = [one_run(conn, upstream_url, gateways, args.seconds) for _ in range(args.runs)]
+    finally:
+        for gw in gateways.values():
+            gw.stop()
+        upstream.terminate()
+        upstream.wait()
+
+    load = os.getloadavg()
+    print(
+        f"# {args.runs} runs × {args.seconds:.0f} s per scenario, {CLIENTS} clients; "
+        f"load average after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; cores: {os.cpu_count()}"
+    )
+    print(
+        "| scenario | req/s | p50 ms | p99 ms | added p50 | added p99 | × direct req/s "
+        "| authorize | upstream | complete |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+
+    def med(name: str, metric: str) -> float:
+        values = [r[name][metric] for r in runs if metric in r[name]]
+        return statistics.median(values) if values else float("nan")
+
+    for kind in ("json", "stream"):
+        base = f"direct/{kind}"
+        for name in [base, *(f"function-{t}/{kind}" for t in gateways)]:
+            added = (
+                ""
+                if name == base
+                else (
+                    f"{med(name, 'p50') - med(base, 'p50'):.1f} | {med(name, 'p99') - med(base, 'p99'):.1f} "
+                    f"| {med(name, 'rps') / med(base, 'rps'):.2f}"
+                )
+            )
+            if not added:
+                added = " |  | "
+            print(
+                f"| {name} | {med(name, 'rps'):.0f} | {med(name, 'p50'):.1f} | "
+                f"{med(name, 'p99'):.1f} | {added} | {med(name, 'authorize'):.1f} | "
+                f"{med(name, 'upstream'):.1f} | {med(name, 'complete'):.1f} |"
+            )
+    for r in runs:
+        print(f"money: {r['money']}, budget phase: {r['budget']}")
+
+
+if __name__ == "__main__":
+    main()
