@@ -100,3 +100,7 @@ def test_demo_runs_end_to_end_and_audit_is_clean(stack):
     assert "replayed=True: charged once" in result.stdout
     assert "unknown_model" in result.stdout and "insufficient_balance" in result.stdout
     assert "no user whose balance differs from their ledger" in result.stdout
+    # The metered path: a key, the openai edge function, the stand-in upstream, a charge.
+    assert "LOCAL STAND-IN upstream" in result.stdout
+    assert "Hello from the local stand-in upstream." in result.stdout
+    assert "(usage.cost)" in result.stdout and "openai function answered" not in result.stdout

@@ -2,14 +2,21 @@
 
 A user signs up through the Auth API (their balance exists at 0), the service tops them up,
 reserves credit before an LLM call and settles the real usage after it, records a few more calls
-(one retried: charged once), and prints the balance and the usage with their costs.
+(one retried: charged once), sends one chat completion through the `openai` edge function with
+an API key of its own (to a local stand-in upstream, labelled as one: no provider account
+needed), and prints the balance and the usage with their costs.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import uuid
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+import httpx
 from rich.console import Console
 
 from app.cli.balance import balance_table
@@ -19,7 +26,11 @@ from app.cli.usage import usage_table
 from app.client import call, close_client
 from app.config import ConfigError, Settings
 from app.errors import InsufficientBalance, UnknownModel
+from app.keys import Keys
 from app.meter import Meter
+from app.plans import Plans
+from app.subscriptions import Subscriptions
+from app.upstreams import Upstreams
 from supabase import Client, create_client
 
 
@@ -125,6 +136,8 @@ def _walk_through(console: Console, settings: Settings, meter: Meter, user_clien
     except InsufficientBalance as exc:
         console.print(f"   reserve $1,000 → {exc.code}: {exc.detail}")
 
+    _metered_call(say, console, settings, meter, user_id)
+
     say("the usage, with costs snapshotted at the prices in effect, and the balance")
     console.print(usage_table(meter.usage(user_id=user_id)))
     console.print(balance_table(meter.balance(user_id=user_id)))
@@ -132,3 +145,118 @@ def _walk_through(console: Console, settings: Settings, meter: Meter, user_clien
     console.print(
         f"   balance_audit(): {'no user whose balance differs from their ledger' if not drift else drift}"
     )
+
+
+DEMO_PLAN = "demo-standin"
+DEMO_UPSTREAM = "demo-standin"
+DEMO_MODEL = "gpt-4o-mini"
+STANDIN_ANSWER = "Hello from the local stand-in upstream."
+
+
+class _StandIn(BaseHTTPRequestHandler):
+    """A local stand-in for a paid upstream (not a real LLM): answers any chat completion in
+    OpenAI's wire format with a fixed text and the usage a provider would report."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+        words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        answer = {
+            "id": f"chatcmpl-standin-{uuid.uuid4().hex[:8]}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": STANDIN_ANSWER},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 8 + words,
+                "completion_tokens": len(STANDIN_ANSWER.split()),
+                "total_tokens": 8 + words + len(STANDIN_ANSWER.split()),
+            },
+        }
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:  # quiet: the demo prints what matters
+        pass
+
+
+def _metered_call(
+    say: Any, console: Console, settings: Settings, meter: Meter, user_id: str
+) -> None:
+    """An API key on a plan routed to a local stand-in upstream, and one chat completion through
+    the `openai` edge function: authorized (a hold), forwarded, charged the reported usage."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        say(
+            f"an operator routes plan {DEMO_PLAN} to a LOCAL STAND-IN upstream ({base_url}; "
+            "not a real LLM, so no provider account is needed), subscribes the user and gives "
+            "them an API key"
+        )
+        client = meter.client
+        Upstreams(client).set(name=DEMO_UPSTREAM, base_url=base_url)
+        call(
+            lambda: (
+                client.table("plans")
+                .upsert({"name": DEMO_PLAN, "price": "demo"}, on_conflict="name")
+                .execute()
+            )
+        )
+        Plans(client).set_route(plan=DEMO_PLAN, model=DEMO_MODEL, upstream=DEMO_UPSTREAM, weight=1)
+        Subscriptions(client).create(user_id=user_id, plan=DEMO_PLAN, quota_requests=100)
+        key = Keys(client).create(user_id=user_id, plan=DEMO_PLAN, name="demo")
+        console.print(
+            f"   key {key.prefix}… (the whole secret is shown once; only its hash is stored)",
+            highlight=False,
+        )
+
+        url = f"{settings.supabase_url}/functions/v1/openai/v1/chat/completions"
+        say(f"the user's app sends a chat completion to {url} with that key")
+        try:
+            response = httpx.post(
+                url,
+                headers={"authorization": f"Bearer {key.key}"},
+                json={
+                    "model": DEMO_MODEL,
+                    "messages": [{"role": "user", "content": "Say hello in one sentence."}],
+                    "max_tokens": 50,
+                },
+                timeout=60,
+            )
+        except httpx.HTTPError as exc:
+            console.print(
+                f"   [yellow]the openai function could not be reached ({exc}); skipped[/]"
+            )
+            return
+        if response.status_code != 200:
+            console.print(
+                f"   [yellow]the openai function answered {response.status_code}: "
+                f"{response.text[:300]}[/]",
+                highlight=False,
+            )
+            return
+        answer = response.json()
+        usage = answer["usage"]
+        console.print(
+            f"   answer: {answer['choices'][0]['message']['content']!r} (from the stand-in)",
+            highlight=False,
+        )
+        console.print(
+            f"   {usage['prompt_tokens']} in, {usage['completion_tokens']} out → charged "
+            f"{money(Decimal(usage['cost']))} (usage.cost); x-request-id "
+            f"{response.headers.get('x-request-id')}",
+            highlight=False,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
