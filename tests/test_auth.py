@@ -132,6 +132,51 @@ def test_sign_up_invalid_email_raises_validation_failed(client: Client):
     assert caught.value.status == 400 and caught.value.code == "validation_failed"
 
 
+@pytest.mark.parametrize(
+    ("email", "msg"),
+    [
+        ("xx:;x@x.x", "Unable to validate email address: invalid format"),
+        ("a b@example.com", "Unable to validate email address: invalid format"),
+        (" padded@example.com", "Unable to validate email address: invalid format"),
+        ("jos\u00e9@example.com", "Unable to validate email address: invalid format"),
+        ("a@-example.com", "Unable to validate email address: invalid format"),
+        ("a@example..com", "Unable to validate email address: invalid format"),
+        ("a@" + "x" * 64 + ".com", "Unable to validate email address: invalid format"),
+        ("a@b.c\n", "Unable to validate email address: invalid format"),
+        ("a" * 244 + "@example.com", "An email address is too long"),
+    ],
+)
+def test_admin_create_user_email_gotrue_refuses_returns_400_validation_failed(
+    admin: Client, db: psycopg.Connection, email: str, msg: str
+):
+    """GoTrue's rule (checkmail's pattern, no trimming, at most 255 bytes), via supabase-py."""
+    with pytest.raises(AuthApiError) as caught:
+        admin.auth.admin.create_user({"email": email, "password": PASSWORD})
+    assert (caught.value.status, caught.value.code, caught.value.message) == (
+        400,
+        "validation_failed",
+        msg,
+    )
+    assert db.execute("select 1 from auth.users where email = %s", (email,)).fetchone() is None
+
+
+@pytest.mark.parametrize("local", ["o'brien+tag", "a.b!#$%&*/=?^_`{|}~-", "UPPER.Case"])
+@pytest.mark.parametrize("domain", ["example.com", "localhost", "x-1.example"])
+def test_admin_create_user_email_gotrue_accepts_is_stored_lowercase(
+    admin: Client, local: str, domain: str
+):
+    email = f"{local}{uuid.uuid4().hex[:6]}@{domain}"
+    user = admin.auth.admin.create_user({"email": email, "password": PASSWORD}).user
+    assert user.email == email.lower()
+    admin.auth.admin.delete_user(user.id)
+
+
+def test_sign_up_email_at_255_bytes_is_accepted(client: Client):
+    email = f"{uuid.uuid4().hex}{'a' * (255 - 32 - len('@example.com'))}@example.com"
+    assert len(email) == 255
+    assert client.auth.sign_up({"email": email, "password": PASSWORD}).user.email == email
+
+
 def test_sign_up_while_signed_in_sends_user_jwt_and_succeeds(client: Client):
     _sign_up(client)
     # The client now sends the first user's access token; sign-up must not reject it.
@@ -561,6 +606,57 @@ def test_auth_request_with_signed_token_not_a_project_key_returns_401(
         answer = httpx.get(f"{api_url}{path}", headers={"apikey": token})
         assert answer.status_code == 401, (path, answer.text)
         assert answer.json() == {"message": "Invalid API key"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/no-such-route"),
+        ("POST", "/no-such-route"),
+        ("GET", "/admin/no-such-route"),
+        ("DELETE", "/admin/users/x/y/z"),
+        ("GET", "/user/"),
+    ],
+)
+def test_auth_unknown_route_returns_404_gotrue_json(raw: httpx.Client, method: str, path: str):
+    answer = raw.request(method, path)
+    assert answer.status_code == 404
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json() == {"code": 404, "error_code": "not_found", "msg": "404 page not found"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("DELETE", "/user", "GET, HEAD, PUT"),
+        ("GET", "/signup", "POST"),
+        ("PATCH", "/admin/users/00000000-0000-0000-0000-000000000000", "DELETE, GET, HEAD, PUT"),
+    ],
+)
+def test_auth_wrong_method_returns_405_gotrue_json_with_allow(
+    raw: httpx.Client, method: str, path: str, allow: str
+):
+    answer = raw.request(method, path)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == allow
+    assert answer.json() == {
+        "code": 405,
+        "error_code": "method_not_allowed",
+        "msg": "405 method not allowed",
+    }
+
+
+def test_auth_unknown_route_without_api_key_returns_401_first(api_url: str):
+    answer = httpx.get(f"{api_url}/auth/v1/no-such-route")
+    assert answer.status_code == 401 and answer.json() == {"message": "No API key found in request"}
+
+
+def test_auth_unserved_endpoint_supabase_py_raises_auth_api_error_404(client: Client):
+    """SSO is out of scope (README): the client gets an API error it can handle, not a parse
+    failure of a text/plain body."""
+    with pytest.raises(AuthApiError) as caught:
+        client.auth.sign_in_with_sso({"domain": "example.com"})
+    assert caught.value.status == 404 and caught.value.code == "not_found"
 
 
 def test_health_and_settings_answer_with_api_key(raw: httpx.Client):

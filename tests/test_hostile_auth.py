@@ -193,8 +193,8 @@ def test_largest_issued_token_fits_and_works_on_every_api(
 ):
     """Metadata at its limits and the longest email: the token the Auth API issues still fits
     under MAX_TOKEN_BYTES, so no user can be locked out by the token limit."""
-    email = "\U0001f600" * 230 + f"-{uuid.uuid4().hex[:8]}@example.com"
-    email = email[-255:]
+    # GoTrue's email rule is ASCII only, so its longest is 255 bytes in the token too.
+    email = f"{uuid.uuid4().hex}{'a' * 211}@example.com"
     user_meta = {"k": "x" * (MAX_METADATA_BYTES - len('{"k":""}'))}
     app_meta = {
         "k": "y" * (MAX_METADATA_BYTES - len('{"k":"","provider":"email","providers":["email"]}'))
@@ -220,7 +220,7 @@ def test_largest_issued_token_fits_and_works_on_every_api(
     )
     assert signed_in.status_code == 200, signed_in.text
     token = signed_in.json()["access_token"]
-    assert MAX_TOKEN_BYTES - 2048 < len(token) <= MAX_TOKEN_BYTES
+    assert MAX_TOKEN_BYTES - 5 * 1024 < len(token) <= MAX_TOKEN_BYTES, len(token)
     headers = {"apikey": keys.anon_key, "Authorization": f"Bearer {token}"}
     for api in ("rest", "auth", "functions"):
         answer = call(http, api, headers)

@@ -22,7 +22,7 @@ from app.stack.gateway.errors import ApiError, jwt_error
 
 API_ROLES = frozenset({"anon", "authenticated", "service_role"})
 # The largest token the Auth API issues (4 KiB of user_metadata and of app_metadata, a 255-char
-# email, all JSON-escaped, base64url-encoded) is under 14 KiB; 16 KiB is also the per-header
+# ASCII email, base64url-encoded) is under 12 KiB; 16 KiB is also the per-header
 # limit of the proxies in front of hosted Supabase (Cloudflare), so no real token is refused.
 MAX_TOKEN_BYTES = 16 * 1024
 CLAIMS_CACHE_ENTRIES = 10_000

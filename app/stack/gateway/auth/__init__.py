@@ -38,8 +38,8 @@ from __future__ import annotations
 import os
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match, Route
 
 from app.stack.gateway.auth.admin import (
     admin_create_user,
@@ -86,11 +86,41 @@ async def settings(request: Request) -> JSONResponse:
     )
 
 
+# Every method Starlette routes; the catch-all below takes them all.
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _unrouted(api: list[BaseRoute]) -> Route:
+    """A last route for any path and method the API does not serve: 405 when the path exists
+    with other methods (with `Allow`), else 404, in GoTrue's error body rather than Starlette's
+    text/plain, which the clients cannot parse (AuthUnknownError instead of AuthApiError). The
+    messages are the text GoTrue's router (chi) answers with. As behind Kong, the project key
+    is checked first."""
+
+    async def unrouted(request: Request) -> Response:
+        check_api_key(request)
+        scope = dict(request.scope)
+        allowed: set[str] = set()
+        for route in api:
+            if isinstance(route, Route) and route.matches(scope)[0] is not Match.NONE:
+                allowed |= route.methods or set()
+        if allowed:
+            raise AuthError(
+                405,
+                "method_not_allowed",
+                "405 method not allowed",
+                headers={"Allow": ", ".join(sorted(allowed))},
+            )
+        raise AuthError(404, "not_found", "404 page not found")
+
+    return Route("/{path:path}", unrouted, methods=_ALL_METHODS)
+
+
 def routes() -> list[BaseRoute]:
     # Read once here so that a bad [auth.rate_limit] stops the gateway at start, not at the
     # first sign-up; requests read it again (lazily) from the app's own paths.
     read_rate_limits(project_root() / "supabase" / "config.toml", os.environ)
-    return [
+    api: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
         Route("/settings", settings, methods=["GET"]),
         Route("/signup", signup, methods=["POST"]),
@@ -104,3 +134,4 @@ def routes() -> list[BaseRoute]:
         Route("/admin/users/{user_id}", admin_update_user, methods=["PUT"]),
         Route("/admin/users/{user_id}", admin_delete_user, methods=["DELETE"]),
     ]
+    return [*api, _unrouted(api)]
