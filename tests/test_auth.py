@@ -391,6 +391,63 @@ def test_get_user_expired_token_returns_403_bad_jwt(
     assert answer.json()["error_code"] == "bad_jwt"
 
 
+# ── tokens without `exp`: accepted as GoTrue and PostgREST accept them ─────────────────────────
+def _without_exp(token: str, secret: str) -> str:
+    claims = jwt.decode(token, options={"verify_signature": False})
+    del claims["exp"]
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def _service_token(secret: str, **claims: object) -> str:
+    return jwt.encode({"role": "service_role", "iss": "supabase", **claims}, secret, "HS256")
+
+
+def test_get_user_token_without_exp_returns_user(
+    client: Client, raw: httpx.Client, keys: StackKeys
+):
+    _, response = _sign_up(client)
+    token = _without_exp(response.session.access_token, keys.jwt_secret)
+    answer = raw.get("/user", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] == response.user.id
+
+
+def test_admin_call_service_token_without_exp_succeeds(api_url: str, keys: StackKeys):
+    token = _service_token(keys.jwt_secret)
+    headers = {"apikey": keys.service_role_key, "Authorization": f"Bearer {token}"}
+    email = random_email()
+    created = httpx.post(f"{api_url}/auth/v1/admin/users", headers=headers, json={"email": email})
+    assert created.status_code == 200, created.text
+    listed = httpx.get(f"{api_url}/auth/v1/admin/users", headers=headers)
+    assert listed.status_code == 200 and int(listed.headers["x-total-count"]) >= 1
+
+
+def test_admin_call_service_token_expired_returns_403_bad_jwt(api_url: str, keys: StackKeys):
+    token = _service_token(keys.jwt_secret, exp=int(time.time()) - 60)
+    answer = httpx.get(
+        f"{api_url}/auth/v1/admin/users",
+        headers={"apikey": keys.service_role_key, "Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 403 and answer.json()["error_code"] == "bad_jwt"
+
+
+def test_rest_tokens_without_exp_are_accepted(client: Client, api_url: str, keys: StackKeys):
+    """PostgREST requires no `exp` either; a user's token still runs as that user (RLS)."""
+    _, response = _sign_up(client)
+    rest = f"{api_url}/rest/v1"
+    service = {
+        "apikey": keys.anon_key,
+        "Authorization": f"Bearer {_service_token(keys.jwt_secret)}",
+    }
+    answer = httpx.get(f"{rest}/model_pricing", params={"limit": "1"}, headers=service)
+    assert answer.status_code == 200, answer.text
+    user_token = _without_exp(response.session.access_token, keys.jwt_secret)
+    user = {"apikey": keys.anon_key, "Authorization": f"Bearer {user_token}"}
+    answer = httpx.get(f"{rest}/user_balances", params={"select": "user_id"}, headers=user)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == [{"user_id": response.user.id}]
+
+
 def test_get_user_without_token_returns_401_no_authorization(raw: httpx.Client):
     answer = raw.get("/user")
     assert answer.status_code == 401
