@@ -51,9 +51,9 @@ if [ -n "$pg_newest" ] && [ ! -f "/usr/share/postgresql/$pg_newest/extension/plp
     apt-get update -qq
     apt-get install -y -qq "postgresql-$pg_newest-plpgsql-check" >/dev/null
   else
-    echo "plpgsql_check is required by the tests (supabase db lint). Install it, e.g.:" >&2
-    echo "  sudo apt-get install postgresql-$pg_newest-plpgsql-check" >&2
-    exit 2
+    # Only the tests need it: the stack runs without it, so this is not fatal here.
+    echo "warning: plpgsql_check is missing; the test suite's supabase db lint check fails" \
+      "without it. Install it, e.g.: sudo apt-get install postgresql-$pg_newest-plpgsql-check" >&2
   fi
 fi
 
@@ -63,27 +63,29 @@ fi
 # docs/compatibility.md before changing the version.
 SUPABASE_CLI_VERSION=2.117.0
 supabase_cli=.tools/node_modules/.bin/supabase
-if [ "$("$supabase_cli" --version 2>/dev/null)" != "$SUPABASE_CLI_VERSION" ]; then
-  if ! command -v npm >/dev/null 2>&1; then
-    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-      echo "==> installing node and npm (apt-get)"
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get update -qq
-      apt-get install -y -qq nodejs npm >/dev/null
-    else
-      echo "node and npm are required for the Supabase CLI the tests use. Install them, e.g.:" >&2
-      echo "  sudo apt-get install nodejs npm" >&2
-      exit 2
-    fi
+have_supabase_cli() {
+  [ "$("$supabase_cli" --version 2>/dev/null)" = "$SUPABASE_CLI_VERSION" ]
+}
+if ! have_supabase_cli; then
+  if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1
+  then
+    echo "==> installing node and npm (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq nodejs npm >/dev/null
   fi
-  echo "==> installing the Supabase CLI $SUPABASE_CLI_VERSION into .tools (npm)"
-  mkdir -p .tools
-  [ -f .tools/package.json ] || echo '{"private": true}' > .tools/package.json
-  npm install --prefix .tools --save-exact --include=optional --no-audit --no-fund \
-    --loglevel=error "supabase@$SUPABASE_CLI_VERSION" >/dev/null
-  if [ "$("$supabase_cli" --version 2>/dev/null)" != "$SUPABASE_CLI_VERSION" ]; then
-    echo "the Supabase CLI did not install: $supabase_cli --version does not answer" \
-      "$SUPABASE_CLI_VERSION (is there an @supabase/cli-<platform> package for this machine?)" >&2
-    exit 2
+  if command -v npm >/dev/null 2>&1; then
+    echo "==> installing the Supabase CLI $SUPABASE_CLI_VERSION into .tools (npm)"
+    mkdir -p .tools
+    [ -f .tools/package.json ] || echo '{"private": true}' > .tools/package.json
+    npm install --prefix .tools --save-exact --include=optional --no-audit --no-fund \
+      --loglevel=error "supabase@$SUPABASE_CLI_VERSION" >/dev/null || true
+  fi
+  # Only tests/test_supabase_cli.py needs the CLI (the stack does not): a warning, not a stop;
+  # that test module fails and names this script when the CLI is missing.
+  if ! have_supabase_cli; then
+    echo "warning: the Supabase CLI $SUPABASE_CLI_VERSION is not installed ($supabase_cli)." \
+      "It needs node and npm (e.g. sudo apt-get install nodejs npm) and an npm package with" \
+      "the binary for this platform (@supabase/cli-<os>-<arch>)." >&2
   fi
 fi
