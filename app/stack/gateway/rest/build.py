@@ -13,11 +13,14 @@ from typing import Any
 
 from psycopg import sql
 
+from app.stack.gateway.errors import ApiError
+from app.stack.gateway.rest import embed as relations
 from app.stack.gateway.rest.parse import (
     COMPARISON_OPS,
     FTS_OPS,
     IS_VALUES,
     OTHER_BINARY_OPS,
+    Embed,
     Field,
     Filter,
     Logic,
@@ -25,7 +28,7 @@ from app.stack.gateway.rest.parse import (
     SelectItem,
     json_index,
 )
-from app.stack.gateway.rest.schema_cache import CacheMiss, Function, Table
+from app.stack.gateway.rest.schema_cache import CacheMiss, Function, SchemaCache, Table
 
 
 @dataclass
@@ -36,6 +39,8 @@ class Source:
     qualifier: sql.Composable
     table: Table | None  # None: columns unknown (function results), PostgreSQL checks them
     from_params: list[Any] = field(default_factory=list)
+    # Embeds planned for this source by response key: `rel=not.is.null`, `order=rel(col)`.
+    embeds: dict[str, _Planned] = field(default_factory=dict)
 
     def check_column(self, name: str) -> None:
         """Raises CacheMiss (an ApiError) 400 42703 for a column the cache does not know."""
@@ -47,11 +52,14 @@ class Source:
 class ReadShape:
     """Everything that shapes the rows read back: select list, filters, order, page."""
 
-    select: tuple[SelectItem, ...]
+    select: tuple[SelectItem | Embed, ...]
     filters: list[Filter | Logic]
     order: tuple[OrderTerm, ...] = ()
     limit: int | None = None
     offset: int | None = None
+    # Filters, order and page of embedded resources, by path of response keys.
+    embedded: dict[tuple[str, ...], ReadShape] = field(default_factory=dict)
+    cache: SchemaCache | None = None  # relationships, needed only when embedding
 
 
 def table_source(table: Table) -> Source:
@@ -90,6 +98,24 @@ def filter_sql(src: Source, flt: Filter | Logic, params: list[Any]) -> sql.Compo
         )
         cond = sql.SQL("({})").format(joined)
         return sql.SQL("not {}").format(cond) if flt.negate else cond
+    name = flt.field.name
+    if (
+        not flt.field.path
+        and name in src.embeds
+        and (src.table is None or name not in src.table.columns)
+    ):
+        # `rel=is.null` / `rel=not.is.null`: rows with or without a match in the embed.
+        if flt.op != "is" or flt.value not in ("null", "not_null"):
+            raise ApiError(
+                400,
+                "PGRST120",
+                f"Bad operator on the '{name}' embedded resource",
+                "Only is null or not is null filters are allowed on embedded resources",
+            )
+        cond = sql.SQL("{}.pgrst_json is {}").format(
+            sql.Identifier(src.embeds[name].alias), sql.SQL(IS_VALUES[str(flt.value)])
+        )
+        return sql.SQL("not ({})").format(cond) if flt.negate else cond
     col = field_sql(src, flt.field, params)
     op = flt.op
     if op == "in":
@@ -138,19 +164,265 @@ def where_sql(src: Source, filters: list[Filter | Logic], params: list[Any]) -> 
     return sql.SQL(" where ") + sql.SQL(" and ").join(filter_sql(src, f, params) for f in filters)
 
 
-def select_list(src: Source, items: tuple[SelectItem, ...], params: list[Any]) -> sql.Composable:
-    """The target list. Raises CacheMiss 42703 for unknown columns."""
-    out: list[sql.Composable] = []
-    for item in items:
-        if item.field is None:
-            out.append(sql.SQL("{}.*").format(src.qualifier))
+def _column_item(src: Source, item: SelectItem, params: list[Any]) -> sql.Composable:
+    if item.field is None:
+        return sql.SQL("{}.*").format(src.qualifier)
+    expr = field_sql(src, item.field, params)
+    if item.cast:
+        expr = sql.SQL("cast({} as {})").format(expr, sql.SQL(item.cast))  # regex-checked
+    return sql.SQL("{} as {}").format(expr, sql.Identifier(_item_name(item)))
+
+
+def _item_name(item: SelectItem) -> str:
+    assert item.field is not None
+    return item.alias or (item.field.path[-1][1] if item.field.path else item.field.name)
+
+
+# ── resource embedding ────────────────────────────────────────────────────────────────────
+# As PostgREST builds it: each embedded resource is a LATERAL subquery joined to its parent's
+# FROM (LEFT JOIN, or INNER JOIN for `!inner`). A to-one embed's subquery yields its row as
+# JSON (row_to_json) plus the whole target row for `order=rel(col)`; a to-many embed's
+# aggregates its rows (json_agg, `[]` when none). Names reach SQL only through the schema
+# cache and sql.Identifier, values only as parameters.
+@dataclass
+class _Planned:
+    """An embed joined to its parent: the LATERAL's alias and what it is."""
+
+    alias: str
+    to_one: bool
+    origin: str
+    target: str
+
+
+@dataclass
+class Selection:
+    """A target list with the LATERAL joins it needs, each with its parameters (in the order
+    they appear in the SQL text: target list first, joins after the FROM item)."""
+
+    target: sql.Composable
+    target_params: list[Any]
+    joins: sql.Composable
+    join_params: list[Any]
+
+
+class _Aliases:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def next(self, name: str) -> tuple[str, str]:
+        """(LATERAL alias, table alias) unique within one statement."""
+        self.count += 1
+        return f"pgrst_{self.count}", f"{name}_{self.count}"
+
+
+def plan_select(
+    src: Source,
+    shape: ReadShape,
+    aliases: _Aliases | None = None,
+    path: tuple[str, ...] = (),
+) -> Selection:
+    """The target list and LATERAL joins for `shape.select` read from `src`.
+
+    Raises CacheMiss 42703 for unknown columns, ApiError PGRST200/201 for relationships, 400
+    PGRST108 for `rel.col=` parameters naming no embedded resource."""
+    aliases = aliases or _Aliases()
+    targets: list[sql.Composable] = []
+    target_params: list[Any] = []
+    joins: list[sql.Composable] = []
+    join_params: list[Any] = []
+    for item in shape.select:
+        if isinstance(item, SelectItem):
+            targets.append(_column_item(src, item, target_params))
             continue
-        expr = field_sql(src, item.field, params)
-        if item.cast:
-            expr = sql.SQL("cast({} as {})").format(expr, sql.SQL(item.cast))  # regex-checked
-        alias = item.alias or (item.field.path[-1][1] if item.field.path else item.field.name)
-        out.append(sql.SQL("{} as {}").format(expr, sql.Identifier(alias)))
-    return sql.SQL(", ").join(out) if out else sql.SQL("{}.*").format(src.qualifier)
+        planned, join, params, names = _plan_embed(src, item, shape, aliases, path)
+        src.embeds[item.key] = planned
+        joins.append(join)
+        join_params += params
+        lateral = sql.Identifier(planned.alias)
+        if names is None:
+            value = (
+                sql.SQL("{}.pgrst_json").format(lateral)
+                if planned.to_one
+                else sql.SQL("coalesce({}.pgrst_json, '[]')").format(lateral)
+            )
+            targets.append(sql.SQL("{} as {}").format(value, sql.Identifier(item.key)))
+        else:  # a spread: the embed's columns become the parent's
+            targets += [
+                sql.SQL("{}.{} as {}").format(lateral, sql.Identifier(n), sql.Identifier(n))
+                for n in names
+            ]
+    if not path:
+        _check_embedded_paths(shape)
+    return Selection(
+        sql.SQL(", ").join(targets) if shape.select else sql.SQL(""),
+        target_params,
+        sql.SQL("").join(joins),
+        join_params,
+    )
+
+
+def _check_embedded_paths(shape: ReadShape) -> None:
+    """Every `rel.…=` parameter must name an embed of the select (raises 400 PGRST108)."""
+    known: set[tuple[str, ...]] = set()
+
+    def walk(items: tuple[SelectItem | Embed, ...], prefix: tuple[str, ...]) -> None:
+        for item in items:
+            if isinstance(item, Embed):
+                known.add((*prefix, item.key))
+                walk(item.select, (*prefix, item.key))
+
+    walk(shape.select, ())
+    for path in shape.embedded:
+        if path not in known:
+            raise ApiError(
+                400,
+                "PGRST108",
+                f"'{path[-1]}' is not an embedded resource in this request",
+                None,
+                f"Verify that '{path[-1]}' is included in the 'select' query parameter.",
+            )
+
+
+def _plan_embed(
+    src: Source, item: Embed, shape: ReadShape, aliases: _Aliases, path: tuple[str, ...]
+) -> tuple[_Planned, sql.Composable, list[Any], list[str] | None]:
+    """(what it is, the LATERAL join, its parameters, spread column names or None)."""
+    origin = src.table
+    if origin is None or shape.cache is None:
+        name = origin.name if origin else "the function result"
+        raise ApiError(
+            400,
+            "PGRST200",
+            f"Could not find a relationship between '{name}' and '{item.name}' in the schema cache",
+            "Embedding is available on tables and views, not on function results, locally",
+        )
+    rel = relations.find(shape.cache, origin, item)
+    target = shape.cache.tables[rel.target]
+    lateral, table_alias = aliases.next(target.name)
+    child_path = (*path, item.key)
+    sub = shape.embedded.get(child_path) or ReadShape((), [])
+    child_shape = ReadShape(
+        item.select, sub.filters, sub.order, sub.limit, sub.offset, shape.embedded, shape.cache
+    )
+    t_ident = sql.Identifier(table_alias)
+    child = Source(
+        sql.SQL("{} as {}").format(sql.Identifier(target.schema, target.name), t_ident),
+        t_ident,
+        target,
+    )
+    selection = plan_select(child, child_shape, aliases, child_path)
+    # How target rows join the parent row.
+    from_clause: sql.Composable = child.from_clause
+    if rel.cardinality == "many-to-many" and rel.junction is not None:
+        junction = shape.cache.tables[rel.junction]
+        _, j_alias = aliases.next(junction.name)
+        j_ident = sql.Identifier(j_alias)
+        from_clause = sql.SQL("{} join {} as {} on {}").format(
+            from_clause,
+            sql.Identifier(junction.schema, junction.name),
+            j_ident,
+            _equal_all(j_ident, t_ident, rel.junction_target),
+        )
+        join_cond = _equal_all(j_ident, src.qualifier, rel.junction_origin)
+    else:
+        join_cond = _equal_all(src.qualifier, t_ident, rel.columns)
+    where_params: list[Any] = []
+    conds = [join_cond] + [filter_sql(child, f, where_params) for f in child_shape.filters]
+    order_params: list[Any] = []
+    order = order_sql(child, child_shape.order, order_params)
+    body = sql.SQL("{}{} where {}{}{}").format(
+        from_clause,
+        selection.joins,
+        sql.SQL(" and ").join(conds),
+        order,
+        page_sql(child_shape),
+    )
+    params = selection.join_params + where_params + order_params
+    to_one = rel.to_one
+    names = _output_names(target, item.select) if item.spread else None
+    target_list = selection.target if item.select else sql.SQL("")
+    if to_one:
+        if names is None:
+            value = sql.SQL("(select row_to_json(pgrst_e) from (select {}) pgrst_e) as pgrst_json")
+            value = value.format(target_list)
+        else:
+            value = sql.SQL("{}, 1 as pgrst_json").format(target_list)
+        query = sql.SQL("select {}, {} as pgrst_row from {}").format(value, t_ident, body)
+        params = selection.target_params + params
+    else:
+        if names is None:
+            aggregate: sql.Composable = sql.SQL("json_agg(pgrst_e) as pgrst_json")
+        else:
+            aggregate = sql.SQL(", ").join(
+                [
+                    sql.SQL("coalesce(json_agg(pgrst_e.{0}), '[]') as {0}").format(
+                        sql.Identifier(n)
+                    )
+                    for n in names
+                ]
+                + [sql.SQL("1 as pgrst_json")]
+            )
+        query = sql.SQL("select {} from (select {} from {}) pgrst_e{}").format(
+            aggregate,
+            target_list,
+            body,
+            sql.SQL(" having count(*) > 0") if item.inner else sql.SQL(""),
+        )
+        params = selection.target_params + params
+    join = sql.SQL(" {} join lateral ({}) as {} on true").format(
+        sql.SQL("inner" if item.inner else "left"), query, sql.Identifier(lateral)
+    )
+    planned = _Planned(lateral, to_one, origin.name, item.name)
+    return planned, join, params, names
+
+
+def _equal_all(
+    left: sql.Composable, right: sql.Composable, pairs: tuple[tuple[str, str], ...]
+) -> sql.Composable:
+    return sql.SQL(" and ").join(
+        sql.SQL("{}.{} = {}.{}").format(left, sql.Identifier(a), right, sql.Identifier(b))
+        for a, b in pairs
+    )
+
+
+def _output_names(table: Table, items: tuple[SelectItem | Embed, ...]) -> list[str]:
+    """The keys a spread embed contributes to its parent's row."""
+    names: list[str] = []
+    for item in items:
+        if isinstance(item, Embed):
+            names.append(item.key)
+        elif item.field is None:
+            names += list(table.columns)
+        else:
+            names.append(_item_name(item))
+    return names
+
+
+def _related_order(src: Source, term: OrderTerm) -> sql.Composable:
+    """`order=rel(col)`: a column of a to-one embed. Raises ApiError PGRST108/PGRST118."""
+    assert term.relation is not None
+    planned = src.embeds.get(term.relation)
+    if planned is None:
+        raise ApiError(
+            400,
+            "PGRST108",
+            f"'{term.relation}' is not an embedded resource in this request",
+            None,
+            f"Verify that '{term.relation}' is included in the 'select' query parameter.",
+        )
+    if not planned.to_one:
+        raise ApiError(
+            400,
+            "PGRST118",
+            f"A related order on '{planned.target}' is not possible",
+            f"'{planned.origin}' and '{planned.target}' do not form a many-to-one or one-to-one "
+            "relationship",
+        )
+    if term.field.path:
+        raise ApiError(400, "PGRST100", "failed to parse order (JSON path in a related order)")
+    return sql.SQL("({}.pgrst_row).{}").format(
+        sql.Identifier(planned.alias), sql.Identifier(term.field.name)
+    )
 
 
 def order_sql(src: Source, terms: tuple[OrderTerm, ...], params: list[Any]) -> sql.Composable:
@@ -158,7 +430,11 @@ def order_sql(src: Source, terms: tuple[OrderTerm, ...], params: list[Any]) -> s
         return sql.SQL("")
     parts = []
     for term in terms:
-        part = field_sql(src, term.field, params) + sql.SQL(" desc" if term.desc else " asc")
+        if term.relation is not None:
+            expr = _related_order(src, term)
+        else:
+            expr = field_sql(src, term.field, params)
+        part = expr + sql.SQL(" desc" if term.desc else " asc")
         if term.nulls:
             part += sql.SQL(f" nulls {term.nulls}")
         parts.append(part)
@@ -188,25 +464,35 @@ def read(
     """SELECT answering one row: (body text, rows in page, total or null).
 
     Raises CacheMiss 42703 for unknown columns."""
-    params: list[Any] = list(src.from_params)
-    target = (
-        sql.SQL("{}.* ").format(src.qualifier) if scalar else select_list(src, shape.select, params)
-    )
+    if scalar:
+        selection = Selection(sql.SQL("{}.*").format(src.qualifier), [], sql.SQL(""), [])
+    else:
+        selection = plan_select(src, shape)
+    if not shape.select and not scalar:
+        selection.target = sql.SQL("{}.*").format(src.qualifier)
     where_params: list[Any] = []
     where = where_sql(src, shape.filters, where_params)
-    params += where_params
-    order = order_sql(src, shape.order, params)
-    inner = sql.SQL("select {} from {}{}{}{}").format(
-        target, src.from_clause, where, order, page_sql(shape)
+    order_params: list[Any] = []
+    order = order_sql(src, shape.order, order_params)
+    # Parameters in the order their placeholders appear in the text.
+    from_params = list(src.from_params) + selection.join_params
+    params = selection.target_params + from_params + where_params + order_params
+    inner = sql.SQL("select {} from {}{}{}{}{}").format(
+        selection.target, src.from_clause, selection.joins, where, order, page_sql(shape)
     )
     rows = "_t.pgrst_scalar" if scalar else "_t"
     total: sql.Composable = sql.SQL("null::bigint")
     if count:
-        total = sql.SQL("(select count(*) from {}{})").format(src.from_clause, where)
-        params = params + list(src.from_params) + where_params
+        # The joins stay: `!inner` embeds and `rel=not.is.null` decide which rows count.
+        total = sql.SQL("(select count(*) from {}{}{})").format(
+            src.from_clause, selection.joins, where
+        )
     query = sql.SQL("select {}, count(*), {} from ({}) _t").format(
         body_expr(single, rows), total, inner
     )
+    if count:
+        # The count's placeholders come before the page's in the text.
+        params = from_params + where_params + params
     return query, params
 
 
@@ -261,19 +547,20 @@ def wrap_mutation(
         ).format(mutation, sql.SQL("count(*)") if count else sql.SQL("null::bigint"), inserted)
         return query, params
     src = Source(sql.Identifier("pgrst_source"), sql.Identifier("pgrst_source"), table)
-    sel_params: list[Any] = []
-    target = select_list(src, shape.select, sel_params)
+    selection = plan_select(src, shape)
+    target = selection.target if shape.select else sql.SQL("pgrst_source.*")
     query = sql.SQL(
         "with pgrst_source as ({}) select {}, count(*), {}, {} "
-        "from (select {} from pgrst_source) _t"
+        "from (select {} from pgrst_source{}) _t"
     ).format(
         mutation,
         body_expr(single),
         sql.SQL("count(*)") if count else sql.SQL("null::bigint"),
         inserted,
         target,
+        selection.joins,
     )
-    return query, params + sel_params
+    return query, params + selection.target_params + selection.join_params
 
 
 def insert(

@@ -86,7 +86,7 @@ class Prefer:
 class Query:
     """The query string, parsed."""
 
-    select: tuple[parse.SelectItem, ...] = (parse.SelectItem(None),)
+    select: tuple[parse.SelectItem | parse.Embed, ...] = (parse.SelectItem(None),)
     filters: list[parse.Filter | parse.Logic] = field(default_factory=list)
     order: tuple[parse.OrderTerm, ...] = ()
     limit: int | None = None
@@ -94,9 +94,53 @@ class Query:
     on_conflict: tuple[str, ...] | None = None
     columns: tuple[str, ...] | None = None
     args: dict[str, str] = field(default_factory=dict)
+    # `rel.col=eq.x`, `rel.or=…`, `rel.order=…`, `rel.limit=…` by embed path ("rel", "sub").
+    embedded: dict[tuple[str, ...], build.ReadShape] = field(default_factory=dict)
 
-    def shape(self) -> build.ReadShape:
-        return build.ReadShape(self.select, self.filters, self.order, self.limit, self.offset)
+    def shape(self, cache: SchemaCache | None = None) -> build.ReadShape:
+        return build.ReadShape(
+            self.select,
+            self.filters,
+            self.order,
+            self.limit,
+            self.offset,
+            embedded=dict(self.embedded),
+            cache=cache,
+        )
+
+    def sub(self, path: tuple[str, ...]) -> build.ReadShape:
+        return self.embedded.setdefault(path, build.ReadShape((), []))
+
+
+_LOGIC_KEYS = ("or", "and", "not.or", "not.and")
+
+
+def _embedded_param(query: Query, key: str, value: str) -> bool:
+    """A parameter for an embedded resource (`rel.col=`, `rel.sub.order=`…): stored under its
+    path, True; anything else, False. Raises ApiError PGRST100."""
+    head = key.split("->", 1)[0]
+    if "." not in head:
+        return False
+    parts = head.split(".")
+    for logic in ("not.or", "not.and", "or", "and"):
+        if head.endswith("." + logic):
+            path = tuple(head[: -len(logic) - 1].split("."))
+            if any(not p for p in path):
+                return False
+            query.sub(path).filters.append(parse.parse_logic(logic, value))
+            return True
+    path, last = tuple(parts[:-1]), parts[-1]
+    if any(not p for p in path) or not last:
+        return False
+    sub = query.sub(path)
+    if last == "order" and len(head) == len(key):
+        sub.order = parse.parse_order(value)
+    elif last in ("limit", "offset") and len(head) == len(key):
+        setattr(sub, last, parse.parse_count(last, value))
+    else:
+        fld = parse.parse_field(key[len(head) - len(last) :], "filter", f"{key}={value}")
+        sub.filters.append(parse.parse_filter(fld, value, value))
+    return True
 
 
 def parse_query(items: list[tuple[str, str]], arg_names: frozenset[str] = frozenset()) -> Query:
@@ -117,8 +161,10 @@ def parse_query(items: list[tuple[str, str]], arg_names: frozenset[str] = frozen
             query.on_conflict = parse.parse_columns(value)
         elif key == "columns":
             query.columns = parse.parse_columns(value)
-        elif key in ("or", "and", "not.or", "not.and"):
+        elif key in _LOGIC_KEYS:
             query.filters.append(parse.parse_logic(key, value))
+        elif _embedded_param(query, key, value):
+            pass
         else:
             fld = parse.parse_field(key, "filter", f"{key}={value}")
             query.filters.append(parse.parse_filter(fld, value, value))
@@ -288,9 +334,18 @@ async def _serve_table(
     prefer = Prefer.parse(request.headers.get("prefer"))
     single = _wants_object(request)
     if request.method in ("GET", "HEAD"):
-        return await _read_table(request, state, table, ctx, prefer, single)
+        return await _read_table(request, state, cache, table, ctx, prefer, single)
     planned = await _prepare(
-        request, raw, _plan_write, request.method, table, raw, _items(request), prefer, single
+        request,
+        raw,
+        _plan_write,
+        request.method,
+        table,
+        raw,
+        _items(request),
+        prefer,
+        single,
+        cache,
     )
     if planned.text is None:  # a PATCH naming no column: nothing to write
         return Response(
@@ -347,6 +402,7 @@ def _plan_write(
     items: list[tuple[str, str]],
     prefer: Prefer,
     single: bool,
+    cache: SchemaCache,
 ) -> _Write:
     """The SQL of a POST/PATCH/DELETE on a table. Raises ApiError (400s, 405), CacheMiss."""
     query = parse_query(items)
@@ -359,7 +415,7 @@ def _plan_write(
         )
     minimal = prefer.ret != "representation"
     upsert = False
-    shape = query.shape()
+    shape = query.shape(cache)
     if prefer.ret == "headers-only" and table.primary_key:
         shape.select = tuple(parse.SelectItem(parse.Field(c)) for c in table.primary_key)
         minimal = False
@@ -440,17 +496,20 @@ def _insert(
 
 
 def _plan_read(
-    table: Table, items: list[tuple[str, str]], count: bool, single: bool
+    table: Table, items: list[tuple[str, str]], count: bool, single: bool, cache: SchemaCache
 ) -> tuple[str, tuple[Any, ...], int]:
     """(SQL, parameters, offset) of a GET on a table. Raises ApiError 400, CacheMiss."""
     query = parse_query(items)
-    stmt, params = build.read(build.table_source(table), query.shape(), count=count, single=single)
+    stmt, params = build.read(
+        build.table_source(table), query.shape(cache), count=count, single=single
+    )
     return stmt.as_string(None), tuple(params), query.offset or 0
 
 
 async def _read_table(
     request: Request,
     state: RestState,
+    cache: SchemaCache,
     table: Table,
     ctx: RequestContext,
     prefer: Prefer,
@@ -467,7 +526,7 @@ async def _read_table(
     plan = state.plans.get(key)
     if plan is None:
         plan = await _prepare(  # type: ignore[assignment]
-            request, b"", _plan_read, table, _items(request), prefer.count, single
+            request, b"", _plan_read, table, _items(request), prefer.count, single, cache
         )
         if len(state.plans) >= _PLAN_CACHE_SIZE:
             state.plans.clear()

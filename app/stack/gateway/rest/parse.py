@@ -110,6 +110,23 @@ class SelectItem:
 
 
 @dataclass(frozen=True)
+class Embed:
+    """A related table in `select=`: `[...][alias:]name[!hint][!inner|!left](items)`."""
+
+    name: str  # a table, or (as PostgREST still allows) an FK's constraint or column name
+    select: tuple[SelectItem | Embed, ...]
+    alias: str | None = None
+    hint: str | None = None
+    inner: bool = False
+    spread: bool = False
+
+    @property
+    def key(self) -> str:
+        """How the embed is named in the response and in `key.col=` filters."""
+        return self.alias or self.name
+
+
+@dataclass(frozen=True)
 class Filter:
     field: Field
     op: str
@@ -131,6 +148,7 @@ class OrderTerm:
     field: Field
     desc: bool = False
     nulls: str | None = None  # "first" / "last"
+    relation: str | None = None  # `order=rel(col)`: a column of a to-one embed
 
 
 def _unquote(name: str) -> str:
@@ -171,12 +189,15 @@ class _Scan:
 
     partner: dict[int, int]
     commas: dict[int, list[int]]
+    # The `(` directly inside each group (key -1: the top level), in order.
+    openings: dict[int, list[int]]
 
 
 def _scan(text: str, what: str, whole: str) -> _Scan:
     """Raises ApiError PGRST100 for unbalanced input or nesting deeper than MAX_NESTING."""
     partner: dict[int, int] = {}
     commas: dict[int, list[int]] = {-1: []}
+    openings: dict[int, list[int]] = {-1: []}
     opened: list[int] = []
     quoted = False
     escaped_at = -1
@@ -197,8 +218,10 @@ def _scan(text: str, what: str, whole: str) -> _Scan:
                 raise parse_error(
                     what, whole, f"parentheses nested deeper than {MAX_NESTING} levels"
                 )
+            openings[opened[-1] if opened else -1].append(i)
             opened.append(i)
             commas[i] = []
+            openings[i] = []
         elif ch == ")":
             if not opened:
                 raise parse_error(what, whole, 'unexpected ")"')
@@ -207,7 +230,7 @@ def _scan(text: str, what: str, whole: str) -> _Scan:
             commas[opened[-1] if opened else -1].append(i)
     if quoted or opened:
         raise parse_error(what, whole, "unexpected end of input")
-    return _Scan(partner, commas)
+    return _Scan(partner, commas, openings)
 
 
 def _split(cuts: list[int], start: int, end: int) -> list[tuple[int, int]]:
@@ -223,39 +246,81 @@ def split_top(text: str, what: str, whole: str) -> list[str]:
 
 
 # ── select ────────────────────────────────────────────────────────────────────────────────
-def parse_select(raw: str) -> tuple[SelectItem, ...]:
-    """`*,a,alias:b,c::text,d->e`. Raises ApiError PGRST100 (or PGRST200 for embeds)."""
-    items: list[SelectItem] = []
-    for part in split_top(raw, "select parameter", raw):
-        part = part.strip()
-        if not part:
-            raise parse_error("select parameter", raw, "unexpected empty select item")
-        if part == "*":
-            items.append(SelectItem(None))
-            continue
-        if "(" in part or part.startswith("..."):
-            name = part.split("(", 1)[0].split(":")[-1].lstrip(".").strip()
-            raise ApiError(
-                400,
-                "PGRST200",
-                f"Could not find a relationship for '{name}' in the schema cache",
-                "Resource embedding is not supported by the local stack",
-                None,
-            )
-        alias: str | None = None
-        cast: str | None = None
-        if "::" in part:
-            part, cast = part.rsplit("::", 1)
-            if not _CAST_RE.match(cast.strip()):
-                raise parse_error("select parameter", raw, f'unexpected cast "{cast}"')
-            cast = cast.strip()
-        head, sep, rest = part.partition(":")
-        if sep:
-            alias, part = _unquote(head), rest
-            if not alias:
-                raise parse_error("select parameter", raw, "unexpected empty alias")
-        items.append(SelectItem(parse_field(part, "select parameter", raw), alias, cast))
+def parse_select(raw: str) -> tuple[SelectItem | Embed, ...]:
+    """`*,a,alias:b,c::text,d->e,rel!hint!inner(x,sub(y)),...one(z)`. Raises ApiError PGRST100.
+
+    One scan of the whole value finds every group; each embed's items are parsed from that
+    scan, so nesting costs no re-scanning and recursion stays within MAX_NESTING."""
+    scan = _scan(raw, "select parameter", raw)
+    return _select_group(raw, scan, -1, 0, len(raw))
+
+
+def _select_group(
+    raw: str, scan: _Scan, group: int, start: int, end: int
+) -> tuple[SelectItem | Embed, ...]:
+    items: list[SelectItem | Embed] = []
+    openings = scan.openings[group]
+    k = 0
+    pieces = _split(scan.commas[group], start, end)
+    if start == end:
+        return ()  # `rel()`: an embed with no columns
+    for a, b in pieces:
+        while k < len(openings) and openings[k] < a:
+            k += 1
+        if k < len(openings) and openings[k] < b:
+            items.append(_embed(raw, scan, a, openings[k], b))
+        else:
+            items.append(_select_item(raw, raw[a:b]))
     return tuple(items)
+
+
+def _embed(raw: str, scan: _Scan, a: int, opening: int, b: int) -> Embed:
+    closing = scan.partner[opening]
+    if raw[closing + 1 : b].strip():
+        raise parse_error("select parameter", raw, f'unexpected "{raw[closing + 1 : b][:20]}"')
+    head = raw[a:opening].strip()
+    spread = head.startswith("...")
+    if spread:
+        head = head[3:]
+    alias: str | None = None
+    before, colon, after = head.partition(":")
+    if colon:
+        alias, head = _unquote(before), after
+    name, *modifiers = (_unquote(p) for p in head.split("!"))
+    hint: str | None = None
+    inner = False
+    for modifier in modifiers:
+        if modifier in ("inner", "left"):
+            inner = modifier == "inner"
+        elif hint is None and modifier:
+            hint = modifier
+        else:
+            raise parse_error("select parameter", raw, f'unexpected "!{modifier[:20]}"')
+    if not name or (colon and not alias):
+        raise parse_error("select parameter", raw, "unexpected empty embedded resource name")
+    select = _select_group(raw, scan, opening, opening + 1, closing)
+    return Embed(name, select, alias, hint, inner, spread)
+
+
+def _select_item(raw: str, part: str) -> SelectItem:
+    part = part.strip()
+    if not part:
+        raise parse_error("select parameter", raw, "unexpected empty select item")
+    if part == "*":
+        return SelectItem(None)
+    alias: str | None = None
+    cast: str | None = None
+    if "::" in part:
+        part, cast = part.rsplit("::", 1)
+        if not _CAST_RE.match(cast.strip()):
+            raise parse_error("select parameter", raw, f'unexpected cast "{cast}"')
+        cast = cast.strip()
+    head, sep, rest = part.partition(":")
+    if sep:
+        alias, part = _unquote(head), rest
+        if not alias:
+            raise parse_error("select parameter", raw, "unexpected empty alias")
+    return SelectItem(parse_field(part, "select parameter", raw), alias, cast)
 
 
 # ── filters ───────────────────────────────────────────────────────────────────────────────
@@ -375,7 +440,16 @@ def parse_order(raw: str) -> tuple[OrderTerm, ...]:
     """`a.desc.nullslast,b`. Raises ApiError PGRST100."""
     terms = []
     for part in split_top(raw, "order", raw):
-        pieces = part.strip().split(".")
+        relation: str | None = None
+        part = part.strip()
+        if "(" in part:  # `rel(col).desc`: balanced and shallow, split_top's scan checked it
+            relation, _, rest = part.partition("(")
+            inside, _, after = rest.partition(")")
+            if not relation or not inside or after[:1] not in ("", "."):
+                raise parse_error("order", raw, f'unexpected "{part[:40]}"')
+            relation = _unquote(relation)
+            part = inside + after
+        pieces = part.split(".")
         field = parse_field(pieces[0], "order", raw)
         desc = False
         nulls: str | None = None
@@ -391,7 +465,7 @@ def parse_order(raw: str) -> tuple[OrderTerm, ...]:
                     f'unexpected "{modifier[:20]}" expecting "asc", "desc", "nullsfirst" '
                     'or "nullslast"',
                 )
-        terms.append(OrderTerm(field, desc, nulls))
+        terms.append(OrderTerm(field, desc, nulls, relation))
     return tuple(terms)
 
 

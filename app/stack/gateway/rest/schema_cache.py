@@ -47,6 +47,44 @@ class Table:
     is_view: bool
     columns: dict[str, Column]
     primary_key: tuple[str, ...]
+    # Column sets of the primary key and UNIQUE constraints: an FK over one is one-to-one.
+    unique_keys: tuple[frozenset[str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    name: str
+    table: tuple[str, str]  # (schema, name) of the referencing table
+    columns: tuple[str, ...]
+    ftable: tuple[str, str]  # the referenced table
+    fcolumns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Relationship:
+    """A way to embed `target` in rows of `origin`, as PostgREST detects them from FKs.
+
+    `columns` pairs (origin column, target column) for many-to-one, one-to-many and one-to-one;
+    a many-to-many goes through `junction`, with (junction column, origin column) pairs in
+    `junction_origin` and (junction column, target column) pairs in `junction_target`."""
+
+    origin: tuple[str, str]
+    target: tuple[str, str]
+    cardinality: str  # "many-to-one", "one-to-many", "one-to-one", "many-to-many"
+    constraint: str
+    columns: tuple[tuple[str, str], ...] = ()
+    junction: tuple[str, str] | None = None
+    junction_constraints: tuple[str, str] = ("", "")
+    junction_origin: tuple[tuple[str, str], ...] = ()
+    junction_target: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def to_one(self) -> bool:
+        return self.cardinality in ("many-to-one", "one-to-one")
+
+    @property
+    def is_self(self) -> bool:
+        return self.origin == self.target
 
 
 @dataclass(frozen=True)
@@ -80,6 +118,8 @@ class Function:
 class SchemaCache:
     tables: dict[tuple[str, str], Table] = field(default_factory=dict)
     functions: dict[tuple[str, str], list[Function]] = field(default_factory=dict)
+    # Embeddable relationships by origin table (relationships()).
+    relationships: dict[tuple[str, str], list[Relationship]] = field(default_factory=dict)
     # ALTER ROLE … SET of the API roles (e.g. anon's statement_timeout), applied per request
     # after SET ROLE as PostgREST does: SET ROLE alone does not apply them.
     role_settings: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
@@ -104,13 +144,32 @@ order by a.attrelid, a.attnum
 """
 
 _PKEYS_SQL = """
-select con.conrelid, array_agg(a.attname order by k.ord)
+select con.conrelid, con.contype = 'p', array_agg(a.attname order by k.ord)
 from pg_constraint con
 join pg_namespace n on n.oid = con.connamespace
 cross join lateral unnest(con.conkey) with ordinality k(attnum, ord)
 join pg_attribute a on a.attrelid = con.conrelid and a.attnum = k.attnum
-where con.contype = 'p' and n.nspname = any(%(schemas)s)
-group by con.conrelid
+where con.contype in ('p', 'u') and n.nspname = any(%(schemas)s)
+group by con.oid, con.conrelid, con.contype
+"""
+
+# Foreign keys between tables of the exposed schemas (both ends exposed, as PostgREST).
+_FKEYS_SQL = """
+select con.conname, n.nspname, c.relname,
+       array(select a.attname from unnest(con.conkey) with ordinality k(attnum, ord)
+             join pg_attribute a on a.attrelid = con.conrelid and a.attnum = k.attnum
+             order by k.ord),
+       fn.nspname, fc.relname,
+       array(select a.attname from unnest(con.confkey) with ordinality k(attnum, ord)
+             join pg_attribute a on a.attrelid = con.confrelid and a.attnum = k.attnum
+             order by k.ord)
+from pg_constraint con
+join pg_class c on c.oid = con.conrelid
+join pg_namespace n on n.oid = c.relnamespace
+join pg_class fc on fc.oid = con.confrelid
+join pg_namespace fn on fn.oid = fc.relnamespace
+where con.contype = 'f' and n.nspname = any(%(schemas)s) and fn.nspname = any(%(schemas)s)
+order by con.conname
 """
 
 # Input arguments only (modes i, b, v); OUT/TABLE columns make the result composite.
@@ -156,12 +215,16 @@ async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
         rels = await (await conn.execute(_TABLES_SQL, params)).fetchall()
         cols = await (await conn.execute(_COLUMNS_SQL, params)).fetchall()
         pkeys = await (await conn.execute(_PKEYS_SQL, params)).fetchall()
+        fkeys = await (await conn.execute(_FKEYS_SQL, params)).fetchall()
         funcs = await (await conn.execute(_FUNCTIONS_SQL, params)).fetchall()
         role_rows = await (await conn.execute(_ROLE_SETTINGS_SQL)).fetchall()
     columns: dict[int, dict[str, Column]] = {}
     for relid, name, typ, default, generated in cols:
         columns.setdefault(relid, {})[name] = Column(name, typ, default, generated)
-    keys = {relid: tuple(names) for relid, names in pkeys}
+    keys = {relid: tuple(names) for relid, primary, names in pkeys if primary}
+    uniques: dict[int, list[frozenset[str]]] = {}
+    for relid, _primary, names in pkeys:
+        uniques.setdefault(relid, []).append(frozenset(names))
     cache = SchemaCache()
     for relid, schema, name, is_view in rels:
         cache.tables[(schema, name)] = Table(
@@ -170,7 +233,13 @@ async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
             is_view,
             columns.get(relid, {}),
             keys.get(relid, ()),
+            tuple(uniques.get(relid, ())),
         )
+    foreign = [
+        ForeignKey(con, (sch, tbl), tuple(cols), (fsch, ftbl), tuple(fcols))
+        for con, sch, tbl, cols, fsch, ftbl, fcols in fkeys
+    ]
+    cache.relationships = relationships(cache.tables, foreign)
     for schema, name, names, types, ndefaults, rettype, retset, composite, void, vol in funcs:
         if len(names) != len(types) or any(n == "" for n in names):
             continue  # unnamed parameters cannot be called with named JSON arguments
@@ -186,6 +255,60 @@ async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
         by_role.setdefault(role, {})[key] = value  # database-specific rows come last and win
     cache.role_settings = {role: tuple(kv.items()) for role, kv in by_role.items()}
     return cache
+
+
+def relationships(
+    tables: dict[tuple[str, str], Table], fks: list[ForeignKey]
+) -> dict[tuple[str, str], list[Relationship]]:
+    """Every embeddable relationship, by origin, as PostgREST derives them from FKs: each FK
+    is a many-to-one from its table and a one-to-many back (one-to-one both ways when the FK
+    columns are the table's primary key or a UNIQUE constraint), and a table whose primary
+    key holds the columns of two FKs joins their targets many-to-many."""
+    out: dict[tuple[str, str], list[Relationship]] = {}
+
+    def add(rel: Relationship) -> None:
+        out.setdefault(rel.origin, []).append(rel)
+
+    by_table: dict[tuple[str, str], list[ForeignKey]] = {}
+    for fk in fks:
+        if fk.table not in tables or fk.ftable not in tables:
+            continue
+        by_table.setdefault(fk.table, []).append(fk)
+        one = frozenset(fk.columns) in tables[fk.table].unique_keys
+        pairs = tuple(zip(fk.columns, fk.fcolumns))
+        add(
+            Relationship(
+                fk.table, fk.ftable, "one-to-one" if one else "many-to-one", fk.name, pairs
+            )
+        )
+        add(
+            Relationship(
+                fk.ftable,
+                fk.table,
+                "one-to-one" if one else "one-to-many",
+                fk.name,
+                tuple((b, a) for a, b in pairs),
+            )
+        )
+    for junction, jfks in by_table.items():
+        pk = frozenset(tables[junction].primary_key)
+        for fk1 in jfks:
+            for fk2 in jfks:
+                if fk1 is fk2 or not frozenset(fk1.columns + fk2.columns) <= pk:
+                    continue
+                add(
+                    Relationship(
+                        fk1.ftable,
+                        fk2.ftable,
+                        "many-to-many",
+                        junction[1],
+                        junction=junction,
+                        junction_constraints=(fk1.name, fk2.name),
+                        junction_origin=tuple(zip(fk1.columns, fk1.fcolumns)),
+                        junction_target=tuple(zip(fk2.columns, fk2.fcolumns)),
+                    )
+                )
+    return out
 
 
 class SchemaCacheHolder:
