@@ -17,6 +17,8 @@
 --     cannot tell which OUT columns it fills (false positives, "OUT variable … is maybe
 --     unmodified").
 -- CREATE OR REPLACE keeps each function's owner, grants and comment.
+-- A later change to any of these five functions belongs in a migration numbered after this one
+-- (one numbered before it would be undone here).
 
 -- ── public.price_for ─────────────────────────────────────────────────────────────────────────
 create or replace function public.price_for(provider text, model text, at timestamptz default now())
