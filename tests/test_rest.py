@@ -512,6 +512,33 @@ def _count_items(db_url: str) -> int:
         return conn.execute("select count(*) from rest_items").fetchone()[0]  # type: ignore[index]
 
 
+async def test_or_with_array_literal_keeps_its_commas(client, db_url):
+    # supabase-py's test_or_in: `or=(id.in.(…),tags.cs.{a,b})`; the array's comma is not a
+    # separator of the logic tree.
+    grp = tag()
+    first, _, third = seed(
+        db_url,
+        grp,
+        [
+            {"name": "a", "tags": ["is:open", "priority:high"]},
+            {"name": "b", "tags": ["is:open"]},
+            {"name": "c", "tags": []},
+        ],
+    )
+    res = await ex(
+        client.table("rest_items")
+        .select("name")
+        .eq("grp", grp)
+        .or_(f"id.in.({third}),tags.cs.{{is:open,priority:high}}")
+        .order("name")
+    )
+    assert [r["name"] for r in res.data] == ["a", "c"]
+    res = await ex(
+        client.table("rest_items").select("id").eq("grp", grp).or_('tags.ov.{"priority:high",x}')
+    )
+    assert res.data == [{"id": first}]
+
+
 async def test_update_with_filter_returns_updated_rows(client, db_url):
     grp = tag()
     a, _b = seed(db_url, grp, [{"name": "a", "qty": 1}, {"name": "b", "qty": 1}])

@@ -78,7 +78,7 @@ _PATH_RE = re.compile(rf"(->>?)({_NAME})")
 _CAST_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?: [A-Za-z_][A-Za-z0-9_]*)*(?:\[\])?$")
 _OP_RE = re.compile(r"^(?P<op>[a-z]+)(?:\((?P<arg>[^()]*)\))?$")
 # Where a scan of a value has to look: the rest is plain text.
-_STRUCTURE = re.compile(r'[(),"\\]')
+_STRUCTURE = re.compile(r'[(),"\\{}]')
 
 # Parentheses one parameter value may nest (logic trees, `in` lists, operator arguments), and
 # steps of one JSON path. PostgREST's parser has no fixed bound; ours, the SQL built from it and
@@ -193,9 +193,13 @@ class _Scan:
     openings: dict[int, list[int]]
 
 
-def _scan(text: str, what: str, whole: str) -> _Scan:
-    """Raises ApiError PGRST100 for unbalanced input or nesting deeper than MAX_NESTING."""
+def _scan(text: str, what: str, whole: str, arrays: bool = False) -> _Scan:
+    """Raises ApiError PGRST100 for unbalanced input or nesting deeper than MAX_NESTING.
+
+    `arrays`: commas inside `{…}` (array literals in logic trees, `tags.cs.{a,b}`) do not
+    split; braces are only counted, never recursed into."""
     partner: dict[int, int] = {}
+    braces = 0
     commas: dict[int, list[int]] = {-1: []}
     openings: dict[int, list[int]] = {-1: []}
     opened: list[int] = []
@@ -213,6 +217,12 @@ def _scan(text: str, what: str, whole: str) -> _Scan:
                 quoted = False
         elif ch == '"':
             quoted = True
+        elif ch == "{":
+            braces += arrays
+        elif ch == "}":
+            braces -= braces > 0
+        elif braces:
+            continue
         elif ch == "(":
             if len(opened) == MAX_NESTING:
                 raise parse_error(
@@ -382,7 +392,8 @@ def parse_logic(key: str, raw: str) -> Logic:
     Raises ApiError PGRST100."""
     negate = key.startswith("not.")
     conj = key[4:] if negate else key
-    scan = _scan(raw, "logic tree", raw)  # refuses deep or unbalanced input before any work
+    # Refuses deep or unbalanced input before any work.
+    scan = _scan(raw, "logic tree", raw, arrays=True)
     if len(raw) < 2 or raw[0] != "(" or scan.partner.get(0) != len(raw) - 1:
         raise parse_error("logic tree", raw, 'unexpected input expecting "("')
     return _parse_logic_group(conj, negate, raw, scan, 0)
