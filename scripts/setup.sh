@@ -62,9 +62,11 @@ fi
 # the npm packages themselves. Newer releases are not known to install here; see
 # docs/compatibility.md before changing the version.
 SUPABASE_CLI_VERSION=2.117.0
-supabase_cli=.tools/node_modules/.bin/supabase
+supabase_cli="$PWD/.tools/node_modules/.bin/supabase"
 have_supabase_cli() {
-  [ "$("$supabase_cli" --version 2>/dev/null)" = "$SUPABASE_CLI_VERSION" ]
+  # From / and without telemetry: the CLI then writes no state (supabase/.temp, ~/.supabase).
+  [ "$(cd / && SUPABASE_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1 "$supabase_cli" --version 2>/dev/null)" \
+    = "$SUPABASE_CLI_VERSION" ]
 }
 if ! have_supabase_cli; then
   if ! command -v npm >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1
