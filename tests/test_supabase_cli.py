@@ -77,6 +77,9 @@ def run_cli(args: list[str], workdir: Path, home: Path) -> subprocess.CompletedP
     env = dict(os.environ, HOME=str(home), SUPABASE_TELEMETRY_DISABLED="1", DO_NOT_TRACK="1")
     return subprocess.run(
         [str(SUPABASE_CLI), *args, "--workdir", str(workdir), "--yes"],
+        # Also the working directory: the CLI writes its version-check file under ./supabase/.temp
+        # whatever --workdir says.
+        cwd=workdir,
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
