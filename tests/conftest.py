@@ -30,6 +30,7 @@ os.environ.setdefault("TOKENMETER_DB_PORT", "54332")
 # tests/test_hostile_auth.py checks the limits themselves on a gateway of its own.
 os.environ.setdefault("TOKENMETER_AUTH_RATE_LIMIT_SIGN_IN_SIGN_UPS", "unlimited")
 os.environ.setdefault("TOKENMETER_AUTH_RATE_LIMIT_TOKEN_REFRESH", "unlimited")
+os.environ.setdefault("TOKENMETER_AUTH_RATE_LIMIT_ANONYMOUS_USERS", "unlimited")
 
 from app.migrations import Migrator  # noqa: E402
 from app.pricing import Pricing  # noqa: E402

@@ -260,6 +260,58 @@ def test_sign_up_stores_bcrypt_hash_in_auth_users(client: Client, db: psycopg.Co
 
 
 # ── sign-in and tokens ─────────────────────────────────────────────────────────────────────────
+# ── identities ─────────────────────────────────────────────────────────────────────────────────
+def test_sign_up_creates_email_identity_in_response_and_table(
+    client: Client, db: psycopg.Connection
+):
+    email, response = _sign_up(client, plan="free")
+    user = response.user
+    [identity] = user.identities
+    assert (identity.provider, identity.id, identity.user_id) == ("email", user.id, user.id)
+    assert identity.identity_data == {
+        "sub": user.id,
+        "email": email,
+        "email_verified": False,
+        "phone_verified": False,
+        "plan": "free",
+    }
+    assert identity.identity_id and identity.created_at and identity.last_sign_in_at
+    row = db.execute(
+        "select id, provider_id, email from auth.identities where user_id = %s", (user.id,)
+    ).fetchall()
+    assert row == [(uuid.UUID(identity.identity_id), user.id, email)]
+    for seen in (
+        client.auth.get_user().user,
+        client.auth.sign_in_with_password({"email": email, "password": PASSWORD}).user,
+        client.auth.refresh_session().user,
+    ):
+        assert [i.identity_id for i in seen.identities] == [identity.identity_id]
+
+
+def test_admin_create_user_creates_identity_listed_and_deleted_with_user(
+    admin: Client, db: psycopg.Connection
+):
+    email = random_email()
+    user = admin.auth.admin.create_user({"email": email, "email_confirm": True}).user
+    assert [(i.provider, i.identity_data["email"]) for i in user.identities] == [("email", email)]
+    assert admin.auth.admin.get_user_by_id(user.id).user.identities[0].id == user.id
+    listed = {u.id: u for u in admin.auth.admin.list_users(per_page=1000)}
+    assert len(listed[user.id].identities) == 1
+    admin.auth.admin.delete_user(user.id)
+    count = db.execute("select count(*) from auth.identities where user_id = %s", (user.id,))
+    assert count.fetchone() == (0,)
+
+
+def test_update_user_email_moves_email_identity(client: Client, db: psycopg.Connection):
+    _, response = _sign_up(client)
+    new_email = random_email()
+    user = client.auth.update_user({"email": new_email}).user
+    assert [i.identity_data["email"] for i in user.identities] == [new_email]
+    assert db.execute(
+        "select email from auth.identities where user_id = %s", (response.user.id,)
+    ).fetchall() == [(new_email,)]
+
+
 def test_sign_in_correct_password_returns_session(
     client: Client, new_client: Callable[[str], Client], anon_key: str
 ):
@@ -420,6 +472,17 @@ def test_admin_call_service_token_without_exp_succeeds(api_url: str, keys: Stack
     assert created.status_code == 200, created.text
     listed = httpx.get(f"{api_url}/auth/v1/admin/users", headers=headers)
     assert listed.status_code == 200 and int(listed.headers["x-total-count"]) >= 1
+
+
+def test_admin_call_supabase_admin_role_token_succeeds(api_url: str, keys: StackKeys):
+    """GoTrue's admin roles are service_role and supabase_admin (its default); the client
+    libraries' tests call the admin API with the latter."""
+    token = jwt.encode({"role": "supabase_admin", "sub": "1234567890"}, keys.jwt_secret, "HS256")
+    answer = httpx.get(
+        f"{api_url}/auth/v1/admin/users",
+        headers={"apikey": keys.service_role_key, "Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 200, answer.text
 
 
 def test_admin_call_service_token_expired_returns_403_bad_jwt(api_url: str, keys: StackKeys):

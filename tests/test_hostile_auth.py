@@ -489,7 +489,11 @@ def test_admin_create_user_oversized_fields_return_400(
 # ── rate limits (§3) ───────────────────────────────────────────────────────────────────────────
 def test_rate_limits_read_from_config_toml_with_env_override(tmp_path: Path):
     config = ROOT / "supabase" / "config.toml"
-    assert read_rate_limits(config, {}) == {"sign_in_sign_ups": 30, "token_refresh": 150}
+    assert read_rate_limits(config, {}) == {
+        "sign_in_sign_ups": 30,
+        "token_refresh": 150,
+        "anonymous_users": 30,
+    }
     override = {"TOKENMETER_AUTH_RATE_LIMIT_SIGN_IN_SIGN_UPS": "2"}
     assert read_rate_limits(config, override)["sign_in_sign_ups"] == 2
     assert read_rate_limits(tmp_path / "missing.toml", {})["token_refresh"] == 150

@@ -126,6 +126,24 @@ create table if not exists auth.refresh_tokens (
 );
 create index if not exists refresh_tokens_session_id_idx on auth.refresh_tokens (session_id);
 
+-- Identities: how a user signs in (email, phone; OAuth providers on Supabase). As Supabase's
+-- schema: `id` is the row's own id, `provider_id` the provider's id for the user (the user's id
+-- for email and phone), `email` follows identity_data. Anonymous users have none.
+create table if not exists auth.identities (
+  provider_id text not null,
+  user_id uuid not null references auth.users (id) on delete cascade,
+  identity_data jsonb not null,
+  provider text not null,
+  last_sign_in_at timestamptz,
+  created_at timestamptz,
+  updated_at timestamptz,
+  email text generated always as (lower(identity_data ->> 'email')) stored,
+  id uuid not null default gen_random_uuid() primary key,
+  constraint identities_provider_id_provider_unique unique (provider_id, provider)
+);
+create index if not exists identities_user_id_idx on auth.identities (user_id);
+create index if not exists identities_email_idx on auth.identities (email text_pattern_ops);
+
 create or replace function auth.uid() returns uuid
 language sql stable as $$
   select coalesce(

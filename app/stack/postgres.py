@@ -306,7 +306,9 @@ class Cluster:
 
     def bootstrapped(self) -> bool:
         with psycopg.connect(self.superuser_dsn(), autocommit=True) as conn:
-            row = conn.execute("select to_regclass('auth.users') is not null").fetchone()
+            # The newest auth table: a database bootstrapped before it existed is bootstrapped
+            # again (bootstrap.sql is idempotent) and so gains it.
+            row = conn.execute("select to_regclass('auth.identities') is not null").fetchone()
             return bool(row and row[0])
 
     def bootstrap(self) -> None:

@@ -49,6 +49,7 @@ from app.stack.gateway.auth.admin import (
     admin_update_user,
 )
 from app.stack.gateway.auth.caller import check_api_key
+from app.stack.gateway.auth.config import read_auth_settings, settings_of
 from app.stack.gateway.auth.errors import AuthError
 from app.stack.gateway.auth.ratelimit import read_rate_limits
 from app.stack.gateway.auth.sessions import logout, signup, token
@@ -76,7 +77,11 @@ async def settings(request: Request) -> JSONResponse:
     check_api_key(request)
     return JSONResponse(
         {
-            "external": {"email": True, "phone": False, "anonymous_users": False},
+            "external": {
+                "email": True,
+                "phone": False,
+                "anonymous_users": settings_of(request).anonymous_sign_ins,
+            },
             "disable_signup": False,
             "mailer_autoconfirm": True,
             "phone_autoconfirm": False,
@@ -117,9 +122,10 @@ def _unrouted(api: list[BaseRoute]) -> Route:
 
 
 def routes() -> list[BaseRoute]:
-    # Read once here so that a bad [auth.rate_limit] stops the gateway at start, not at the
+    # Read once here so that a bad [auth] or [auth.rate_limit] stops the gateway at start, not at the
     # first sign-up; requests read it again (lazily) from the app's own paths.
     read_rate_limits(project_root() / "supabase" / "config.toml", os.environ)
+    read_auth_settings(project_root() / "supabase" / "config.toml", os.environ)
     api: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
         Route("/settings", settings, methods=["GET"]),

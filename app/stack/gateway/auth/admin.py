@@ -22,11 +22,15 @@ from app.stack.gateway.auth.store import (
     USER_COLUMNS,
     USER_UNIQUE,
     check_merged_metadata,
+    email_identity_data,
+    identities_of,
     insert_user,
     provider_metadata,
+    save_identity,
     update_user_row,
     user_by,
     user_json,
+    user_out,
 )
 from app.stack.gateway.auth.validation import (
     check_metadata_size,
@@ -126,6 +130,26 @@ async def admin_create_user(request: Request) -> JSONResponse:
                         role=role,
                         signed_in=False,
                     )
+                    # As GoTrue's admin create: identity claims without email_verified set.
+                    if email:
+                        await save_identity(
+                            cur,
+                            user_id,
+                            "email",
+                            email_identity_data(user_id, email, verified=False),
+                        )
+                    if phone:
+                        await save_identity(
+                            cur,
+                            user_id,
+                            "phone",
+                            {
+                                "sub": str(user_id),
+                                "phone": phone,
+                                "email_verified": False,
+                                "phone_verified": False,
+                            },
+                        )
                     if ban is not UNSET_BAN:
                         user = await update_user_row(
                             cur,
@@ -137,6 +161,7 @@ async def admin_create_user(request: Request) -> JSONResponse:
                             confirm_email=None,
                             banned_until=ban,
                         )
+                    body_out = await user_out(cur, user)
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name not in USER_UNIQUE:
                     raise AuthError(
@@ -147,7 +172,7 @@ async def admin_create_user(request: Request) -> JSONResponse:
                 raise AuthError(
                     500, "unexpected_failure", "Database error creating new user"
                 ) from None
-    return JSONResponse(user_json(user))
+    return JSONResponse(body_out)
 
 
 def _positive_int(request: Request, name: str, default: int) -> int:
@@ -180,9 +205,10 @@ async def admin_list_users(request: Request) -> JSONResponse:
                 (per_page, (page - 1) * per_page),
             )
             rows = await cur.fetchall()
+            identities = await identities_of(cur, [r["id"] for r in rows])
     total = int(total_row["n"]) if total_row else 0
     return JSONResponse(
-        {"users": [user_json(r) for r in rows], "aud": AUDIENCE},
+        {"users": [user_json(r, identities.get(r["id"], [])) for r in rows], "aud": AUDIENCE},
         headers={"x-total-count": str(total)},
     )
 
@@ -199,7 +225,8 @@ async def admin_get_user(request: Request) -> JSONResponse:
     async with request.app.state.auth_pool.connection() as conn:
         async with conn.cursor(row_factory=dict_row) as cur:
             user = await _admin_user(request, cur)
-    return JSONResponse(user_json(user))
+            body = await user_out(cur, user)
+    return JSONResponse(body)
 
 
 async def admin_update_user(request: Request) -> JSONResponse:
@@ -222,19 +249,28 @@ async def admin_update_user(request: Request) -> JSONResponse:
                     await check_merged_metadata(
                         cur, user["id"], user_metadata=user_metadata, app_metadata=app_metadata
                     )
+                    new_email = email_address(email) if email is not None else None
                     user = await update_user_row(
                         cur,
                         user["id"],
-                        email=email_address(email) if email is not None else None,
+                        email=new_email,
                         password_hash=password_hash,
                         user_metadata=user_metadata,
                         app_metadata=app_metadata,
                         confirm_email=confirm,
                         banned_until=ban,
                     )
+                    if new_email is not None:
+                        await save_identity(
+                            cur,
+                            user["id"],
+                            "email",
+                            email_identity_data(user["id"], new_email, verified=bool(confirm)),
+                        )
+                    body_out = await user_out(cur, user)
             except psycopg.errors.UniqueViolation:
                 raise email_exists() from None
-    return JSONResponse(user_json(user))
+    return JSONResponse(body_out)
 
 
 async def admin_delete_user(request: Request) -> JSONResponse:

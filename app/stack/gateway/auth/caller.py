@@ -79,10 +79,15 @@ def caller_claims(request: Request) -> dict[str, Any]:
     return claims
 
 
+# GoTrue's default GOTRUE_JWT_ADMIN_ROLES (Supabase does not change it): a token of either role,
+# signed with the project's secret, may call the admin API.
+ADMIN_ROLES = frozenset({"service_role", "supabase_admin"})
+
+
 def require_admin(request: Request) -> dict[str, Any]:
     check_api_key(request)
     claims = caller_claims(request)
-    if claims.get("role") != "service_role":
+    if claims.get("role") not in ADMIN_ROLES:
         raise AuthError(403, "not_admin", "User not allowed")
     return claims
 

@@ -19,20 +19,25 @@ from app.stack.gateway.auth.errors import AuthError
 # number per RATE_LIMIT_WINDOW_SECONDS, per client IP. The CLI passes sign_in_sign_ups to GoTrue
 # as GOTRUE_RATE_LIMIT_OTP (sign-ups and user updates, separate buckets) and token_refresh as
 # GOTRUE_RATE_LIMIT_TOKEN_REFRESH (every /token grant, password sign-in included).
+# anonymous_users (GOTRUE_RATE_LIMIT_ANONYMOUS_USERS) counts anonymous sign-ins per hour, and its
+# bucket holds that many (GoTrue sets its burst to the rate).
 RATE_LIMIT_BURST = 30
 RATE_LIMIT_WINDOW_SECONDS = 300
-RATE_LIMIT_DEFAULTS = {"sign_in_sign_ups": 30, "token_refresh": 150}
+RATE_LIMIT_DEFAULTS = {"sign_in_sign_ups": 30, "token_refresh": 150, "anonymous_users": 30}
+_WINDOW_SECONDS = {"anonymous_users": 3600}
+_BURST_IS_RATE = frozenset({"anonymous_users"})
 RATE_LIMIT_ENV = "TOKENMETER_AUTH_RATE_LIMIT_"
 _BUCKETS_PER_LIMIT = 10_000
 _LIMIT_OF = {
     "sign_in_sign_ups": "sign_in_sign_ups",
     "user_updates": "sign_in_sign_ups",
     "token_refresh": "token_refresh",
+    "anonymous_users": "anonymous_users",
 }
 
 
 def read_rate_limits(config_toml: Path, environ: Mapping[str, str]) -> dict[str, float]:
-    """Requests per 5 minutes per IP for each limit: supabase/config.toml `[auth.rate_limit]`
+    """Requests per window (5 minutes; an hour for anonymous_users) per IP for each limit: supabase/config.toml `[auth.rate_limit]`
     (the CLI's defaults when absent), overridden by TOKENMETER_AUTH_RATE_LIMIT_<KEY>, which
     may also be `unlimited` (infinity: no limit). The test suite turns both off: it signs
     hundreds of users up from one address, some of them at once, and even a huge rate leaves
@@ -68,13 +73,16 @@ class RateLimits:
         # The socket's peer: the gateway is not behind a proxy, and a forwarded-for header
         # would let any caller pick its own bucket.
         ip = request.client.host if request.client else ""
-        rate = self.per_window[_LIMIT_OF[limit]] / RATE_LIMIT_WINDOW_SECONDS
+        key = _LIMIT_OF[limit]
+        per_window = self.per_window[key]
+        rate = per_window / _WINDOW_SECONDS.get(key, RATE_LIMIT_WINDOW_SECONDS)
         if rate == math.inf:
             return
+        burst = float(per_window if key in _BURST_IS_RATE else RATE_LIMIT_BURST)
         buckets = self._buckets[limit]
         now = time.monotonic()
-        tokens_left, since = buckets.pop(ip, (float(RATE_LIMIT_BURST), now))
-        tokens_left = min(float(RATE_LIMIT_BURST), tokens_left + (now - since) * rate)
+        tokens_left, since = buckets.pop(ip, (burst, now))
+        tokens_left = min(burst, tokens_left + (now - since) * rate)
         if len(buckets) >= _BUCKETS_PER_LIMIT:
             # Oldest-touched first (re-inserted on every use); a dropped address starts full,
             # as it would after the hour GoTrue keeps a bucket.

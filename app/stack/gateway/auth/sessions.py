@@ -20,16 +20,20 @@ from app.stack.gateway.auth.caller import (
     current_user,
     jwt_secret,
 )
+from app.stack.gateway.auth.config import settings_of
 from app.stack.gateway.auth.errors import AuthError, validation_failed
 from app.stack.gateway.auth.ratelimit import rate_limits_of
 from app.stack.gateway.auth.store import (
     AUDIENCE,
     USER_COLUMNS,
     USER_UNIQUE,
+    email_identity_data,
     insert_user,
     provider_metadata,
+    save_identity,
     user_by,
     user_json,
+    user_out,
 )
 from app.stack.gateway.auth.validation import (
     MAX_PASSWORD_BYTES,
@@ -50,6 +54,7 @@ def access_token(
     """(token, expires_in, expires_at) for `user` in `session_id`."""
     expiry = int(request.app.state.config.jwt_expiry_seconds)
     now = int(time.time())
+    method = "anonymous" if user["is_anonymous"] else "password"
     claims = {
         "sub": str(user["id"]),
         "aud": user["aud"] or AUDIENCE,
@@ -59,7 +64,9 @@ def access_token(
         "app_metadata": user["raw_app_meta_data"] or {},
         "user_metadata": user["raw_user_meta_data"] or {},
         "aal": "aal1",
-        "amr": [{"method": "password", "timestamp": int(signed_in_at.timestamp())}],
+        # The method of the session's sign-in; sessions keep no record of it here, so an
+        # anonymous user's sessions say "anonymous" and every other "password".
+        "amr": [{"method": method, "timestamp": int(signed_in_at.timestamp())}],
         "session_id": str(session_id),
         "is_anonymous": bool(user["is_anonymous"]),
         "iat": now,
@@ -74,7 +81,9 @@ def session_json(
     session_id: uuid.UUID,
     signed_in_at: datetime,
     refresh_token: str,
+    user_body: dict[str, Any],
 ) -> dict[str, Any]:
+    """The session GoTrue answers with; `user_body` is the user's JSON (store.user_out)."""
     token, expires_in, expires_at = access_token(request, user, session_id, signed_in_at)
     return {
         "access_token": token,
@@ -82,7 +91,7 @@ def session_json(
         "expires_in": expires_in,
         "expires_at": expires_at,
         "refresh_token": refresh_token,
-        "user": user_json(user),
+        "user": user_body,
     }
 
 
@@ -106,12 +115,19 @@ async def new_session(
 
 
 async def signup(request: Request) -> JSONResponse:
+    """POST /signup: with an email, a confirmed user (confirmations are off, as in the CLI's
+    config) with its email identity, signed in; with neither email nor phone, an anonymous
+    user, when `[auth] enable_anonymous_sign_ins` allows it (GoTrue's two sign-ups)."""
     check_api_key(request)
-    rate_limits_of(request).check(request, "sign_in_sign_ups")
+    # As GoTrue: the body first, which decides which of the two rate limits applies.
     body = await json_body(request)
-    if body.get("phone") and not body.get("email"):
+    email_raw = opt_str(body, "email")
+    if not email_raw and not opt_str(body, "phone"):
+        return await _anonymous_signup(request, body)
+    rate_limits_of(request).check(request, "sign_in_sign_ups")
+    if not email_raw:
         raise AuthError(400, "phone_provider_disabled", "Unsupported phone provider")
-    email = email_address(opt_str(body, "email"))
+    email = email_address(email_raw)
     password = check_password(opt_str(body, "password"))
     metadata = opt_obj(body, "data", "user_metadata") or {}
     password_hash = await hash_password(password)
@@ -133,7 +149,15 @@ async def signup(request: Request) -> JSONResponse:
                         role=AUDIENCE,
                         signed_in=True,
                     )
+                    # GoTrue writes the identity before confirming, so email_verified is false.
+                    await save_identity(
+                        cur,
+                        user["id"],
+                        "email",
+                        email_identity_data(user["id"], email, verified=False, extra=metadata),
+                    )
                     session_id, started, refresh = await new_session(cur, user["id"])
+                    user_body = await user_out(cur, user)
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name not in USER_UNIQUE:
                     raise AuthError(
@@ -145,7 +169,43 @@ async def signup(request: Request) -> JSONResponse:
                 raise AuthError(
                     500, "unexpected_failure", "Database error saving new user"
                 ) from None
-    return JSONResponse(session_json(request, user, session_id, started, refresh))
+    return JSONResponse(session_json(request, user, session_id, started, refresh, user_body))
+
+
+async def _anonymous_signup(request: Request, body: dict[str, Any]) -> JSONResponse:
+    """GoTrue's SignupAnonymously: a user with no email, phone or password, `is_anonymous`,
+    no identity and empty app_metadata, signed in. Triggers on auth.users run as for any
+    user (the balance trigger gives it a balance). A password in the body is ignored, as by
+    GoTrue."""
+    if not settings_of(request).anonymous_sign_ins:
+        raise AuthError(422, "anonymous_provider_disabled", "Anonymous sign-ins are disabled")
+    rate_limits_of(request).check(request, "anonymous_users")
+    metadata = opt_obj(body, "data", "user_metadata") or {}
+    async with request.app.state.auth_pool.connection() as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            try:
+                async with conn.transaction():
+                    user = await insert_user(
+                        cur,
+                        user_id=uuid.uuid4(),
+                        email=None,
+                        phone=None,
+                        password_hash=None,
+                        confirmed=False,
+                        app_metadata={},
+                        user_metadata=metadata,
+                        role=AUDIENCE,
+                        signed_in=True,
+                        anonymous=True,
+                    )
+                    session_id, started, refresh = await new_session(cur, user["id"])
+            except psycopg.Error:
+                raise AuthError(
+                    500, "unexpected_failure", "Database error creating anonymous user"
+                ) from None
+    return JSONResponse(
+        session_json(request, user, session_id, started, refresh, user_json(user, []))
+    )
 
 
 async def token(request: Request) -> JSONResponse:
@@ -193,7 +253,8 @@ async def _password_grant(request: Request, body: dict[str, Any]) -> JSONRespons
                 user = await cur.fetchone()
                 assert user is not None
                 session_id, started, refresh = await new_session(cur, user["id"])
-    return JSONResponse(session_json(request, user, session_id, started, refresh))
+                user_body = await user_out(cur, user)
+    return JSONResponse(session_json(request, user, session_id, started, refresh, user_body))
 
 
 async def _refresh_grant(request: Request, body: dict[str, Any]) -> JSONResponse:
@@ -260,10 +321,11 @@ async def _refresh_grant(request: Request, body: dict[str, Any]) -> JSONResponse
                         "update auth.sessions set updated_at = now() where id = %s",
                         (found["session_id"],),
                     )
+                    user_body = await user_out(cur, user)
     if reused:
         raise AuthError(400, "refresh_token_already_used", "Invalid Refresh Token: Already Used")
     return JSONResponse(
-        session_json(request, user, found["session_id"], found["created_at"], fresh)
+        session_json(request, user, found["session_id"], found["created_at"], fresh, user_body)
     )
 
 

@@ -35,8 +35,30 @@ def ts(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def user_json(row: dict[str, Any]) -> dict[str, Any]:
-    """A user as GoTrue serialises it (null timestamps are left out, as GoTrue's omitempty)."""
+def identity_json(row: dict[str, Any]) -> dict[str, Any]:
+    """An `auth.identities` row as GoTrue serialises it: `identity_id` is the row's id, `id`
+    the provider's id for the user (for email and phone, the user's id)."""
+    out: dict[str, Any] = {
+        "identity_id": str(row["id"]),
+        "id": row["provider_id"],
+        "user_id": str(row["user_id"]),
+        "identity_data": row["identity_data"] or {},
+        "provider": row["provider"],
+        "created_at": ts(row["created_at"]),
+        "updated_at": ts(row["updated_at"]),
+    }
+    if row["last_sign_in_at"] is not None:
+        out["last_sign_in_at"] = ts(row["last_sign_in_at"])
+    if row["email"]:
+        out["email"] = row["email"]
+    return out
+
+
+def user_json(
+    row: dict[str, Any], identities: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A user as GoTrue serialises it (null timestamps are left out, as GoTrue's omitempty),
+    with its `auth.identities` rows."""
     out: dict[str, Any] = {
         "id": str(row["id"]),
         "aud": row["aud"] or "",
@@ -45,7 +67,7 @@ def user_json(row: dict[str, Any]) -> dict[str, Any]:
         "phone": row["phone"] or "",
         "app_metadata": row["raw_app_meta_data"] or {},
         "user_metadata": row["raw_user_meta_data"] or {},
-        "identities": [],
+        "identities": [identity_json(i) for i in identities or ()],
         "created_at": ts(row["created_at"]),
         "updated_at": ts(row["updated_at"]),
         "is_anonymous": bool(row["is_anonymous"]),
@@ -87,6 +109,7 @@ async def insert_user(
     user_metadata: dict[str, Any],
     role: str,
     signed_in: bool,
+    anonymous: bool = False,
 ) -> dict[str, Any]:
     await cur.execute(
         f"""
@@ -94,12 +117,12 @@ async def insert_user(
           instance_id, id, aud, role, email, phone, encrypted_password, email_confirmed_at,
           last_sign_in_at, raw_app_meta_data, raw_user_meta_data, is_super_admin,
           created_at, updated_at, confirmation_token, recovery_token, email_change_token_new,
-          email_change
+          email_change, is_anonymous
         ) values (
           '00000000-0000-0000-0000-000000000000', %(id)s, %(aud)s, %(role)s, %(email)s,
           %(phone)s, %(hash)s, case when %(confirmed)s then now() end,
           case when %(signed_in)s then now() end, %(app)s, %(meta)s, false, now(), now(),
-          '', '', '', ''
+          '', '', '', '', %(anonymous)s
         )
         returning {USER_COLUMNS}
         """,
@@ -114,6 +137,7 @@ async def insert_user(
             "signed_in": signed_in,
             "app": Jsonb(app_metadata),
             "meta": Jsonb(user_metadata),
+            "anonymous": anonymous,
         },
     )
     row = await cur.fetchone()
@@ -123,6 +147,66 @@ async def insert_user(
 
 def provider_metadata(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"provider": "email", "providers": ["email"], **(extra or {})}
+
+
+# ── identities ─────────────────────────────────────────────────────────────────────────────────
+_IDENTITY_COLUMNS = (
+    "id, provider_id, user_id, identity_data, provider, last_sign_in_at, created_at, "
+    "updated_at, email"
+)
+
+
+def email_identity_data(
+    user_id: uuid.UUID, email: str, *, verified: bool, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """GoTrue's identity_data for an email identity: its provider claims (`email_verified` and
+    `phone_verified` always present), then any keys of `extra` (sign-up data) not among them."""
+    data: dict[str, Any] = {
+        "sub": str(user_id),
+        "email": email,
+        "email_verified": verified,
+        "phone_verified": False,
+    }
+    return {**(extra or {}), **data}
+
+
+async def save_identity(
+    cur: psycopg.AsyncCursor[Any], user_id: uuid.UUID, provider: str, data: dict[str, Any]
+) -> None:
+    """Create the user's identity for `provider`, or merge `data` into the one it has (GoTrue's
+    UpdateIdentityData). For email and phone the provider's id is the user's id."""
+    await cur.execute(
+        """
+        insert into auth.identities (provider_id, user_id, identity_data, provider,
+                                     last_sign_in_at, created_at, updated_at)
+        values (%(pid)s, %(uid)s, %(data)s, %(provider)s, now(), now(), now())
+        on conflict (provider_id, provider) do update
+          set identity_data = auth.identities.identity_data || excluded.identity_data,
+              updated_at = now()
+        """,
+        {"pid": str(user_id), "uid": user_id, "data": Jsonb(data), "provider": provider},
+    )
+
+
+async def identities_of(
+    cur: psycopg.AsyncCursor[Any], user_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """The identity rows of each of `user_ids`, oldest first."""
+    await cur.execute(
+        f"select {_IDENTITY_COLUMNS} from auth.identities where user_id = any(%s) "
+        "order by created_at, id",
+        (user_ids,),
+    )
+    out: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for row in await cur.fetchall():
+        out.setdefault(row["user_id"], []).append(row)
+    return out
+
+
+async def user_out(cur: psycopg.AsyncCursor[Any], user: dict[str, Any]) -> dict[str, Any]:
+    """user_json of `user` with its identities read from the database."""
+    found = await identities_of(cur, [user["id"]])
+    return user_json(user, found.get(user["id"], []))
 
 
 UNSET_BAN = object()
@@ -159,6 +243,7 @@ async def update_user_row(
     app_metadata: dict[str, Any] | None,
     confirm_email: bool | None,
     banned_until: Any,
+    anonymous: bool | None = None,
 ) -> dict[str, Any]:
     """Apply the given changes (None = unchanged); metadata is merged key by key, as GoTrue."""
     await cur.execute(
@@ -174,6 +259,7 @@ async def update_user_row(
                                     when %(confirm)s then coalesce(email_confirmed_at, now())
                                     else email_confirmed_at end,
           banned_until = case when %(set_ban)s then %(ban)s::timestamptz else banned_until end,
+          is_anonymous = coalesce(%(anonymous)s::boolean, is_anonymous),
           updated_at = now()
         where id = %(id)s
         returning {USER_COLUMNS}
@@ -186,6 +272,7 @@ async def update_user_row(
             "confirm": confirm_email,
             "set_ban": banned_until is not UNSET_BAN and banned_until is not None,
             "ban": None if banned_until is UNSET_BAN else banned_until,
+            "anonymous": anonymous,
             "id": user_id,
         },
     )

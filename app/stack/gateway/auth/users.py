@@ -8,12 +8,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from app.stack.gateway.auth.caller import caller_claims, check_api_key, current_user
-from app.stack.gateway.auth.errors import email_exists
+from app.stack.gateway.auth.errors import AuthError, email_exists
 from app.stack.gateway.auth.ratelimit import rate_limits_of
 from app.stack.gateway.auth.store import (
     check_merged_metadata,
+    email_identity_data,
+    provider_metadata,
+    save_identity,
     update_user_row,
-    user_json,
+    user_out,
 )
 from app.stack.gateway.auth.validation import (
     check_password,
@@ -30,7 +33,8 @@ async def get_user(request: Request) -> JSONResponse:
     async with request.app.state.auth_pool.connection() as conn:
         async with conn.cursor(row_factory=dict_row) as cur:
             _claims_, user = await current_user(request, cur)
-    return JSONResponse(user_json(user))
+            body = await user_out(cur, user)
+    return JSONResponse(body)
 
 
 async def update_user(request: Request) -> JSONResponse:
@@ -46,6 +50,16 @@ async def update_user(request: Request) -> JSONResponse:
     async with request.app.state.auth_pool.connection() as conn:
         async with conn.cursor(row_factory=dict_row) as cur:
             _claims_, user = await current_user(request, cur)
+            if user["is_anonymous"] and password and new_email is None:
+                raise AuthError(
+                    422,
+                    "validation_failed",
+                    "Updating password of an anonymous user without an email or phone "
+                    "is not allowed",
+                )
+            # An anonymous user given an email becomes a permanent email user at once: with
+            # confirmations off GoTrue confirms the new email inline, as a sign-up would.
+            linking = bool(user["is_anonymous"]) and new_email is not None
             try:
                 async with conn.transaction():
                     if metadata is not None:
@@ -56,10 +70,21 @@ async def update_user(request: Request) -> JSONResponse:
                         email=new_email,
                         password_hash=password_hash,
                         user_metadata=metadata,
-                        app_metadata=None,
-                        confirm_email=None,
+                        app_metadata=provider_metadata() if linking else None,
+                        confirm_email=True if linking else None,
                         banned_until=None,
+                        anonymous=False if linking else None,
                     )
+                    if new_email is not None:
+                        # The change applies at once (no email-change mail yet), so the email
+                        # identity follows it, verified as the user's email stays confirmed.
+                        await save_identity(
+                            cur,
+                            user["id"],
+                            "email",
+                            email_identity_data(user["id"], new_email, verified=True),
+                        )
+                    body = await user_out(cur, user)
             except psycopg.errors.UniqueViolation:
                 raise email_exists() from None
-    return JSONResponse(user_json(user))
+    return JSONResponse(body)
