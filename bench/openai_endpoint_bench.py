@@ -57,7 +57,7 @@ class Result:
 
     @property
     def ok(self) -> int:
-        return self.statuses.get(200, 0)
+        return len(self.latencies)
 
     @property
     def rps(self) -> float:
@@ -68,16 +68,24 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def drive(url: str, headers: dict[str, str], body: bytes, stream: bool, seconds: float) -> Result:
+def drive(
+    url: str,
+    headers: list[dict[str, str]],
+    body: bytes | None,
+    stream: bool,
+    seconds: float,
+    ok_status: int = 200,
+) -> Result:
     result = Result()
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
 
-    def client() -> None:
+    def client(headers: dict[str, str]) -> None:
         with httpx.Client(timeout=60) as http:
             while time.monotonic() < deadline:
                 started = time.perf_counter()
-                with http.stream("POST", url, headers=headers, content=body) as answer:
+                method = "GET" if body is None else "POST"
+                with http.stream(method, url, headers=headers, content=body) as answer:
                     data = answer.read()
                 took = time.perf_counter() - started
                 timing = answer.headers.get("server-timing", "")
@@ -85,7 +93,7 @@ def drive(url: str, headers: dict[str, str], body: bytes, stream: bool, seconds:
                     result.statuses[answer.status_code] = (
                         result.statuses.get(answer.status_code, 0) + 1
                     )
-                    if answer.status_code == 200:
+                    if answer.status_code == ok_status:
                         if stream and not data.endswith(b"data: [DONE]\n\n"):
                             raise AssertionError(f"stream did not end with [DONE]: {data[-80:]!r}")
                         result.latencies.append(took)
@@ -93,7 +101,9 @@ def drive(url: str, headers: dict[str, str], body: bytes, stream: bool, seconds:
                             name, _, dur = part.partition(";dur=")
                             result.timings.setdefault(name, []).append(float(dur))
 
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    threads = [
+        threading.Thread(target=client, args=(headers[i % len(headers)],)) for i in range(CLIENTS)
+    ]
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -155,37 +165,54 @@ def one_run(
     seconds: float,
 ) -> dict[str, dict[str, float]]:
     funded = Decimal(1000)
-    user_id, key = make_account(conn, upstream_url, funded)
+    # One account per client (a gateway's usual load: many users), plus one scenario where all
+    # 8 clients share one key: the calls of one subscription serialise on its row lock.
+    accounts = [make_account(conn, upstream_url, funded) for _ in range(CLIENTS)]
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "benchmark words:5"}]}
     plain = json.dumps({**chat, "max_tokens": 64}).encode()
     streamed = json.dumps({**chat, "max_tokens": 64, "stream": True}).encode()
-    direct = {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
-    metered = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    direct = [{"authorization": f"Bearer {API_KEY}", "content-type": "application/json"}]
+    metered = [
+        {"authorization": f"Bearer {key}", "content-type": "application/json"}
+        for _, key in accounts
+    ]
     out: dict[str, dict[str, float]] = {}
-    served = 0
+    # The local gateway's relay and the function's dispatch alone: a path the function answers
+    # 404 at once, with no database call.
+    for transport, gw in gateways.items():
+        relay = drive(f"{gw.url}/functions/v1/openai/v1/nope", metered, None, False, seconds, 404)
+        out[f"relay only ({transport} gateway)"] = {
+            "rps": relay.rps,
+            "p50": relay.pct(0.5),
+            "p99": relay.pct(0.99),
+        }
     for stream, body in ((False, plain), (True, streamed)):
         kind = "stream" if stream else "json"
         scenarios = {f"direct/{kind}": (f"{upstream_url}/chat/completions", direct)}
         for transport, gw in gateways.items():
-            scenarios[f"function-{transport}/{kind}"] = (
-                f"{gw.url}/functions/v1/openai/v1/chat/completions",
-                metered,
-            )
+            url = f"{gw.url}/functions/v1/openai/v1/chat/completions"
+            scenarios[f"function-{transport}/{kind}"] = (url, metered)
+            if not stream:
+                scenarios[f"function-{transport}/{kind}, one key"] = (url, metered[:1])
         for name, (url, headers) in scenarios.items():
             result = drive(url, headers, body, stream, seconds)
             if set(result.statuses) != {200}:
                 raise AssertionError(f"{name}: statuses {result.statuses}")
-            if not name.startswith("direct"):
-                served += result.ok
             out[name] = {
                 "rps": result.rps,
                 "p50": result.pct(0.5),
                 "p99": result.pct(0.99),
                 **{k: statistics.median(v) for k, v in result.timings.items()},
             }
-    count, cost, balance, open_holds = money(conn, user_id)
+            if not name.startswith("direct"):
+                out[name]["served"] = result.ok
+    served = sum(v.get("served", 0) for v in out.values())
+    count = 0
+    for user_id, _ in accounts:
+        n, cost, balance, open_holds = money(conn, user_id)
+        count += n
+        assert balance == funded - cost and open_holds == 0, (balance, funded, cost, open_holds)
     assert count == served, f"{served} requests served, {count} charged"
-    assert balance == funded - cost and open_holds == 0, (balance, funded, cost, open_holds)
     out["money"] = {"served": served, "charged": count}
     out["budget"] = budget_phase(conn, upstream_url, next(iter(gateways.values())), streamed)
     return out
@@ -226,9 +253,10 @@ def budget_phase(
         thread.join()
     count, cost, balance, open_holds = money(conn, user_id)
     audit = conn.execute("select count(*) from public.balance_audit()").fetchone()
-    assert count == result.ok and balance == funded - cost and balance >= 0, (count, balance)
+    admitted = result.statuses.get(200, 0)
+    assert count == admitted and balance == funded - cost and balance >= 0, (count, balance)
     assert open_holds == 0 and audit == (0,)
-    return {"admitted": result.ok, "refused": result.statuses.get(402, 0), "overshoot": 0}
+    return {"admitted": admitted, "refused": result.statuses.get(402, 0), "overshoot": 0}
 
 
 def main() -> None:
@@ -236,7 +264,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--transports", default="sql,rpc")
+    parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
+    global CLIENTS
+    CLIENTS = args.clients
 
     paths = StackPaths.from_env()
     os.environ.setdefault("TOKENMETER_STATE_DIR", str(paths.state))
@@ -279,7 +310,12 @@ def main() -> None:
 
     for kind in ("json", "stream"):
         base = f"direct/{kind}"
-        for name in [base, *(f"function-{t}/{kind}" for t in gateways)]:
+        names = [base]
+        for t in gateways:
+            names += [
+                n for n in (f"function-{t}/{kind}", f"function-{t}/{kind}, one key") if n in runs[0]
+            ]
+        for name in names:
             added = (
                 ""
                 if name == base
@@ -294,6 +330,12 @@ def main() -> None:
                 f"| {name} | {med(name, 'rps'):.0f} | {med(name, 'p50'):.1f} | "
                 f"{med(name, 'p99'):.1f} | {added} | {med(name, 'authorize'):.1f} | "
                 f"{med(name, 'upstream'):.1f} | {med(name, 'complete'):.1f} |"
+            )
+    for name in runs[0]:
+        if name.startswith("relay"):
+            print(
+                f"| {name} | {med(name, 'rps'):.0f} | {med(name, 'p50'):.1f} | "
+                f"{med(name, 'p99'):.1f} | | | | | | |"
             )
     for r in runs:
         print(f"money: {r['money']}, budget phase: {r['budget']}")

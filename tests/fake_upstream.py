@@ -90,6 +90,9 @@ class FakeUpstream:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body are separate writes: with Nagle on, the second waits for the peer's
+    # delayed ACK (~40 ms), which real upstreams do not make anyone wait.
+    disable_nagle_algorithm = True
     fake: FakeUpstream
 
     def handle(self) -> None:
