@@ -629,6 +629,9 @@ def test_admin_create_key_seed_002_call_returns_working_secret_once(
     url = f"{gateway.url}/functions/v1/admin/keys"
     call = {"name": "alice", "sub_name": "cursor-pro-sonnet", "expires_in": 30}
     with httpx.Client(timeout=60) as http:
+        # verify_jwt = true for admin (config.toml): no JWT is refused by the gateway itself.
+        no_jwt = http.post(url, json=call)
+        assert no_jwt.status_code == 401 and no_jwt.json()["code"] == "UNAUTHORIZED_NO_AUTH_HEADER"
         refused = http.post(url, headers={"Authorization": f"Bearer {anon_key}"}, json=call)
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
         created = http.post(url, headers={"Authorization": f"Bearer {service_key}"}, json=call)
@@ -662,3 +665,20 @@ def test_admin_create_key_seed_002_call_returns_working_secret_once(
     assert row == ("active", True, "alice")
     listed = db.execute("select public.list_api_keys(%s)::text", (made["user_id"],)).fetchall()
     assert len(listed) == 2 and all(made["key"] not in r[0] for r in listed)
+
+
+def test_gateway_verify_jwt_read_per_function_from_config_toml(gateway: FunctionGateway):
+    """[functions.openai] verify_jwt = false is what lets a tm_ key reach the function; without
+    the entry the gateway asks for a JWT, as Supabase does by default."""
+    url = f"{gateway.url}/functions/v1/openai/v1/models"
+    headers = {"Authorization": "Bearer tm_" + "A" * 43}
+    config = gateway.folder / "config.toml"
+    original = config.read_text()
+    assert httpx.get(url, headers=headers).json()["error"]["code"] == "invalid_api_key"
+    try:
+        config.write_text(original.replace("[functions.openai]\nverify_jwt = false", ""))
+        refused = httpx.get(url, headers=headers)
+        assert refused.status_code == 401 and refused.json()["code"] == "UNAUTHORIZED_INVALID_JWT"
+    finally:
+        config.write_text(original)
+    assert httpx.get(url, headers=headers).json()["error"]["code"] == "invalid_api_key"

@@ -276,7 +276,12 @@ async function estimatedUsage(call: Call, auth: Authorization, answer: string): 
   const prompt = call.kind === "chat"
     ? await countPrompt(auth.model, call.body.messages, call.body.tools)
     : count(typeof call.body.input === "string" ? call.body.input : JSON.stringify(call.body.input));
-  return { prompt_tokens: prompt, completion_tokens: count(answer), estimated: true };
+  // Within what was authorized: an estimate never charges more than the hold covers.
+  return {
+    prompt_tokens: Math.min(prompt, call.inputBound),
+    completion_tokens: Math.min(count(answer), call.maxTokens),
+    estimated: true,
+  };
 }
 
 async function serveCall(req: Request, kind: Call["kind"]): Promise<Response> {
