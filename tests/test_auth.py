@@ -771,12 +771,26 @@ def test_auth_unknown_route_without_api_key_returns_401_first(api_url: str):
     assert answer.status_code == 401 and answer.json() == {"message": "No API key found in request"}
 
 
-def test_auth_unserved_endpoint_supabase_py_raises_auth_api_error_404(client: Client):
-    """SSO is out of scope (README): the client gets an API error it can handle, not a parse
-    failure of a text/plain body."""
+def test_sign_in_with_sso_saml_disabled_raises_404_as_gotrue(client: Client):
+    """SSO is out of scope (README): answered as GoTrue with SAML off, so the client raises an
+    API error it can handle, not a parse failure of a text/plain body."""
     with pytest.raises(AuthApiError) as caught:
         client.auth.sign_in_with_sso({"domain": "example.com"})
-    assert caught.value.status == 404 and caught.value.code == "not_found"
+    assert (caught.value.status, caught.value.code, caught.value.message) == (
+        404,
+        "saml_provider_disabled",
+        "SAML 2.0 is disabled",
+    )
+
+
+def test_admin_oauth_clients_server_disabled_raises_404_as_gotrue(admin: Client, client: Client):
+    with pytest.raises(AuthApiError) as caught:
+        admin.auth.admin.oauth.list_clients()
+    assert (caught.value.status, caught.value.code) == (404, "feature_disabled")
+    # The admin check comes first, as in GoTrue's admin group.
+    with pytest.raises(AuthApiError) as caught:
+        client.auth.admin.oauth.list_clients()
+    assert (caught.value.status, caught.value.code) == (403, "not_admin")
 
 
 def test_health_and_settings_answer_with_api_key(raw: httpx.Client):

@@ -1,4 +1,5 @@
-"""GoTrue-compatible /auth/v1: email/password sign-up and sign-in, sessions, admin users.
+"""GoTrue-compatible /auth/v1: email/password and anonymous sign-up, sign-in, sessions, the
+signed-in user, identities, admin users.
 
 One module per endpoint group, as GoTrue keeps one file per group:
 
@@ -9,8 +10,9 @@ One module per endpoint group, as GoTrue keeps one file per group:
     store.py       auth.users rows and their JSON
     sessions.py    sign-up, /token grants, sessions and refresh tokens, logout
     users.py       the signed-in user: GET/PUT /user
-    admin.py       the admin users API (service_role only)
-
+    admin.py       the admin users API (service_role and supabase_admin tokens)
+    disabled.py    GoTrue features switched off here (SAML SSO, OAuth server): GoTrue's 404s
+    config.py      the [auth] settings of config.toml honoured (anonymous sign-ins)
 
 Users are real rows in `auth.users` (so triggers on it fire as on Supabase), sessions live in
 `auth.sessions` and refresh tokens in `auth.refresh_tokens`. Behaviour follows the local Supabase
@@ -41,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
+from app.stack.gateway.auth import disabled
 from app.stack.gateway.auth.admin import (
     admin_create_user,
     admin_delete_user,
@@ -139,5 +142,6 @@ def routes() -> list[BaseRoute]:
         Route("/admin/users/{user_id}", admin_get_user, methods=["GET"]),
         Route("/admin/users/{user_id}", admin_update_user, methods=["PUT"]),
         Route("/admin/users/{user_id}", admin_delete_user, methods=["DELETE"]),
+        *disabled.routes(),
     ]
     return [*api, _unrouted(api)]
