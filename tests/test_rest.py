@@ -539,6 +539,55 @@ async def test_or_with_array_literal_keeps_its_commas(client, db_url):
     assert res.data == [{"id": first}]
 
 
+async def test_csv_accept_returns_header_and_quoted_rows(client, db_url):
+    grp = tag()
+    seed(db_url, grp, [{"name": 'comma, "quote"', "qty": 1}, {"name": "plain", "qty": 2}])
+    res = await ex(client.table("rest_items").select("name,qty").eq("grp", grp).order("qty").csv())
+    assert res.data == 'name,qty\n"comma, ""quote""",1\nplain,2'
+
+
+def test_csv_write_representation_and_rpc_rows(api_url, service_key, rest_schema):
+    grp = tag()
+    resp = httpx.post(
+        f"{api_url}/rest/v1/rest_items",
+        params={"select": "name,qty"},
+        json={"name": "w", "grp": grp},
+        headers=_headers(service_key, Prefer="return=representation", Accept="text/csv"),
+    )
+    assert resp.status_code == 201 and resp.text == "name,qty\nw,7"
+    assert resp.headers["content-type"] == "text/csv; charset=utf-8"
+    pairs = httpx.get(
+        f"{api_url}/rest/v1/rpc/rest_pairs",
+        params={"n": "2"},
+        headers=_headers(service_key, Accept="text/csv"),
+    )
+    assert pairs.text == "k,v\n1,v1\n2,v2"
+
+
+@pytest.mark.parametrize(
+    "accept", ["text/html", "application/xml", "application/vnd.pgrst.plan+json", "*/*;q=0"]
+)
+def test_unservable_accept_returns_406_pgrst107(accept, api_url, service_key, rest_schema):
+    resp = httpx.get(
+        f"{api_url}/rest/v1/rest_items",
+        params={"limit": "1"},
+        headers=_headers(service_key, Accept=accept),
+    )
+    assert resp.status_code == 406
+    body = resp.json()
+    assert body["code"] == "PGRST107"
+    assert body["message"] == f"None of these media types are available: {accept.split(';')[0]}"
+
+
+def test_accept_picks_first_servable_type_by_quality(api_url, service_key, rest_schema):
+    resp = httpx.get(
+        f"{api_url}/rest/v1/rest_items",
+        params={"limit": "1", "select": "id"},
+        headers=_headers(service_key, Accept="text/html, text/csv;q=0.5, application/json;q=0.4"),
+    )
+    assert resp.status_code == 200 and resp.text.startswith("id\n")
+
+
 async def test_update_with_filter_returns_updated_rows(client, db_url):
     grp = tag()
     a, _b = seed(db_url, grp, [{"name": "a", "qty": 1}, {"name": "b", "qty": 1}])

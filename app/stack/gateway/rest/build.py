@@ -60,6 +60,7 @@ class ReadShape:
     # Filters, order and page of embedded resources, by path of response keys.
     embedded: dict[tuple[str, ...], ReadShape] = field(default_factory=dict)
     cache: SchemaCache | None = None  # relationships, needed only when embedding
+    csv: bool = False  # `Accept: text/csv`: the body is CSV text (csv_body)
 
 
 def table_source(table: Table) -> Source:
@@ -458,6 +459,17 @@ def body_expr(single: bool, rows: str = "_t") -> sql.Composable:
     return sql.SQL(f"coalesce(json_agg({rows}), '[]')::text")
 
 
+def csv_body(rows: str) -> sql.Composable:
+    """PostgREST's CSV: a header of the first row's keys, then each row's composite text
+    without its parentheses (PostgreSQL quotes values holding commas, quotes or line breaks).
+    `rows` names a CTE of the rows, read twice."""
+    return sql.SQL(
+        "(select coalesce(string_agg(a.k, ','), '') from (select json_object_keys(r)::text as k "
+        "from (select row_to_json(hh) as r from {0} as hh limit 1) s) a) || chr(10) || "
+        "coalesce(string_agg(substring(_t::text, 2, length(_t::text) - 2), chr(10)), '')"
+    ).format(sql.Identifier(rows))
+
+
 def read(
     src: Source, shape: ReadShape, *, count: bool, single: bool, scalar: bool = False
 ) -> tuple[sql.Composable, list[Any]]:
@@ -487,13 +499,16 @@ def read(
         total = sql.SQL("(select count(*) from {}{}{})").format(
             src.from_clause, selection.joins, where
         )
+    count_params = from_params + where_params if count else []
+    if shape.csv and not single:
+        # The rows are a CTE read twice (header and lines); the count comes after it.
+        query = sql.SQL("with pgrst_rows as ({}) select {}, count(*), {} from pgrst_rows _t")
+        return query.format(inner, csv_body("pgrst_rows"), total), params + count_params
     query = sql.SQL("select {}, count(*), {} from ({}) _t").format(
         body_expr(single, rows), total, inner
     )
-    if count:
-        # The count's placeholders come before the page's in the text.
-        params = from_params + where_params + params
-    return query, params
+    # The count's placeholders come before the page's in the text.
+    return query, count_params + params
 
 
 # Upserts count the rows they insert in a transaction-local setting, as PostgREST does (a
@@ -549,6 +564,19 @@ def wrap_mutation(
     src = Source(sql.Identifier("pgrst_source"), sql.Identifier("pgrst_source"), table)
     selection = plan_select(src, shape)
     target = selection.target if shape.select else sql.SQL("pgrst_source.*")
+    if shape.csv and not single:
+        query = sql.SQL(
+            "with pgrst_source as ({}), pgrst_rows as (select {} from pgrst_source{}) "
+            "select {}, count(*), {}, {} from pgrst_rows _t"
+        ).format(
+            mutation,
+            target,
+            selection.joins,
+            csv_body("pgrst_rows"),
+            sql.SQL("count(*)") if count else sql.SQL("null::bigint"),
+            inserted,
+        )
+        return query, params + selection.target_params + selection.join_params
     query = sql.SQL(
         "with pgrst_source as ({}) select {}, count(*), {}, {} "
         "from (select {} from pgrst_source{}) _t"

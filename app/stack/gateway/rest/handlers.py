@@ -34,6 +34,7 @@ from app.stack.gateway.rest.transaction import RequestContext, run
 
 OBJECT_MEDIA = "application/vnd.pgrst.object+json"
 JSON_TYPE = "application/json; charset=utf-8"
+CSV_TYPE = "text/csv; charset=utf-8"
 _PLAN_CACHE_SIZE = 2048
 # Up to this many bytes of query string and body, parsing and building take well under a
 # millisecond and run inline; beyond, they run off the event loop (_prepare).
@@ -196,8 +197,51 @@ def _schema(request: Request) -> str:
     return schema
 
 
-def _wants_object(request: Request) -> bool:
-    return OBJECT_MEDIA in request.headers.get("accept", "")
+_JSON_MEDIA = frozenset(
+    {"*/*", "application/json", "application/vnd.pgrst.array+json", "application/vnd.pgrst.array"}
+)
+_OBJECT_MEDIA = frozenset({OBJECT_MEDIA, "application/vnd.pgrst.object"})
+
+
+def _negotiate(request: Request) -> str:
+    """ "json", "object" (`.single()`) or "csv": the first media type of `Accept` the API can
+    produce, by q-value then order, as PostgREST picks it; no header means JSON.
+
+    Raises ApiError 406 PGRST107 when none is available (`text/html`, `application/xml`, and
+    `application/vnd.pgrst.plan`, as PostgREST without `db-plan-enabled`)."""
+    header = request.headers.get("accept", "")
+    if not header.strip():
+        return "json"
+    offered: list[tuple[float, int, str]] = []
+    for index, part in enumerate(header.split(",")):
+        media, *options = (p.strip() for p in part.split(";"))
+        quality = 1.0
+        for option in options:
+            key, _, value = option.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value.strip()[:8])
+                except ValueError:
+                    quality = 0.0
+        if media:
+            offered.append((-quality, index, media.lower()))
+    for negative_quality, _, media in sorted(offered):
+        if negative_quality >= 0:
+            break  # q=0: not acceptable
+        if media in _JSON_MEDIA:
+            return "json"
+        if media in _OBJECT_MEDIA:
+            return "object"
+        if media == "text/csv":
+            return "csv"
+    listed = ", ".join(media for _, _, media in offered)
+    raise ApiError(406, "PGRST107", f"None of these media types are available: {listed[:500]}")
+
+
+def _media_type(kind: str) -> str:
+    if kind == "object":
+        return OBJECT_MEDIA + "; charset=utf-8"
+    return CSV_TYPE if kind == "csv" else JSON_TYPE
 
 
 def _context(
@@ -247,7 +291,12 @@ def _content_range(offset: int, rows: int, total: int | None) -> str:
 
 
 def _read_response(
-    request: Request, row: tuple[Any, ...], offset: int, single: bool, counted: bool
+    request: Request,
+    row: tuple[Any, ...],
+    offset: int,
+    single: bool,
+    counted: bool,
+    kind: str = "json",
 ) -> Response:
     body, rows, total = row
     status = 200
@@ -255,7 +304,7 @@ def _read_response(
         status = 206  # a page of a larger result, as PostgREST answers a range
     headers = {"Content-Range": _content_range(offset, rows, total)}
     content = "" if request.method == "HEAD" else body
-    media = OBJECT_MEDIA + "; charset=utf-8" if single else JSON_TYPE
+    media = _media_type("object" if single else kind)
     return Response(content, status, headers, media_type=media)
 
 
@@ -332,9 +381,10 @@ async def _serve_table(
     table = _table(cache, schema, name)
     ctx = _context(request, cache, claims, f"/{name}")
     prefer = Prefer.parse(request.headers.get("prefer"))
-    single = _wants_object(request)
+    kind = _negotiate(request)
+    single = kind == "object"
     if request.method in ("GET", "HEAD"):
-        return await _read_table(request, state, cache, table, ctx, prefer, single)
+        return await _read_table(request, state, cache, table, ctx, prefer, kind)
     planned = await _prepare(
         request,
         raw,
@@ -344,7 +394,7 @@ async def _serve_table(
         raw,
         _items(request),
         prefer,
-        single,
+        kind,
         cache,
     )
     if planned.text is None:  # a PATCH naming no column: nothing to write
@@ -382,8 +432,7 @@ async def _serve_table(
         return Response(b"", status, headers)
     if minimal:
         return Response(b"", status, headers)
-    media = OBJECT_MEDIA + "; charset=utf-8" if single else JSON_TYPE
-    return Response(body, status, headers, media_type=media)
+    return Response(body, status, headers, media_type=_media_type(kind))
 
 
 @dataclass
@@ -401,7 +450,7 @@ def _plan_write(
     raw: bytes,
     items: list[tuple[str, str]],
     prefer: Prefer,
-    single: bool,
+    kind: str,
     cache: SchemaCache,
 ) -> _Write:
     """The SQL of a POST/PATCH/DELETE on a table. Raises ApiError (400s, 405), CacheMiss."""
@@ -415,7 +464,9 @@ def _plan_write(
         )
     minimal = prefer.ret != "representation"
     upsert = False
+    single = kind == "object"
     shape = query.shape(cache)
+    shape.csv = kind == "csv"
     if prefer.ret == "headers-only" and table.primary_key:
         shape.select = tuple(parse.SelectItem(parse.Field(c)) for c in table.primary_key)
         minimal = False
@@ -496,12 +547,14 @@ def _insert(
 
 
 def _plan_read(
-    table: Table, items: list[tuple[str, str]], count: bool, single: bool, cache: SchemaCache
+    table: Table, items: list[tuple[str, str]], count: bool, kind: str, cache: SchemaCache
 ) -> tuple[str, tuple[Any, ...], int]:
     """(SQL, parameters, offset) of a GET on a table. Raises ApiError 400, CacheMiss."""
     query = parse_query(items)
+    shape = query.shape(cache)
+    shape.csv = kind == "csv"
     stmt, params = build.read(
-        build.table_source(table), query.shape(cache), count=count, single=single
+        build.table_source(table), shape, count=count, single=kind == "object"
     )
     return stmt.as_string(None), tuple(params), query.offset or 0
 
@@ -513,20 +566,21 @@ async def _read_table(
     table: Table,
     ctx: RequestContext,
     prefer: Prefer,
-    single: bool,
+    kind: str,
 ) -> Response:
+    single = kind == "object"
     key = (
         state.holder.generation,
         table.schema,
         table.name,
         request.url.query,
         prefer.count,
-        single,
+        kind,
     )
     plan = state.plans.get(key)
     if plan is None:
         plan = await _prepare(  # type: ignore[assignment]
-            request, b"", _plan_read, table, _items(request), prefer.count, single, cache
+            request, b"", _plan_read, table, _items(request), prefer.count, kind, cache
         )
         if len(state.plans) >= _PLAN_CACHE_SIZE:
             state.plans.clear()
@@ -535,7 +589,7 @@ async def _read_table(
     row = await run(
         state.pool, ctx, text, params, read_only=True, check=_check_single if single else None
     )
-    return _read_response(request, row, offset, single, prefer.count)
+    return _read_response(request, row, offset, single, prefer.count, kind)
 
 
 # ── functions ─────────────────────────────────────────────────────────────────────────────
@@ -563,7 +617,8 @@ async def _serve_rpc(
     name = request.path_params["name"]
     ctx = _context(request, cache, claims, f"/rpc/{name}")
     prefer = Prefer.parse(request.headers.get("prefer"))
-    single = _wants_object(request)
+    kind = _negotiate(request)
+    single = kind == "object"
     fns = cache.functions.get((schema, name), [])
     call = await _prepare(
         request,
@@ -576,7 +631,7 @@ async def _serve_rpc(
         raw,
         _items(request),
         prefer.count,
-        single,
+        kind,
     )
     if call.scalar:
         row = await run(state.pool, ctx, call.text, call.params, read_only=call.read_only)
@@ -592,7 +647,7 @@ async def _serve_rpc(
         read_only=call.read_only,
         check=_check_single if single else None,
     )
-    return _read_response(request, row, call.offset, call.as_object, prefer.count)
+    return _read_response(request, row, call.offset, call.as_object, prefer.count, kind)
 
 
 @dataclass
@@ -614,7 +669,7 @@ def _plan_call(
     raw: bytes,
     items: list[tuple[str, str]],
     count: bool,
-    single: bool,
+    kind: str,
 ) -> _Call:
     """The SQL calling one of the overloads `fns` of schema.name. Raises ApiError, CacheMiss."""
     all_arg_names = frozenset(a.name for f in fns for a in f.args)
@@ -649,9 +704,11 @@ def _plan_call(
         stmt, params = build.call_scalar(fn, args, body)
         return _Call(stmt.as_string(None), params, read_only, True, fn.returns_void, False, 0)
     src = build.function_source(fn, args, body)
-    as_object = single or not fn.returns_set
+    as_object = kind == "object" or not fn.returns_set
+    shape = query.shape()
+    shape.csv = kind == "csv"
     stmt, params = build.read(
-        src, query.shape(), count=count, single=as_object, scalar=not fn.returns_composite
+        src, shape, count=count, single=as_object, scalar=not fn.returns_composite
     )
     return _Call(
         stmt.as_string(None), params, read_only, False, False, as_object, query.offset or 0
