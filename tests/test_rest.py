@@ -588,6 +588,61 @@ def test_accept_picks_first_servable_type_by_quality(api_url, service_key, rest_
     assert resp.status_code == 200 and resp.text.startswith("id\n")
 
 
+def _plan_enabled(admin_dsn: str, enabled: bool) -> None:
+    # As on Supabase; locally only the cluster superuser may set a `pgrst.` role setting.
+    action = "set pgrst.db_plan_enabled to 'true'" if enabled else "reset pgrst.db_plan_enabled"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"alter role authenticator {action}")
+        conn.execute("notify pgrst, 'reload config'")
+
+
+def _wait_status(url: str, headers: dict[str, str], status: int) -> None:
+    deadline = time.monotonic() + 10
+    while httpx.get(url, headers=headers).status_code != status:
+        assert time.monotonic() < deadline, f"never answered {status}"
+        time.sleep(0.05)
+
+
+def test_plan_accept_with_db_plan_enabled_explains_and_rolls_back(
+    api_url, service_key, admin_dsn, db_url, rest_schema
+):
+    url = f"{api_url}/rest/v1/rest_items"
+    as_json = _headers(
+        service_key, Accept='application/vnd.pgrst.plan+json; for="application/json"'
+    )
+    assert httpx.get(url, headers=as_json).status_code == 406  # off by default, as PostgREST
+    _plan_enabled(admin_dsn, True)
+    try:
+        _wait_status(url, as_json, 200)
+        resp = httpx.get(url, params={"select": "id,rest_children(note)"}, headers=as_json)
+        assert resp.json()[0]["Plan"]["Node Type"] == "Aggregate"
+        assert resp.headers["content-type"].startswith("application/vnd.pgrst.plan+json")
+        grp = tag()
+        analyzed = httpx.post(
+            url,
+            json={"name": "explained", "grp": grp},
+            headers=_headers(
+                service_key,
+                Accept="application/vnd.pgrst.plan+text; options=analyze|verbose",
+                Prefer="return=representation",
+            ),
+        )
+        assert analyzed.status_code == 200 and "Insert on public.rest_items" in analyzed.text
+        with psycopg.connect(db_url) as conn:
+            assert conn.execute(
+                "select count(*) from rest_items where grp = %s", (grp,)
+            ).fetchone() == (0,)
+        rpc = httpx.get(
+            f"{api_url}/rest/v1/rpc/rest_series",
+            params={"n": "3"},
+            headers=_headers(service_key, Accept="application/vnd.pgrst.plan"),
+        )
+        assert rpc.status_code == 200 and "Function Scan" in rpc.text
+    finally:
+        _plan_enabled(admin_dsn, False)
+        _wait_status(url, as_json, 406)
+
+
 async def test_update_with_filter_returns_updated_rows(client, db_url):
     grp = tag()
     a, _b = seed(db_url, grp, [{"name": "a", "qty": 1}, {"name": "b", "qty": 1}])

@@ -326,7 +326,8 @@ def _plan_embed(
         )
         join_cond = _equal_all(j_ident, src.qualifier, rel.junction_origin)
     else:
-        join_cond = _equal_all(src.qualifier, t_ident, rel.columns)
+        # `target.col = parent.col`, PostgREST's order (EXPLAIN output reads the same).
+        join_cond = _equal_all(t_ident, src.qualifier, tuple((b, a) for a, b in rel.columns))
     where_params: list[Any] = []
     conds = [join_cond] + [filter_sql(child, f, where_params) for f in child_shape.filters]
     order_params: list[Any] = []

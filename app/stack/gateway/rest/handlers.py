@@ -30,7 +30,7 @@ from app.stack.gateway.rest.schema_cache import (
     SchemaCacheHolder,
     Table,
 )
-from app.stack.gateway.rest.transaction import RequestContext, run
+from app.stack.gateway.rest.transaction import RequestContext, explain, run
 
 OBJECT_MEDIA = "application/vnd.pgrst.object+json"
 JSON_TYPE = "application/json; charset=utf-8"
@@ -203,39 +203,78 @@ _JSON_MEDIA = frozenset(
 _OBJECT_MEDIA = frozenset({OBJECT_MEDIA, "application/vnd.pgrst.object"})
 
 
-def _negotiate(request: Request) -> str:
-    """ "json", "object" (`.single()`) or "csv": the first media type of `Accept` the API can
-    produce, by q-value then order, as PostgREST picks it; no header means JSON.
+@dataclass(frozen=True)
+class Plan:
+    """`Accept: application/vnd.pgrst.plan[+json|+text]; for="…"; options=analyze|…`."""
+
+    json: bool
+    options: tuple[str, ...]
+    for_media: str  # the media type whose query is explained
+
+    def explain(self, statement: str) -> str:
+        # Options come from _PLAN_OPTIONS only, never from the request text itself.
+        opts = ", ".join(("format json" if self.json else "format text", *self.options))
+        return f"explain ({opts}) {statement}"
+
+    def media_type(self) -> str:
+        suffix = "json" if self.json else "text"
+        return f'application/vnd.pgrst.plan+{suffix}; for="{self.for_media}"; charset=utf-8'
+
+
+_PLAN_MEDIA = {
+    "application/vnd.pgrst.plan": False,
+    "application/vnd.pgrst.plan+text": False,
+    "application/vnd.pgrst.plan+json": True,
+}
+_PLAN_OPTIONS = ("analyze", "verbose", "settings", "buffers", "wal")
+
+
+def _negotiate(request: Request, cache: SchemaCache) -> tuple[str, Plan | None]:
+    """(kind, plan): kind "json", "object" (`.single()`) or "csv", the first media type of
+    `Accept` the API can produce, by q-value then order, as PostgREST picks it (no header means
+    JSON); plan when that type is an EXPLAIN plan (only with db-plan-enabled), kind then being
+    the `for=` type whose query it explains.
 
     Raises ApiError 406 PGRST107 when none is available (`text/html`, `application/xml`, and
-    `application/vnd.pgrst.plan`, as PostgREST without `db-plan-enabled`)."""
+    `application/vnd.pgrst.plan` without db-plan-enabled, as PostgREST)."""
     header = request.headers.get("accept", "")
     if not header.strip():
-        return "json"
-    offered: list[tuple[float, int, str]] = []
+        return "json", None
+    offered: list[tuple[float, int, str, dict[str, str]]] = []
     for index, part in enumerate(header.split(",")):
         media, *options = (p.strip() for p in part.split(";"))
-        quality = 1.0
+        params: dict[str, str] = {}
         for option in options:
             key, _, value = option.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    quality = float(value.strip()[:8])
-                except ValueError:
-                    quality = 0.0
+            params[key.strip().lower()] = value.strip().strip('"')
+        try:
+            quality = float(params.get("q", "1")[:8])
+        except ValueError:
+            quality = 0.0
         if media:
-            offered.append((-quality, index, media.lower()))
-    for negative_quality, _, media in sorted(offered):
+            offered.append((-quality, index, media.lower(), params))
+    for negative_quality, _, media, params in sorted(offered, key=lambda o: o[:2]):
         if negative_quality >= 0:
             break  # q=0: not acceptable
-        if media in _JSON_MEDIA:
-            return "json"
-        if media in _OBJECT_MEDIA:
-            return "object"
-        if media == "text/csv":
-            return "csv"
-    listed = ", ".join(media for _, _, media in offered)
+        kind = _kind(media)
+        if kind is not None:
+            return kind, None
+        if media in _PLAN_MEDIA and cache.plan_enabled:
+            for_media = params.get("for", "application/json").lower()
+            kind = _kind(for_media)
+            chosen = tuple(o for o in _PLAN_OPTIONS if o in params.get("options", "").split("|"))
+            if kind is not None:
+                return kind, Plan(_PLAN_MEDIA[media], chosen, for_media)
+    listed = ", ".join(media for _, _, media, _ in offered)
     raise ApiError(406, "PGRST107", f"None of these media types are available: {listed[:500]}")
+
+
+def _kind(media: str) -> str | None:
+    if media in _JSON_MEDIA:
+        return "json"
+    if media in _OBJECT_MEDIA:
+        return "object"
+    return "csv" if media == "text/csv" else None
 
 
 def _media_type(kind: str) -> str:
@@ -381,8 +420,30 @@ async def _serve_table(
     table = _table(cache, schema, name)
     ctx = _context(request, cache, claims, f"/{name}")
     prefer = Prefer.parse(request.headers.get("prefer"))
-    kind = _negotiate(request)
+    kind, plan = _negotiate(request, cache)
     single = kind == "object"
+    if plan is not None:
+        if request.method in ("GET", "HEAD"):
+            text, params, _ = await _prepare(
+                request, b"", _plan_read, table, _items(request), prefer.count, kind, cache
+            )
+            return await _explain(request, state, ctx, plan, text, params, read_only=True)
+        written = await _prepare(
+            request,
+            raw,
+            _plan_write,
+            request.method,
+            table,
+            raw,
+            _items(request),
+            prefer,
+            kind,
+            cache,
+        )
+        if written.text is not None:
+            return await _explain(
+                request, state, ctx, plan, written.text, written.params, read_only=False
+            )
     if request.method in ("GET", "HEAD"):
         return await _read_table(request, state, cache, table, ctx, prefer, kind)
     planned = await _prepare(
@@ -592,6 +653,27 @@ async def _read_table(
     return _read_response(request, row, offset, single, prefer.count, kind)
 
 
+async def _explain(
+    request: Request,
+    state: RestState,
+    ctx: RequestContext,
+    plan: Plan,
+    text: str,
+    params: list[Any] | tuple[Any, ...],
+    *,
+    read_only: bool,
+) -> Response:
+    """The EXPLAIN of the request's statement, its effects rolled back (`Accept:
+    application/vnd.pgrst.plan…`, db-plan-enabled only). Raises ApiError for database errors."""
+    rows = await explain(state.pool, ctx, plan.explain(text), params, read_only=read_only)
+    if plan.json:
+        body = json.dumps(rows[0][0] if rows else [], separators=(",", ":"))
+    else:
+        body = "\n".join(str(r[0]) for r in rows)
+    content = "" if request.method == "HEAD" else body
+    return Response(content, 200, media_type=plan.media_type())
+
+
 # ── functions ─────────────────────────────────────────────────────────────────────────────
 def _choose(fns: list[Function], given: set[str]) -> Function | None:
     """The overload whose parameters fit the given argument names, as PostgREST picks it."""
@@ -617,7 +699,7 @@ async def _serve_rpc(
     name = request.path_params["name"]
     ctx = _context(request, cache, claims, f"/rpc/{name}")
     prefer = Prefer.parse(request.headers.get("prefer"))
-    kind = _negotiate(request)
+    kind, plan = _negotiate(request, cache)
     single = kind == "object"
     fns = cache.functions.get((schema, name), [])
     call = await _prepare(
@@ -633,6 +715,10 @@ async def _serve_rpc(
         prefer.count,
         kind,
     )
+    if plan is not None:
+        return await _explain(
+            request, state, ctx, plan, call.text, call.params, read_only=call.read_only
+        )
     if call.scalar:
         row = await run(state.pool, ctx, call.text, call.params, read_only=call.read_only)
         if call.returns_void:

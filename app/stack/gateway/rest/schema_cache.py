@@ -118,6 +118,10 @@ class Function:
 class SchemaCache:
     tables: dict[tuple[str, str], Table] = field(default_factory=dict)
     functions: dict[tuple[str, str], list[Function]] = field(default_factory=dict)
+    # PostgREST's db-plan-enabled, from its in-database configuration: as on Supabase,
+    # `alter role authenticator set pgrst.db_plan_enabled to 'true'; notify pgrst, 'reload
+    # config';` turns on `Accept: application/vnd.pgrst.plan` (EXPLAIN). Off by default.
+    plan_enabled: bool = False
     # Embeddable relationships by origin table (relationships()).
     relationships: dict[tuple[str, str], list[Relationship]] = field(default_factory=dict)
     # ALTER ROLE … SET of the API roles (e.g. anon's statement_timeout), applied per request
@@ -206,6 +210,19 @@ order by r.rolname, s.setdatabase
 """
 
 
+# The connecting role's own setting, database-specific first, as PostgREST reads its config.
+_PLAN_ENABLED_SQL = """
+select substr(c, strpos(c, '=') + 1)
+from pg_db_role_setting s
+join pg_roles r on r.oid = s.setrole
+cross join lateral unnest(s.setconfig) c
+where r.rolname = current_user and split_part(c, '=', 1) = 'pgrst.db_plan_enabled'
+  and s.setdatabase in (0, (select oid from pg_database where datname = current_database()))
+order by s.setdatabase desc
+limit 1
+"""
+
+
 async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
     """Read the exposed schemas' tables, views, columns, keys and functions from pg_catalog."""
     # format_type() qualifies names not on the search_path; use the one requests run with.
@@ -218,6 +235,7 @@ async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
         fkeys = await (await conn.execute(_FKEYS_SQL, params)).fetchall()
         funcs = await (await conn.execute(_FUNCTIONS_SQL, params)).fetchall()
         role_rows = await (await conn.execute(_ROLE_SETTINGS_SQL)).fetchall()
+        plan_row = await (await conn.execute(_PLAN_ENABLED_SQL)).fetchone()
     columns: dict[int, dict[str, Column]] = {}
     for relid, name, typ, default, generated in cols:
         columns.setdefault(relid, {})[name] = Column(name, typ, default, generated)
@@ -254,6 +272,7 @@ async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
     for role, key, value in role_rows:
         by_role.setdefault(role, {})[key] = value  # database-specific rows come last and win
     cache.role_settings = {role: tuple(kv.items()) for role, kv in by_role.items()}
+    cache.plan_enabled = plan_row is not None and plan_row[0].strip().lower() in ("true", "on", "1")
     return cache
 
 
@@ -395,7 +414,7 @@ class SchemaCacheHolder:
                     await conn.execute("listen pgrst")
                     self._dirty.set()  # anything may have changed while we were not listening
                     async for notify in conn.notifies():
-                        if notify.payload in ("", "reload schema"):
+                        if notify.payload in ("", "reload schema", "reload config"):
                             self._dirty.set()
             except asyncio.CancelledError:
                 raise

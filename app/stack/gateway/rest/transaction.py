@@ -109,6 +109,36 @@ async def run(
             raise
 
 
+async def explain(
+    pool: AsyncConnectionPool,
+    ctx: RequestContext,
+    query: str,
+    params: list[Any] | tuple[Any, ...],
+    *,
+    read_only: bool,
+) -> list[tuple[Any, ...]]:
+    """Every row of `query` (an EXPLAIN) in the request's transaction, then ROLLBACK: an
+    EXPLAIN ANALYZE of a write runs it, and PostgREST discards its effects.
+
+    Raises ApiError for database errors."""
+    script = "".join(
+        ("begin read only;" if read_only else "begin;", ctx.settings_sql(), ";", query)
+    )
+    async with pool.connection() as conn:
+        if not conn.autocommit:
+            await conn.set_autocommit(True)
+        try:
+            cur = AsyncClientCursor(conn)
+            await cur.execute(script, (*ctx.settings_params(), *params))
+            cur.nextset()
+            cur.nextset()
+            return await cur.fetchall()
+        except psycopg.Error as exc:
+            raise from_database_error(exc, ctx.role) from None
+        finally:
+            await _rollback(conn)
+
+
 async def _rollback(conn: psycopg.AsyncConnection[Any]) -> None:
     if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
         return
