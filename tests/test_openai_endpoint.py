@@ -402,11 +402,18 @@ def test_upstream_failures_charge_nothing_and_are_logged(
             model=MODEL, messages=[{"role": "user", "content": "stall:4"}]
         )
     assert stalled.value.status_code == 504
+    # The upstream refusing its secret is the operator's problem, not the client's key.
+    with pytest.raises(openai.InternalServerError) as misconfigured:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "fail:401"}]
+        )
+    assert misconfigured.value.status_code == 502
     rows = metered_rows(db, acct.user_id)
     assert [(r[1], r[2], r[3]) for r in rows] == [
         ("failed", 500, 0),
         ("failed", 429, 0),
         ("failed", 504, 0),
+        ("failed", 401, 0),
     ]
     assert "told to fail with 500" in rows[0][5]
     assert balance(db, acct.user_id) == before
@@ -521,7 +528,9 @@ def test_200_concurrent_streams_against_balance_for_50_never_overdraw(
     body = json.dumps(
         {
             "model": MODEL,
-            "messages": [{"role": "user", "content": "words:5 delay:20"}],
+            # 3 s per stream: every authorization comes while the first 50 still hold their
+            # credit, so the balance, not the timing, decides who is admitted.
+            "messages": [{"role": "user", "content": "words:4 delay:750"}],
             "max_tokens": 1000,
             "stream": True,
         }

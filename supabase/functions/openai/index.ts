@@ -243,8 +243,10 @@ async function upstreamError(call: Call, auth: Authorization, res: Response, sta
   try {
     message = JSON.parse(text)?.error?.message ?? text;
   } catch { /* not JSON: the text itself */ }
-  // A client error of the upstream stays the client's; any other failure is a bad gateway.
-  const status = res.status === 429 || (res.status >= 400 && res.status < 500) ? res.status : 502;
+  // What the client's request caused stays the client's (a bad parameter, too long, rate
+  // limited); anything else — the upstream refusing our secret (401/403), not knowing the routed
+  // model (404), failing — is the operator's, a bad gateway.
+  const status = [400, 413, 422, 429].includes(res.status) ? res.status : 502;
   return openaiError(status, "upstream_error", `Upstream ${auth.upstream.name} answered ${res.status}: ${message || res.statusText}. Nothing was charged.`, { headers: h });
 }
 
