@@ -691,3 +691,39 @@ def test_gateway_verify_jwt_read_per_function_from_config_toml(gateway: Function
     finally:
         config.write_text(original)
     assert httpx.get(url, headers=headers).json()["error"]["code"] == "invalid_api_key"
+
+
+def test_rpc_transport_charges_and_maps_refusals_like_sql(
+    stack: Stack,
+    account: Callable[..., Account],
+    db: psycopg.Connection,
+):
+    """OPENAI_DB_ACCESS=rpc (supabase-js through REST) answers as the default SQL transport."""
+    gw = FunctionGateway({"FAKE_UPSTREAM_KEY": API_KEY, "OPENAI_DB_ACCESS": "rpc"})
+    try:
+        client = openai.OpenAI(
+            base_url=f"{gw.url}/functions/v1/openai/v1",
+            api_key=(acct := account(quota_requests=1)).key,
+            max_retries=0,
+            timeout=30,
+        )
+        hi = [{"role": "user", "content": "hi"}]
+        answer = client.chat.completions.create(model=MODEL, messages=hi)
+        per_in, per_out = price(db)
+        assert Decimal(answer.usage.model_extra["cost"]) == 11 * per_in + 5 * per_out
+        with pytest.raises(openai.RateLimitError) as quota:
+            client.chat.completions.create(model=MODEL, messages=hi)
+        assert (
+            quota.value.code == "quota_exceeded" and "retry-after" in quota.value.response.headers
+        )
+        broke = account(balance=Decimal(0))
+        with pytest.raises(openai.APIStatusError) as poor:
+            client.with_options(api_key=broke.key).chat.completions.create(model=MODEL, messages=hi)
+        assert poor.value.status_code == 402 and poor.value.code == "insufficient_balance"
+        with pytest.raises(openai.AuthenticationError) as unknown:
+            client.with_options(api_key="tm_" + "B" * 43).models.list()
+        assert unknown.value.code == "invalid_api_key"
+        client.close()
+        assert len(metered_rows(db, acct.user_id)) == 1
+    finally:
+        gw.stop()
