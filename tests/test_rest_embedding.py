@@ -369,3 +369,18 @@ async def test_anon_embeds_price_list_under_rls(embed_schema, api_url, anon_key)
     async for anon in _clients("sync", api_url, anon_key):
         res = await ex(anon.table("models").select("model_id,model_pricing(currency)").limit(3))
         assert res.data and all(isinstance(r["model_pricing"], list) for r in res.data)
+
+
+def test_embed_hundreds_of_to_one_embeds_plan_quickly(api_url, service_key, embed_schema):
+    # Unfenced, PostgreSQL pulled every LATERAL into one join tree: 280 of these took 8.6 s to
+    # plan and hit the statement timeout. A URL of 7.5 KB holds 500.
+    select = "id," + ",".join("emb_countries(id)" for _ in range(400))
+    started = time.monotonic()
+    resp = httpx.get(
+        f"{api_url}/rest/v1/emb_cities?select={select}&id=eq.10",
+        headers=_headers(service_key),
+        timeout=60,
+    )
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 200 and resp.json()[0]["emb_countries"] == {"id": 1}
+    assert elapsed < 3, f"{elapsed:.1f} s"
