@@ -36,6 +36,7 @@ Deno.serve(async (req: Request) => {
   return Response.json({
     method: req.method,
     path: url.pathname,
+    url: req.url,
     query: url.search,
     body: await req.text(),
     custom: req.headers.get("x-custom"),
@@ -112,32 +113,35 @@ def test_invoke_function_name_outside_pattern_returns_404(
     assert answer.status_code == 404
 
 
-def test_invoke_without_jwt_returns_401(api_url: str, http: httpx.Client):
+def test_invoke_without_jwt_returns_401_relay_error(api_url: str, http: httpx.Client):
     answer = http.post(f"{api_url}/functions/v1/health")
-    assert answer.status_code == 401
+    assert answer.status_code == 401 and answer.headers["x-relay-error"] == "true"
     assert answer.json()["code"] == "UNAUTHORIZED_NO_AUTH_HEADER"
 
 
-def test_invoke_forged_jwt_raises_401(api_url: str, http: httpx.Client):
+def test_invoke_forged_jwt_raises_401_relay_error(api_url: str, http: httpx.Client):
     forged = jwt.encode(
         {"role": "service_role", "exp": int(time.time()) + 60},
         "not-the-secret-" * 4,
         algorithm="HS256",
     )
     client = create_client(api_url, forged, ClientOptions(httpx_client=http))
-    with pytest.raises(FunctionsHttpError) as caught:
+    # The relay refused it, not the function: supabase-py tells the two apart by x-relay-error.
+    with pytest.raises(FunctionsRelayError) as caught:
         client.functions.invoke("health")
     assert caught.value.status == 401
 
 
-def test_invoke_expired_jwt_returns_401(api_url: str, http: httpx.Client, keys: StackKeys):
+def test_invoke_expired_jwt_returns_401_relay_error(
+    api_url: str, http: httpx.Client, keys: StackKeys
+):
     expired = jwt.encode(
         {"role": "anon", "exp": int(time.time()) - 60}, keys.jwt_secret, algorithm="HS256"
     )
     answer = http.post(
         f"{api_url}/functions/v1/health", headers={"Authorization": f"Bearer {expired}"}
     )
-    assert answer.status_code == 401
+    assert answer.status_code == 401 and answer.headers["x-relay-error"] == "true"
 
 
 # ── a private gateway over test-only functions ──────────────────────────────────────────────────
@@ -172,6 +176,8 @@ def test_invoke_echo_forwards_method_path_query_headers_body(
         "/echo/items/7",
         "?limit=2",
     )
+    # On the API's origin, not the worker socket's http://localhost; the path as on Supabase.
+    assert echoed["url"] == f"{stack.paths.api_url}/echo/items/7?limit=2"
     assert json.loads(echoed["body"]) == {"a": 1} and echoed["custom"] == "kept"
     assert echoed["env"] == {
         "SUPABASE_URL": stack.paths.api_url,

@@ -1,6 +1,6 @@
 // Runs one edge function (supabase/functions/NAME/index.ts) for tokenmeter's API gateway.
 //
-// Usage: deno run <permissions> deno_worker.ts SOCKET_PATH ENTRY_URL
+// Usage: deno run <permissions> deno_worker.ts SOCKET_PATH ENTRY_URL PUBLIC_ORIGIN
 // (arguments, not environment variables: the function may read its environment, never these).
 //
 // The worker listens on a Unix socket in the gateway's private folder, not on a loopback port:
@@ -15,10 +15,15 @@
 // replaced by one that hands the handler to the server already listening. Until it is called, the
 // server answers 503; the gateway's readiness probe (`GET /`, a path no function request has, as
 // those all start with `/NAME`) then gets 204.
+//
+// The function sees req.url on the API's public origin (PUBLIC_ORIGIN, http://127.0.0.1:<port>),
+// not the socket's `http://localhost`, so URLs it builds from req.url (redirects, links) work for
+// the caller. The path stays `/NAME/...`, as Supabase's edge runtime shows it (its routing guide
+// matches `/NAME/...` paths), so functions that route on it behave the same here and there.
 
-const [socketPath, entry] = Deno.args;
-if (!socketPath || !entry) {
-  console.error("deno_worker: usage: deno_worker.ts SOCKET_PATH ENTRY_URL");
+const [socketPath, entry, publicOrigin] = Deno.args;
+if (!socketPath || !entry || !publicOrigin) {
+  console.error("deno_worker: usage: deno_worker.ts SOCKET_PATH ENTRY_URL PUBLIC_ORIGIN");
   Deno.exit(2);
 }
 
@@ -43,8 +48,9 @@ const server = Deno.serve({
   },
 }, (request, info) => {
   if (!handler) return new Response(null, { status: 503 });
-  if (new URL(request.url).pathname === "/") return new Response(null, { status: 204 });
-  return handler(request, info);
+  const url = new URL(request.url);
+  if (url.pathname === "/") return new Response(null, { status: 204 });
+  return handler(new Request(publicOrigin + url.pathname + url.search, request), info);
 });
 Deno.permissions.revokeSync({ name: "write", path: socketPath });
 Deno.permissions.revokeSync({ name: "read", path: socketPath });

@@ -15,7 +15,8 @@ or its keys. Workers share the gateway's Deno cache, so npm packages are downloa
 As on Supabase with `verify_jwt = true` (the default), a request needs a JWT signed with the
 project's secret (the anon key will do); `[functions.NAME] verify_jwt = false` in the config.toml
 beside the functions folder lets any request through (a function with its own bearer keys). A worker that fails to boot answers 503 and one that dies mid-request 502,
-both with `x-relay-error: true` (supabase-py raises FunctionsRelayError); the next request starts
+both with `x-relay-error: true` (supabase-py raises FunctionsRelayError), as is the 401 for a
+missing or bad JWT (the relay's refusal, not the function's); the next request starts
 a fresh worker. `TOKENMETER_FUNCTIONS_DIR` points the gateway at another functions folder (its
 `.env` then holds the secrets).
 """
@@ -120,6 +121,9 @@ class Workers:
     deno: str
     log_dir: Path
     socket_dir: Path
+    # The API's origin (http://127.0.0.1:<api port>): the worker shows it to the function in
+    # req.url in place of its internal socket address.
+    public_origin: str = ""
     running: dict[str, Worker] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
@@ -188,6 +192,7 @@ class Workers:
                 str(WORKER_SCRIPT),
                 str(sock),
                 entry.as_uri(),
+                self.public_origin,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
@@ -303,6 +308,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         _deno_binary(),
         paths.logs / "functions",
         socket_dir,
+        paths.api_url.rstrip("/"),
     )
     try:
         yield
@@ -338,14 +344,14 @@ def _verify_jwt(functions_dir: Path, name: str) -> bool:
 
 def _authorize(request: Request) -> None:
     """verify_jwt: a JWT signed with the project's secret must come with the request."""
+    # Refused by the relay, not by the function: marked as a relay error so the clients raise
+    # FunctionsRelayError (functions-js reads `x-relay-error: true`), as for a worker failure.
     if tokens.bearer_token(request) is None:
-        raise FunctionError(401, "UNAUTHORIZED_NO_AUTH_HEADER", "Missing authorization header")
+        raise _relay_error(401, "UNAUTHORIZED_NO_AUTH_HEADER", "Missing authorization header")
     try:
         tokens.request_claims(request, request.app.state.config.keys.jwt_secret)
     except ApiError as exc:
-        raise FunctionError(
-            401, "UNAUTHORIZED_INVALID_JWT", f"Invalid JWT: {exc.message}"
-        ) from None
+        raise _relay_error(401, "UNAUTHORIZED_INVALID_JWT", f"Invalid JWT: {exc.message}") from None
 
 
 async def _body(request: Request) -> bytes:
