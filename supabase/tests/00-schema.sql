@@ -2,7 +2,7 @@
 -- exactly as intended for every table × role and every function × role, nothing is executable
 -- by PUBLIC, every SECURITY DEFINER function pins search_path, the signup trigger is in place.
 BEGIN;
-SELECT plan(182);
+SELECT plan(185);
 
 -- ── Tables and RLS ─────────────────────────────────────────────────────────────────────────
 select tables_are('public', array['model_pricing', 'billing_settings', 'user_balances',
@@ -92,7 +92,7 @@ select functions_are('public', array['price_for', 'check_balance', 'my_balance',
   'remove_model_alias', 'price_history', 'reprice_usage', 'import_model_prices',
   'populate_model_pricing', 'pricing_consolidation_report', 'set_default_provider',
   'create_api_key', 'list_api_keys', 'revoke_api_key', 'authorize_request', 'complete_request',
-  'list_key_models', 'set_subscription_status'],
+  'list_key_models', 'set_subscription_status', 'usage_report'],
   'public exposes exactly the billing and pricing API functions');
 
 create temporary table expected_function_privs (fn text, args text[], roles text[]);
@@ -125,7 +125,9 @@ insert into expected_function_privs values
    array['service_role']),
   ('complete_request', array['text', 'jsonb', 'integer', 'integer', 'text'], array['service_role']),
   ('list_key_models', array['text'], array['service_role']),
-  ('set_subscription_status', array['uuid', 'text'], array['service_role']);
+  ('set_subscription_status', array['uuid', 'text'], array['service_role']),
+  ('usage_report', array['timestamp with time zone', 'timestamp with time zone', 'uuid', 'text',
+   'text'], array['authenticated', 'service_role']);
 
 select function_privs_are('public', e.fn, e.args, r.role,
   case when r.role = any (e.roles) then array['EXECUTE'] else array[]::text[] end,
