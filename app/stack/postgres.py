@@ -308,7 +308,7 @@ class Cluster:
         with psycopg.connect(self.superuser_dsn(), autocommit=True) as conn:
             # The newest auth table: a database bootstrapped before it existed is bootstrapped
             # again (bootstrap.sql is idempotent) and so gains it.
-            row = conn.execute("select to_regclass('auth.identities') is not null").fetchone()
+            row = conn.execute("select to_regclass('auth.mfa_amr_claims') is not null").fetchone()
             return bool(row and row[0])
 
     def bootstrap(self) -> None:

@@ -11,6 +11,7 @@ One module per endpoint group, as GoTrue keeps one file per group:
     sessions.py    sign-up, /token grants, sessions and refresh tokens, logout
     users.py       the signed-in user: GET/PUT /user
     admin.py       the admin users API (service_role and supabase_admin tokens)
+    mfa.py         MFA with TOTP: /factors enroll, challenge, verify, unenroll; admin factors
     disabled.py    GoTrue features switched off here (SAML SSO, OAuth server): GoTrue's 404s
     config.py      the [auth] settings of config.toml honoured (anonymous sign-ins)
 
@@ -43,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
-from app.stack.gateway.auth import disabled
+from app.stack.gateway.auth import disabled, mfa
 from app.stack.gateway.auth.admin import (
     admin_create_user,
     admin_delete_user,
@@ -142,6 +143,16 @@ def routes() -> list[BaseRoute]:
         Route("/admin/users/{user_id}", admin_get_user, methods=["GET"]),
         Route("/admin/users/{user_id}", admin_update_user, methods=["PUT"]),
         Route("/admin/users/{user_id}", admin_delete_user, methods=["DELETE"]),
+        Route("/factors", mfa.enroll, methods=["POST"]),
+        Route("/factors/{factor_id}/challenge", mfa.challenge, methods=["POST"]),
+        Route("/factors/{factor_id}/verify", mfa.verify, methods=["POST"]),
+        Route("/factors/{factor_id}", mfa.unenroll, methods=["DELETE"]),
+        Route("/admin/users/{user_id}/factors", mfa.admin_list_factors, methods=["GET"]),
+        Route(
+            "/admin/users/{user_id}/factors/{factor_id}",
+            mfa.admin_delete_factor,
+            methods=["DELETE"],
+        ),
         *disabled.routes(),
     ]
     return [*api, _unrouted(api)]

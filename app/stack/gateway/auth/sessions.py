@@ -47,13 +47,42 @@ from app.stack.gateway.auth.validation import (
     verify_password,
 )
 
+# A session's assurance level and the `amr` entries it gained by MFA (newest first), as
+# session_assurance reads them; a fresh session has ("aal1", []).
+Assurance = tuple[str, list[dict[str, Any]]]
+
+
+async def session_assurance(cur: psycopg.AsyncCursor[Any], session_id: uuid.UUID) -> Assurance:
+    """`auth.sessions.aal` and the session's `auth.mfa_amr_claims` (GoTrue's amr, newest
+    first); the sign-in method itself is added by access_token."""
+    await cur.execute(
+        "select coalesce(aal::text, 'aal1') as aal from auth.sessions where id = %s",
+        (session_id,),
+    )
+    row = await cur.fetchone()
+    await cur.execute(
+        "select authentication_method, created_at from auth.mfa_amr_claims "
+        "where session_id = %s order by created_at desc",
+        (session_id,),
+    )
+    amr = [
+        {"method": r["authentication_method"], "timestamp": int(r["created_at"].timestamp())}
+        for r in await cur.fetchall()
+    ]
+    return (row["aal"] if row else "aal1"), amr
+
 
 def access_token(
-    request: Request, user: dict[str, Any], session_id: uuid.UUID, signed_in_at: datetime
+    request: Request,
+    user: dict[str, Any],
+    session_id: uuid.UUID,
+    signed_in_at: datetime,
+    assurance: Assurance | None = None,
 ) -> tuple[str, int, int]:
     """(token, expires_in, expires_at) for `user` in `session_id`."""
     expiry = int(request.app.state.config.jwt_expiry_seconds)
     now = int(time.time())
+    aal, mfa_amr = assurance or ("aal1", [])
     method = "anonymous" if user["is_anonymous"] else "password"
     claims = {
         "sub": str(user["id"]),
@@ -63,10 +92,11 @@ def access_token(
         "phone": user["phone"] or "",
         "app_metadata": user["raw_app_meta_data"] or {},
         "user_metadata": user["raw_user_meta_data"] or {},
-        "aal": "aal1",
-        # The method of the session's sign-in; sessions keep no record of it here, so an
-        # anonymous user's sessions say "anonymous" and every other "password".
-        "amr": [{"method": method, "timestamp": int(signed_in_at.timestamp())}],
+        "aal": aal,
+        # MFA methods first (newest first, as GoTrue), then the method of the session's
+        # sign-in; sessions keep no record of that here, so an anonymous user's sessions say
+        # "anonymous" and every other "password".
+        "amr": [*mfa_amr, {"method": method, "timestamp": int(signed_in_at.timestamp())}],
         "session_id": str(session_id),
         "is_anonymous": bool(user["is_anonymous"]),
         "iat": now,
@@ -82,9 +112,10 @@ def session_json(
     signed_in_at: datetime,
     refresh_token: str,
     user_body: dict[str, Any],
+    assurance: Assurance | None = None,
 ) -> dict[str, Any]:
     """The session GoTrue answers with; `user_body` is the user's JSON (store.user_out)."""
-    token, expires_in, expires_at = access_token(request, user, session_id, signed_in_at)
+    token, expires_in, expires_at = access_token(request, user, session_id, signed_in_at, assurance)
     return {
         "access_token": token,
         "token_type": "bearer",
@@ -322,10 +353,13 @@ async def _refresh_grant(request: Request, body: dict[str, Any]) -> JSONResponse
                         (found["session_id"],),
                     )
                     user_body = await user_out(cur, user)
+                    assurance = await session_assurance(cur, found["session_id"])
     if reused:
         raise AuthError(400, "refresh_token_already_used", "Invalid Refresh Token: Already Used")
     return JSONResponse(
-        session_json(request, user, found["session_id"], found["created_at"], fresh, user_body)
+        session_json(
+            request, user, found["session_id"], found["created_at"], fresh, user_body, assurance
+        )
     )
 
 

@@ -204,9 +204,43 @@ async def identities_of(
 
 
 async def user_out(cur: psycopg.AsyncCursor[Any], user: dict[str, Any]) -> dict[str, Any]:
-    """user_json of `user` with its identities read from the database."""
+    """user_json of `user` with its identities and MFA factors read from the database."""
     found = await identities_of(cur, [user["id"]])
-    return user_json(user, found.get(user["id"], []))
+    out = user_json(user, found.get(user["id"], []))
+    factors = await factors_of(cur, user["id"])
+    if factors:  # GoTrue leaves `factors` out when there are none (omitempty)
+        out["factors"] = [factor_json(f) for f in factors]
+    return out
+
+
+FACTOR_COLUMNS = (
+    "id, user_id, friendly_name, factor_type::text as factor_type, status::text as status, "
+    "created_at, updated_at, secret, last_challenged_at"
+)
+
+
+def factor_json(row: dict[str, Any]) -> dict[str, Any]:
+    """An `auth.mfa_factors` row as GoTrue serialises it (the secret never leaves)."""
+    out: dict[str, Any] = {
+        "id": str(row["id"]),
+        "friendly_name": row["friendly_name"] or "",
+        "factor_type": row["factor_type"],
+        "status": row["status"],
+        "created_at": ts(row["created_at"]),
+        "updated_at": ts(row["updated_at"]),
+    }
+    if row["last_challenged_at"] is not None:
+        out["last_challenged_at"] = ts(row["last_challenged_at"])
+    return out
+
+
+async def factors_of(cur: psycopg.AsyncCursor[Any], user_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The MFA factor rows of `user_id`, oldest first."""
+    await cur.execute(
+        f"select {FACTOR_COLUMNS} from auth.mfa_factors where user_id = %s order by created_at, id",
+        (user_id,),
+    )
+    return list(await cur.fetchall())
 
 
 UNSET_BAN = object()
