@@ -4,6 +4,7 @@ verify (the session becomes aal2 with `totp` in its amr), unenroll, and the admi
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -281,3 +282,41 @@ def test_admin_factors_need_admin_token(user: tuple[Client, str], api_url: str, 
         headers={"apikey": anon_key, "Authorization": f"Bearer {session.access_token}"},
     )
     assert answer.status_code == 403 and answer.json()["error_code"] == "not_admin"
+
+
+# ── schema ─────────────────────────────────────────────────────────────────────────────────────
+def test_bootstrap_on_database_from_before_mfa_adds_mfa_tables(admin_dsn: str):
+    """A stack bootstrapped before MFA existed is bootstrapped again at start (postgres.py looks
+    for auth.mfa_amr_claims); bootstrap.sql must then add the tables and the session columns."""
+    from psycopg.conninfo import make_conninfo
+
+    from app.stack.postgres import BOOTSTRAP_SQL
+
+    full = BOOTSTRAP_SQL.read_text()
+    before_mfa = full[: full.index("-- MFA (TOTP)")]
+    name = f"scratch_mfa_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'create database "{name}" owner postgres')
+    try:
+        scratch = make_conninfo(admin_dsn, dbname=name)
+        # Its own connection: the cut-off file ends inside its `set role supabase_auth_admin`.
+        with psycopg.connect(scratch, autocommit=True) as conn:
+            conn.execute(before_mfa.encode())
+        with psycopg.connect(scratch, autocommit=True) as conn:
+            assert conn.execute("select to_regclass('auth.mfa_amr_claims')").fetchone() == (None,)
+            conn.execute(full.encode())
+            conn.execute(full.encode())  # and again: idempotent
+            tables = conn.execute(
+                "select count(*) from pg_tables where schemaname = 'auth' and tablename in "
+                "('mfa_factors', 'mfa_challenges', 'mfa_amr_claims')"
+            ).fetchone()
+            assert tables == (3,)
+            columns = conn.execute(
+                "select array_agg(column_name::text order by column_name) from "
+                "information_schema.columns where table_schema = 'auth' "
+                "and table_name = 'sessions' and column_name in ('aal', 'factor_id')"
+            ).fetchone()
+            assert columns == (["aal", "factor_id"],)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'drop database "{name}" with (force)')
