@@ -116,14 +116,20 @@ class Query:
     key: str | None = None
 
     def describe(self) -> str:
-        since = self.since.isoformat() if self.since else "the first record"
-        until = self.until.isoformat() if self.until else "now"
+        since = _moment(self.since) if self.since else "the first record"
+        until = f"before {_moment(self.until)}" if self.until else "now"
         text = f"from {since} until {until}"
         if self.user_id:
             text += f" for user {self.user_id}"
         if self.key:
             text += f" for key {self.key}"
         return text
+
+
+def _moment(value: datetime) -> str:
+    """A range end for people: the date alone for a UTC midnight, else ISO 8601."""
+    utc = value.astimezone(UTC)
+    return utc.date().isoformat() if utc.time() == time() else utc.isoformat()
 
 
 def parse_when(value: str | None, name: str, *, end: bool) -> datetime | None:
@@ -331,7 +337,8 @@ def _figure(data: ChartData) -> Any:
     spend.set_title("Spend per day (UTC), stacked by model")
     spend.set_ylabel(cur)
     spend.legend(fontsize=8, loc="upper left")
-    spend.margins(y=0.15)
+    # Room above the tallest bar for its label (bars pin the autoscaled top to their height).
+    spend.set_ylim(0, max(bottoms) * 1.18 or 1)
 
     for ax, rows, label, title in (
         (users, data.users, lambda r: r.user_id or "", "users"),

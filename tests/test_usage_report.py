@@ -193,7 +193,7 @@ def test_usage_report_empty_range_exits_1_with_a_message(usage, fmt, tmp_path):
     result = invoke("usage", "report", "--since", "2001-01-01", "--until", "2001-01-31",
                     "--format", fmt, *args)  # fmt: skip
     assert result.exit_code == 1, result.output
-    assert "no_usage: no usage from 2001-01-01" in result.output
+    assert "no_usage: no usage from 2001-01-01 until before 2001-02-01" in result.output
     assert not out.exists()  # no empty picture
 
 
