@@ -219,3 +219,61 @@ def test_usage_report_bad_input_exits_1_with_one_line(stack, args, message):
     result = invoke("usage", "report", *filled)
     assert result.exit_code == 1, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_usage_report_by_key_splits_metered_requests_from_direct_usage(sign_up, db, service):
+    """A request through the metered endpoint's SQL (authorize + complete with a key) and one
+    recorded directly: --by key tells them apart, --key keeps only the key's."""
+    user_id = sign_up()
+    name = f"report-{uuid.uuid4().hex[:12]}"
+    db.execute("insert into public.upstreams (name, base_url) values (%s, 'http://127.0.0.1:9/v1')",
+               (name,))  # fmt: skip
+    db.execute("insert into public.plans (name) values (%s)", (name,))
+    db.execute(
+        "insert into public.plan_routes (plan_id, upstream_id, model, weight) select p.id, u.id,"
+        " 'gpt-4o-mini', 1 from public.plans p, public.upstreams u where p.name = %s and"
+        " u.name = %s",
+        (name, name),
+    )
+    db.execute(
+        "insert into public.subscriptions (user_id, plan_id, status) select %s, id, 'active'"
+        " from public.plans where name = %s",
+        (user_id, name),
+    )
+    db.execute("select public.top_up(%s, 10, %s)", (user_id, name))
+    key = db.execute(
+        "select public.create_api_key('report', %s, user_id => %s)", (name, user_id)
+    ).fetchone()[0]
+    request_id = f"report-{uuid.uuid4().hex}"
+    db.execute("select public.authorize_request(%s, 'gpt-4o-mini', 100, %s, 100)",
+               (key["key"], request_id))  # fmt: skip
+    db.execute("select public.complete_request(%s, %s, 200)",
+               (request_id, '{"prompt_tokens": 1234, "completion_tokens": 77}'))  # fmt: skip
+    direct = (
+        Meter(service)
+        .record_usage(
+            user_id=user_id,
+            model="gpt-4o",
+            input_tokens=999,
+            output_tokens=11,
+            request_id=f"report-{uuid.uuid4().hex}",
+        )
+        .cost
+    )
+    (cost,) = db.execute(
+        "select cost::text from public.usage_records where request_id = %s", (request_id,)
+    ).fetchone()
+    metered = Decimal(cost)
+
+    result = invoke("usage", "report", "--user", user_id, "--by", "key", "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = {r["api_key_id"]: (r["api_key_name"], Decimal(r["cost"]))
+            for r in json.loads(result.stdout)["rows"]}  # fmt: skip
+    assert rows == {key["id"]: ("report", metered), None: (None, direct)}
+    only = invoke("usage", "report", "--key", key["prefix"], "--by", "model", "--format", "json")
+    assert only.exit_code == 0, only.output
+    assert [(r["model"], Decimal(r["cost"])) for r in json.loads(only.stdout)["rows"]] == [
+        ("gpt-4o-mini", metered)
+    ]
+    table = invoke("usage", "report", "--user", user_id, "--by", "key")
+    assert "report (" in table.stdout and "(direct)" in table.stdout
