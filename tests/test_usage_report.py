@@ -277,3 +277,26 @@ def test_usage_report_by_key_splits_metered_requests_from_direct_usage(sign_up, 
     ]
     table = invoke("usage", "report", "--user", user_id, "--by", "key")
     assert "report (" in table.stdout and "(direct)" in table.stdout
+
+
+def test_usage_report_cost_beyond_float_precision_is_exact_in_every_format(sign_up, db, tmp_path):
+    """21 significant digits: a float anywhere between SQL and the output would round them."""
+    user_id = sign_up()
+    day = datetime.now(UTC).date() - timedelta(days=random.randrange(40, 390))
+    cost = "123456789.123456789012"
+    db.execute(
+        "insert into public.usage_records (user_id, request_id, provider_id, model_id,"
+        " input_tokens, output_tokens, price_per_input_token, price_per_output_token,"
+        " price_per_cached_input_token, price_per_request, cost, occurred_at)"
+        " values (%s, %s, 'openai', 'gpt-4o', 1, 1, 0, 0, 0, 0, %s, %s)",
+        (user_id, f"report-{uuid.uuid4().hex}", cost, datetime.combine(day, time(1), UTC)),
+    )
+    args = ["usage", "report", "--user", user_id, "--since", day.isoformat(), "--until",
+            day.isoformat()]  # fmt: skip
+    report = json.loads(invoke(*args, "--format", "json").stdout)
+    assert report["rows"][0]["cost"] == report["totals"][0]["cost"] == cost
+    assert f",{cost}\n" in invoke(*args, "--format", "csv").stdout
+    assert cost in invoke(*args).stdout
+    out = tmp_path / "r.html"
+    assert invoke(*args, "--format", "html", "--out", str(out)).exit_code == 0
+    assert cost in out.read_text()

@@ -111,17 +111,16 @@ def usage_list(
 
 def report_table(rows: list[ReportRow], query: Query, by: str) -> Table:
     header = {"day": "day (UTC)", "model": "model", "user": "user", "key": "API key"}[by]
-    table = Table(
-        header,
-        "requests",
-        "in",
-        "cached",
-        "out",
-        "cost",
-        "currency",
-        title=f"usage {query.describe()}, by {by}",
-        show_footer=True,
+    table = Table(title=f"usage {query.describe()}, by {by}", show_footer=True)
+    # On a narrow terminal rich shortens cells with "…": the label may wrap, a number never.
+    table.add_column(header, overflow="fold")
+    for name in ("requests", "in", "cached", "out"):
+        table.add_column(name, justify="right", no_wrap=True)
+    widest = max(
+        len(exact(cost)) for cost in [*(r.cost for r in rows), *(t.cost for t in totals(rows))]
     )
+    table.add_column("cost", justify="right", no_wrap=True, min_width=widest)
+    table.add_column("currency", no_wrap=True)
     for row in rows:
         table.add_row(
             row.label(by),
