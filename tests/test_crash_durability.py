@@ -45,8 +45,9 @@ def crash_paths() -> StackPaths:
     return StackPaths(
         root=session.root,
         state=session.state.with_name(session.state.name + "-crash"),
-        api_port=session.api_port + 2,
-        db_port=session.db_port + 2,
+        # +4: the session stack's own Studio and mail catcher sit at api + 2 and api + 3
+        api_port=session.api_port + 4,
+        db_port=session.db_port + 4,
     )
 
 

@@ -2,8 +2,11 @@
 
 Everything the stack writes (data directory, logs, keys, pid files) lives under one git-ignored
 folder, `.tokenmeter/` in the project root. Ports default to the Supabase CLI's (API 54321,
-database 54322); `TOKENMETER_API_PORT`, `TOKENMETER_DB_PORT` and `TOKENMETER_STATE_DIR` override
-them so that two stacks (say, a developer's and a test run's) can live side by side.
+database 54322, Studio 54323, the mail catcher 54324); `TOKENMETER_API_PORT`, `TOKENMETER_DB_PORT`
+and `TOKENMETER_STATE_DIR` override them so that two stacks (say, a developer's and a test run's)
+can live side by side. The dashboard and mail-catcher ports follow the API port (+2, +3, the
+Supabase CLI's layout) unless `TOKENMETER_STUDIO_PORT` / `TOKENMETER_INBUCKET_PORT` say otherwise,
+so a stack moved by one variable moves whole.
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ class StackPaths:
     state: Path
     api_port: int
     db_port: int
+    studio_port: int = 0  # 0: api_port + 2
+    inbucket_port: int = 0  # 0: api_port + 3
+
+    def __post_init__(self) -> None:
+        if not self.studio_port:
+            object.__setattr__(self, "studio_port", self.api_port + 2)
+        if not self.inbucket_port:
+            object.__setattr__(self, "inbucket_port", self.api_port + 3)
 
     @classmethod
     def from_env(cls) -> StackPaths:
@@ -41,6 +52,8 @@ class StackPaths:
             state=state,
             api_port=int(os.environ.get("TOKENMETER_API_PORT", DEFAULT_API_PORT)),
             db_port=int(os.environ.get("TOKENMETER_DB_PORT", DEFAULT_DB_PORT)),
+            studio_port=int(os.environ.get("TOKENMETER_STUDIO_PORT", 0)),
+            inbucket_port=int(os.environ.get("TOKENMETER_INBUCKET_PORT", 0)),
         )
 
     @property
