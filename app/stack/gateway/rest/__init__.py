@@ -1,5 +1,6 @@
 """PostgREST-compatible /rest/v1: tables, views and functions of the exposed schemas.
 
+config.py        the [api] settings of config.toml (exposed schemas, max rows)
 schema_cache.py  what exists (pg_catalog), reloaded on NOTIFY pgrst
 parse.py         the URL grammar (select, filters, logic trees, order)
 build.py         SQL from parsed, cache-checked parts
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
+from app.stack.gateway.rest.config import read_rest_settings
 from app.stack.gateway.rest.handlers import (
     RestState,
     invalid_path,
@@ -30,13 +32,15 @@ __all__ = ["lifespan", "routes"]
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """Load the schema cache, keep it fresh while the app runs."""
     config = app.state.config
-    holder = SchemaCacheHolder(app.state.rest_pool, config.dsn("authenticator"))
+    settings = read_rest_settings(config.paths.root / "supabase" / "config.toml")
+    holder = SchemaCacheHolder(app.state.rest_pool, config.dsn("authenticator"), settings.schemas)
     state = RestState(
         holder,
         app.state.rest_pool,
         config.keys.jwt_secret,
         config.max_body_bytes,
         (config.keys.anon_key, config.keys.service_role_key),
+        settings,
     )
     holder.on_reload(state.clear_plans)
     app.state.rest = state

@@ -626,10 +626,12 @@ def insert(
     conflict: tuple[str, ...] | None,
     merge: bool,
     minimal: bool,
+    keep_only: list[Filter | Logic] | None = None,
 ) -> tuple[sql.Composable, list[Any]]:
     """INSERT … SELECT from the JSON array `body` (bound once).
 
     `missing_default`: columns some rows lack, which then take the column's DEFAULT expression.
+    `keep_only`: filters each payload row must pass to be written (a PUT's key in the URL).
     Raises CacheMiss PGRST204 for unknown columns."""
     _payload_columns(table, columns)
     ident = sql.Identifier(table.schema, table.name)
@@ -667,13 +669,21 @@ def insert(
         # Objects without keys (`{}`, `[{}, {}]`): one row of defaults each; `[]`: none.
         stmt = sql.SQL("insert into {} select from json_array_elements(%s::json)").format(ident)
         params = [body]
+    conditions: list[sql.Composable] = []
+    if conflict and merge:
+        # The WHERE clauses count inserted rows (INSERTED_SQL): +1 per row offered, -1 per
+        # row that updated instead; both are always true.
+        conditions.append(_COUNT_OFFERED)
+    if keep_only and columns:
+        payload_rows = Source(sql.Identifier("_p"), sql.Identifier("_p"), table)
+        conditions += [filter_sql(payload_rows, f, params) for f in keep_only]
+    elif keep_only:
+        conditions.append(sql.SQL("false"))  # rows without columns cannot carry the key
+    if conditions:
+        stmt += sql.SQL(" where ") + sql.SQL(" and ").join(conditions)
     if conflict:
         _payload_columns(table, list(conflict))
         target = sql.SQL(", ").join(map(sql.Identifier, conflict))
-        if merge:
-            # The WHERE clauses count inserted rows (INSERTED_SQL): +1 per row offered, -1 per
-            # row that updated instead; both are always true.
-            stmt += sql.SQL(" where {}").format(_COUNT_OFFERED)
         if merge and columns:
             # Every payload column is set, the conflict key too, as PostgREST does: a payload
             # of only the key is then a no-op UPDATE that returns the row, not a DO NOTHING
@@ -723,52 +733,58 @@ def delete(
     return stmt + sql.SQL(" returning {}.*").format(src.qualifier), params
 
 
-def call_source(fn: Function, args: dict[str, Any], body: str) -> tuple[sql.Composable, list]:
-    """`from` items calling `fn` with named arguments read from the JSON object `body`.
+BodyArgument = tuple[str, Any] | None  # (type, value): the body as a lone unnamed argument
 
-    Argument values go through json_to_record with the catalog's types, as PostgREST does, so
-    every value is one bound parameter whatever its type."""
+
+def _call_args(
+    fn: Function, args: dict[str, Any], body: str, body_arg: BodyArgument
+) -> tuple[sql.Composable, sql.Composable, list[Any]]:
+    """(arguments, extra FROM items, parameters) of a call to `fn`.
+
+    Named arguments are read from the JSON object `body` through json_to_record with the
+    catalog's types, as PostgREST does, so every value is one bound parameter whatever its
+    type. A function of one unnamed parameter gets the body itself (`body_arg`)."""
+    if body_arg is not None:
+        arg_type, value = body_arg  # the type is the catalog's format_type, never the request's
+        return sql.SQL("%s::{}").format(sql.SQL(arg_type)), sql.SQL(""), [value]
     call_args = [a for a in fn.args if a.name in args]
-    name = sql.Identifier(fn.schema, fn.name)
     if not call_args:
-        return sql.SQL("{}()").format(name), []
+        return sql.SQL(""), sql.SQL(""), []
     columns = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.type)) for a in call_args
     )
     named = sql.SQL(", ").join(
         sql.SQL("{0} := _a.{0}").format(sql.Identifier(a.name)) for a in call_args
     )
-    return sql.SQL("json_to_record(%s::json) as _a({}), lateral {}({})").format(
-        columns, name, named
-    ), [body]
+    return named, sql.SQL("json_to_record(%s::json) as _a({})").format(columns), [body]
 
 
-def call_scalar(fn: Function, args: dict[str, Any], body: str) -> tuple[sql.Composable, list]:
+def call_scalar(
+    fn: Function, args: dict[str, Any], body: str, body_arg: BodyArgument = None
+) -> tuple[sql.Composable, list]:
     """A non-set, non-composite function: its value as JSON text (or nothing for VOID)."""
-    call_args = [a for a in fn.args if a.name in args]
+    call, from_items, params = _call_args(fn, args, body, body_arg)
     name = sql.Identifier(fn.schema, fn.name)
-    if not call_args:
-        expr = sql.SQL("{}()").format(name)
-        return sql.SQL("select coalesce(to_json({})::text, 'null'), 1, null::bigint").format(
-            expr
-        ), []
-    columns = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(a.name), sql.SQL(a.type)) for a in call_args
+    query = sql.SQL("select coalesce(to_json({}({}))::text, 'null'), 1, null::bigint").format(
+        name, call
     )
-    named = sql.SQL(", ").join(
-        sql.SQL("{0} := _a.{0}").format(sql.Identifier(a.name)) for a in call_args
-    )
-    return sql.SQL(
-        "select coalesce(to_json({}({}))::text, 'null'), 1, null::bigint "
-        "from json_to_record(%s::json) as _a({})"
-    ).format(name, named, columns), [body]
+    if from_items.as_string(None):
+        query += sql.SQL(" from {}").format(from_items)
+    return query, params
 
 
-def function_source(fn: Function, args: dict[str, Any], body: str) -> Source:
+def function_source(
+    fn: Function, args: dict[str, Any], body: str, body_arg: BodyArgument = None
+) -> Source:
     """Rows of a set-returning or composite function, as a sub-select named pgrst_src."""
-    from_items, params = call_source(fn, args, body)
+    call, from_items, params = _call_args(fn, args, body, body_arg)
     alias = "pgrst_scalar" if not fn.returns_composite else "pgrst_f"
+    name = sql.Identifier(fn.schema, fn.name)
+    if from_items.as_string(None):
+        items = sql.SQL("{}, lateral {}({})").format(from_items, name, call)
+    else:
+        items = sql.SQL("{}({})").format(name, call)
     sub = sql.SQL("(select {}.* from {} as {}) pgrst_src").format(
-        sql.Identifier(alias), from_items, sql.Identifier(alias)
+        sql.Identifier(alias), items, sql.Identifier(alias)
     )
     return Source(sub, sql.Identifier("pgrst_src"), None, params)

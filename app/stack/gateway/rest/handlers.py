@@ -22,15 +22,16 @@ from starlette.responses import Response
 from app.stack.gateway import kong, limits, tokens
 from app.stack.gateway.errors import ApiError, GatewayError
 from app.stack.gateway.rest import build, parse
+from app.stack.gateway.rest.config import RestSettings
+from app.stack.gateway.rest.prefer import Prefer
 from app.stack.gateway.rest.schema_cache import (
-    EXPOSED_SCHEMAS,
     CacheMiss,
     Function,
     SchemaCache,
     SchemaCacheHolder,
     Table,
 )
-from app.stack.gateway.rest.transaction import RequestContext, explain, run
+from app.stack.gateway.rest.transaction import Check, RequestContext, explain, run
 
 OBJECT_MEDIA = "application/vnd.pgrst.object+json"
 JSON_TYPE = "application/json; charset=utf-8"
@@ -50,6 +51,7 @@ class RestState:
     max_body_bytes: int
     # The project keys Kong accepts in `apikey` (anon, service_role).
     api_keys: tuple[str, ...]
+    settings: RestSettings = field(default_factory=RestSettings)
     # GET plans by query string: parsing and SQL building are skipped for repeated requests.
     plans: dict[tuple[Any, ...], tuple[str, tuple[Any, ...]]] = field(default_factory=dict)
     # Verified claims by token: HS256 verification is a large share of a request's CPU time.
@@ -57,30 +59,6 @@ class RestState:
 
     def clear_plans(self) -> None:
         self.plans.clear()
-
-
-@dataclass
-class Prefer:
-    ret: str = "minimal"
-    count: bool = False
-    resolution: str | None = None
-    missing_default: bool = False
-
-    @classmethod
-    def parse(cls, header: str | None) -> Prefer:
-        prefer = cls()
-        for token in (header or "").split(","):
-            key, _, value = token.strip().partition("=")
-            value = value.strip()
-            if key == "return" and value in ("representation", "minimal", "headers-only"):
-                prefer.ret = value
-            elif key == "count" and value in ("exact", "planned", "estimated"):
-                prefer.count = True  # planned/estimated are answered exactly
-            elif key == "resolution" and value in ("merge-duplicates", "ignore-duplicates"):
-                prefer.resolution = value
-            elif key == "missing" and value == "default":
-                prefer.missing_default = True
-        return prefer
 
 
 @dataclass
@@ -184,15 +162,16 @@ def _state(request: Request) -> RestState:
     return state
 
 
-def _schema(request: Request) -> str:
-    """The schema the request names. Raises ApiError 406 PGRST106 for unexposed schemas."""
+def _schema(request: Request, exposed: tuple[str, ...]) -> str:
+    """The schema the request names (config.toml `[api] schemas`, the first by default).
+    Raises ApiError 406 PGRST106 for unexposed schemas."""
     header = "accept-profile" if request.method in ("GET", "HEAD") else "content-profile"
-    schema = request.headers.get(header) or EXPOSED_SCHEMAS[0]
-    if schema not in EXPOSED_SCHEMAS:
+    schema = request.headers.get(header) or exposed[0]
+    if schema not in exposed:
         raise ApiError(
             406,
             "PGRST106",
-            f"The schema must be one of the following: {', '.join(EXPOSED_SCHEMAS)}",
+            f"The schema must be one of the following: {', '.join(exposed)}",
         )
     return schema
 
@@ -298,6 +277,59 @@ def _context(
     )
 
 
+def _prefer(request: Request, cache: SchemaCache) -> Prefer:
+    """The request's preferences; `tx=` counts only when db-tx-end allows the override.
+    Raises ApiError 400 PGRST122 (handling=strict with unknown preferences)."""
+    override = cache.tx_end.endswith("allow-override")
+    return Prefer.parse(request.headers.getlist("prefer"), tx_override=override)
+
+
+def _rolls_back(cache: SchemaCache, prefer: Prefer) -> bool:
+    """db-tx-end `rollback…` rolls every request back unless `tx=commit` may override it;
+    `tx=rollback` does when `…-allow-override` lets it (PostgREST's optionalRollback)."""
+    return prefer.tx == "rollback" or (
+        cache.tx_end.startswith("rollback") and prefer.tx != "commit"
+    )
+
+
+def _checks(*checks: Check | None) -> Check | None:
+    """One check running each given one (None when there is none)."""
+    found = [c for c in checks if c is not None]
+    if not found:
+        return None
+
+    def run_all(row: tuple[Any, ...]) -> None:
+        for check in found:
+            check(row)
+
+    return run_all
+
+
+def _max_affected(prefer: Prefer) -> Check | None:
+    """`Prefer: max-affected=N` with `handling=strict`: more rows than N is a 400 PGRST124,
+    and nothing is written (PostgREST ignores the preference under handling=lenient)."""
+    limit = prefer.max_affected
+    if limit is None or prefer.handling != "strict":
+        return None
+
+    def check(row: tuple[Any, ...]) -> None:
+        if row[1] > limit:
+            raise ApiError(
+                400,
+                "PGRST124",
+                "Query result exceeds max-affected preference constraint",
+                f"The query affects {row[1]} rows",
+            )
+
+    return check
+
+
+def _with_applied(response: Response, applied: str | None) -> Response:
+    if applied:
+        response.headers["Preference-Applied"] = applied
+    return response
+
+
 def _table(cache: SchemaCache, schema: str, name: str) -> Table:
     """The cached table or view. Raises CacheMiss 404 PGRST205."""
     table = cache.tables.get((schema, name))
@@ -392,7 +424,7 @@ async def _serve(request: Request, serve: Serve) -> Response:
     state = _state(request)
     kong.require_api_key(request, state.api_keys)
     claims = _claims(request, state)
-    schema = _schema(request)
+    schema = _schema(request, state.settings.schemas)
     raw = b""
     if request.method not in ("GET", "HEAD"):
         raw = await _read_body(request, state.max_body_bytes)
@@ -419,7 +451,7 @@ async def _serve_table(
     name = request.path_params["name"]
     table = _table(cache, schema, name)
     ctx = _context(request, cache, claims, f"/{name}")
-    prefer = Prefer.parse(request.headers.get("prefer"))
+    prefer = _prefer(request, cache)
     kind, plan = _negotiate(request, cache)
     single = kind == "object"
     if plan is not None:
@@ -445,25 +477,21 @@ async def _serve_table(
                 request, state, ctx, plan, written.text, written.params, read_only=False
             )
     if request.method in ("GET", "HEAD"):
-        return await _read_table(request, state, cache, table, ctx, prefer, kind)
+        response = await _read_table(request, state, cache, table, ctx, prefer, kind)
+        return _with_applied(response, prefer.applied("read"))
     planned = await _prepare(
-        request,
-        raw,
-        _plan_write,
-        request.method,
-        table,
-        raw,
-        _items(request),
-        prefer,
-        kind,
-        cache,
+        request, raw, _plan_write, request.method, table, raw, _items(request), prefer, kind, cache
     )
+    applied = prefer.applied(planned.kind, resolution_applies=planned.resolution_applies)
     if planned.text is None:  # a PATCH naming no column: nothing to write
-        return Response(
-            "[]" if not planned.minimal else b"",
-            200 if not planned.minimal else 204,
-            {"Content-Range": "*/*"},
-            media_type=JSON_TYPE,
+        return _with_applied(
+            Response(
+                "[]" if not planned.minimal else b"",
+                200 if not planned.minimal else 204,
+                {"Content-Range": "*/*"},
+                media_type=JSON_TYPE,
+            ),
+            applied,
         )
     status, minimal = planned.status, planned.minimal
     row = await run(
@@ -472,14 +500,17 @@ async def _serve_table(
         planned.text,
         planned.params,
         read_only=False,
-        check=_check_single if single else None,
+        check=_checks(_check_single if single else None, planned.check),
+        rollback=_rolls_back(cache, prefer),
     )
     body, rows, total, inserted = row
-    if planned.upsert and not inserted:
-        # PostgREST: a merge-duplicates upsert that inserted no row (every row updated an
-        # existing one, or an empty payload) is 200 OK, whatever the representation.
+    if planned.upsert and not inserted and not (planned.kind == "upsert" and minimal):
+        # PostgREST: an upsert that inserted no row (every row updated an existing one, or an
+        # empty payload) is 200 OK, whatever the representation; a PUT's minimal answer is 204.
         status = 200
     headers = {"Content-Range": f"*/{total if total is not None else '*'}"}
+    if applied:
+        headers["Preference-Applied"] = applied
     if prefer.ret == "headers-only":
         if table.primary_key and rows:
             first = json.loads(body)
@@ -502,7 +533,10 @@ class _Write:
     params: list[Any]
     status: int
     minimal: bool
-    upsert: bool = False  # merge-duplicates: 201 only when a row was inserted
+    upsert: bool = False  # merge-duplicates and PUT: 201 only when a row was inserted
+    kind: str = "insert"  # insert, update, delete or upsert (PUT), for Preference-Applied
+    check: Check | None = None  # run on the result row before COMMIT
+    resolution_applies: bool = False  # an insert with a conflict target honoured `resolution`
 
 
 def _plan_write(
@@ -514,9 +548,13 @@ def _plan_write(
     kind: str,
     cache: SchemaCache,
 ) -> _Write:
-    """The SQL of a POST/PATCH/DELETE on a table. Raises ApiError (400s, 405), CacheMiss."""
+    """The SQL of a POST/PUT/PATCH/DELETE on a table. Raises ApiError (400s, 405), CacheMiss."""
     query = parse_query(items)
     if query.limit is not None or query.offset:
+        if method == "PUT":
+            raise ApiError(
+                400, "PGRST114", "limit/offset querystring parameters are not allowed for PUT"
+            )
         raise ApiError(
             400,
             "PGRST100",
@@ -531,22 +569,30 @@ def _plan_write(
     if prefer.ret == "headers-only" and table.primary_key:
         shape.select = tuple(parse.SelectItem(parse.Field(c)) for c in table.primary_key)
         minimal = False
+    check: Check | None = None
+    resolution_applies = False
     if method == "POST":
         payload = _json_body(raw)
         stmt, params, upsert = _insert(table, raw, payload, query, prefer, minimal)
-        status = 201
+        status, action = 201, "insert"
+        resolution_applies = bool(prefer.resolution and (query.on_conflict or table.primary_key))
+    elif method == "PUT":
+        _check_put_filters(table, query.filters)
+        payload = _json_body(raw)
+        stmt, params, upsert = _insert(table, raw, payload, query, prefer, minimal, put=True)
+        status, action, check = (204 if minimal else 201), "upsert", _check_put
     elif method == "PATCH":
         payload = _json_body(raw)
         if not isinstance(payload, dict):
             raise ApiError(400, "PGRST102", "Empty or invalid json", "PATCH expects a JSON object")
         columns = list(query.columns or payload.keys())
         if not columns:
-            return _Write(None, [], 200, minimal)
+            return _Write(None, [], 200, minimal, kind="update")
         stmt, params = build.update(table, raw.decode(), columns, query.filters, minimal=minimal)
-        status = 204 if minimal else 200
+        status, action, check = (204 if minimal else 200), "update", _max_affected(prefer)
     elif method == "DELETE":
         stmt, params = build.delete(table, query.filters, minimal=minimal)
-        status = 204 if minimal else 200
+        status, action, check = (204 if minimal else 200), "delete", _max_affected(prefer)
     else:
         raise ApiError(405, "PGRST117", f"Unsupported HTTP method: {method}")
     query_sql, all_params = build.wrap_mutation(
@@ -559,14 +605,63 @@ def _plan_write(
         count=prefer.count,
         track_inserted=upsert,
     )
-    return _Write(query_sql.as_string(None), all_params, status, minimal, upsert)
+    return _Write(
+        query_sql.as_string(None),
+        all_params,
+        status,
+        minimal,
+        upsert,
+        action,
+        check,
+        resolution_applies,
+    )
+
+
+def _check_put_filters(table: Table, filters: list[parse.Filter | parse.Logic]) -> None:
+    """PUT names one row: `eq` filters on every primary key column and nothing else.
+    Raises ApiError 405 PGRST105 otherwise (PostgREST's InvalidFilters)."""
+    names = [f.field.name for f in filters if isinstance(f, parse.Filter)]
+    ok = (
+        bool(table.primary_key)
+        and len(names) == len(filters) == len(table.primary_key)
+        and set(names) == set(table.primary_key)
+        and all(
+            isinstance(f, parse.Filter)
+            and f.op == "eq"
+            and not f.negate
+            and not f.field.path
+            and f.modifier is None
+            for f in filters
+        )
+    )
+    if not ok:
+        raise ApiError(
+            405,
+            "PGRST105",
+            "Filters must include all and only primary key columns with 'eq' operators",
+        )
+
+
+def _check_put(row: tuple[Any, ...]) -> None:
+    """The payload's key must be the URL's: the INSERT keeps only rows whose key matches the
+    filters, so anything but exactly one row written means it did not (nothing is kept)."""
+    if row[1] != 1:
+        raise ApiError(400, "PGRST115", "Payload values do not match URL in primary key column(s)")
 
 
 def _insert(
-    table: Table, raw: bytes, payload: Any, query: Query, prefer: Prefer, minimal: bool
+    table: Table,
+    raw: bytes,
+    payload: Any,
+    query: Query,
+    prefer: Prefer,
+    minimal: bool,
+    *,
+    put: bool = False,
 ) -> tuple[sql.Composable, list[Any], bool]:
-    """The INSERT for a POST body, and whether it is a merging upsert (which counts the rows
-    it inserts). Raises ApiError PGRST102/PGRST204/PGRST100."""
+    """The INSERT for a POST or PUT body, and whether it is a merging upsert (which counts the
+    rows it inserts). A PUT merges on the primary key and keeps only payload rows whose key
+    equals the URL's filters. Raises ApiError PGRST102/PGRST204/PGRST100."""
     rows = [payload] if isinstance(payload, dict) else payload
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ApiError(
@@ -592,9 +687,11 @@ def _insert(
     text = raw.decode()
     body = f"[{text}]" if isinstance(payload, dict) else text
     conflict: tuple[str, ...] | None = None
-    if prefer.resolution:
+    if put:
+        conflict = table.primary_key
+    elif prefer.resolution:
         conflict = query.on_conflict or table.primary_key or None
-    merge = prefer.resolution == "merge-duplicates"
+    merge = put or prefer.resolution == "merge-duplicates"
     stmt, params = build.insert(
         table,
         body,
@@ -603,6 +700,7 @@ def _insert(
         conflict=conflict,
         merge=merge,
         minimal=minimal,
+        keep_only=query.filters if put else None,
     )
     return stmt, params, bool(merge and conflict)
 
@@ -675,12 +773,76 @@ async def _explain(
 
 
 # ── functions ─────────────────────────────────────────────────────────────────────────────
-def _choose(fns: list[Function], given: set[str]) -> Function | None:
-    """The overload whose parameters fit the given argument names, as PostgREST picks it."""
-    fits = [f for f in fns if given <= f.arg_names and f.required <= given]
-    if not fits:
-        return None
-    return min(fits, key=lambda f: len(f.args) - len(given))
+# The content types that call a function of one unnamed parameter with the body as it is
+# (PostgREST's findProc), by the parameter's type.
+_BODY_PARAMETER = {
+    "application/json": ("json", "jsonb"),
+    "text/plain": ("text",),
+    "text/xml": ("xml",),
+    "application/octet-stream": ("bytea",),
+}
+
+
+def _matches(fn: Function, given: frozenset[str], raw_body: bool) -> bool:
+    """PostgREST's matchesParams: every required parameter given, the rest optional ones."""
+    if not fn.args:
+        return not given and not raw_body
+    if any(a.name == "" for a in fn.args):
+        return False
+    optional = fn.arg_names - fn.required
+    return given - optional == fn.required
+
+
+def _choose(
+    fns: list[Function], schema: str, name: str, given: frozenset[str], media: str | None
+) -> Function:
+    """The overload the request calls, as PostgREST picks it: the one whose parameters the
+    argument names fit; failing that, the one with a single unnamed parameter of the body's
+    type (`media`: the POST's content type, None for GET). Raises CacheMiss 404 PGRST202 for
+    none, ApiError 300 PGRST203 when several fit."""
+    raw_body = media in ("text/plain", "text/xml", "application/octet-stream")
+    named = [f for f in fns if _matches(f, given, raw_body)]
+    body_types = _BODY_PARAMETER.get(media or "", ())
+    unnamed = [
+        f for f in fns if len(f.args) == 1 and f.args[0].name == "" and f.args[0].type in body_types
+    ]
+    found = named or unnamed
+    if len(found) == 1:
+        return found[0]
+    if found:
+        listed = ", ".join(
+            f"{f.schema}.{f.name}({', '.join(f'{a.name} => {a.type}' for a in f.args)})"
+            for f in found
+        )
+        raise ApiError(
+            300,
+            "PGRST203",
+            f"Could not choose the best candidate function between: {listed}"[:2000],
+            None,
+            "Try renaming the parameters or the function itself in the database so function "
+            "overloading can be resolved",
+        )
+    keys = sorted(given)
+    shown = f"({', '.join(keys)})" if keys else " without parameters"
+    if raw_body:
+        kind = {"text/plain": "text", "text/xml": "xml"}.get(media or "", "bytea")
+        searched = f" with a single unnamed {kind} parameter"
+    else:
+        searched = (
+            f" with parameter{'s' if len(keys) > 1 else ''} {', '.join(keys)}"
+            if keys
+            else " without parameters"
+        )
+        if media == "application/json":
+            searched += " or with a single unnamed json/jsonb parameter"
+    raise CacheMiss(
+        404,
+        "PGRST202",
+        f"Could not find the function {schema}.{name}{'' if raw_body else shown} in the schema "
+        "cache",
+        f"Searched for the function {schema}.{name}{searched}, but no matches were found in the "
+        "schema cache.",
+    )
 
 
 async def rpc_endpoint(request: Request) -> Response:
@@ -698,10 +860,11 @@ async def _serve_rpc(
 ) -> Response:
     name = request.path_params["name"]
     ctx = _context(request, cache, claims, f"/rpc/{name}")
-    prefer = Prefer.parse(request.headers.get("prefer"))
+    prefer = _prefer(request, cache)
     kind, plan = _negotiate(request, cache)
     single = kind == "object"
     fns = cache.functions.get((schema, name), [])
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     call = await _prepare(
         request,
         raw,
@@ -711,29 +874,41 @@ async def _serve_rpc(
         schema,
         name,
         raw,
+        media or "application/json",
         _items(request),
-        prefer.count,
+        prefer,
         kind,
     )
     if plan is not None:
         return await _explain(
             request, state, ctx, plan, call.text, call.params, read_only=call.read_only
         )
+    applied = prefer.applied("call")
+    rollback = _rolls_back(cache, prefer)
     if call.scalar:
-        row = await run(state.pool, ctx, call.text, call.params, read_only=call.read_only)
+        row = await run(
+            state.pool, ctx, call.text, call.params, read_only=call.read_only, rollback=rollback
+        )
         if call.returns_void:
-            return Response(b"", 204)  # PostgREST >= 10: VOID answers 204 No Content
+            # PostgREST >= 10: VOID answers 204 No Content
+            return _with_applied(Response(b"", 204), applied)
         content = "" if request.method == "HEAD" else row[0]
-        return Response(content, 200, {"Content-Range": "0-0/*"}, media_type=JSON_TYPE)
+        total = "1" if prefer.count else "*"
+        return _with_applied(
+            Response(content, 200, {"Content-Range": f"0-0/{total}"}, media_type=JSON_TYPE),
+            applied,
+        )
     row = await run(
         state.pool,
         ctx,
         call.text,
         call.params,
         read_only=call.read_only,
-        check=_check_single if single else None,
+        check=_checks(_check_single if single else None, _max_affected(prefer)),
+        rollback=rollback,
     )
-    return _read_response(request, row, call.offset, call.as_object, prefer.count, kind)
+    response = _read_response(request, row, call.offset, call.as_object, prefer.count, kind)
+    return _with_applied(response, applied)
 
 
 @dataclass
@@ -753,48 +928,61 @@ def _plan_call(
     schema: str,
     name: str,
     raw: bytes,
+    media: str,
     items: list[tuple[str, str]],
-    count: bool,
+    prefer: Prefer,
     kind: str,
 ) -> _Call:
     """The SQL calling one of the overloads `fns` of schema.name. Raises ApiError, CacheMiss."""
     all_arg_names = frozenset(a.name for f in fns for a in f.args)
+    payload: Any = None
     if method in ("GET", "HEAD"):
         query = parse_query(items, all_arg_names)
         args: dict[str, Any] = dict(query.args)
-        body = json.dumps(args)
+        given, body_media = frozenset(args), None
     else:
-        payload = _json_body(raw)
-        if not isinstance(payload, dict):
+        query = parse_query(items)
+        body_media = media
+        if media in _BODY_PARAMETER and media != "application/json":
+            args, given = {}, frozenset()
+        else:
+            payload = _json_body(raw)
+            args = payload if isinstance(payload, dict) else {}
+            given = frozenset(query.columns) if query.columns is not None else frozenset(args)
+    fn = _choose(fns, schema, name, given, body_media)
+    unnamed = len(fn.args) == 1 and fn.args[0].name == ""
+    if unnamed:
+        # The body is the argument, as sent (JSON of any shape, text, XML or bytes).
+        value: Any = raw if fn.args[0].type == "bytea" else raw.decode()
+        body_arg: tuple[str, Any] | None = (fn.args[0].type, value)
+        body = "{}"
+    else:
+        if payload is not None and not isinstance(payload, dict):
             raise ApiError(
                 400,
                 "PGRST102",
                 "Empty or invalid json",
                 "Expected a JSON object of named arguments",
             )
-        query = parse_query(items)
-        args = payload
-        body = raw.decode() if raw.strip() else "{}"
-    fn = _choose(fns, set(args))
-    if fn is None:
-        listed = ", ".join(sorted(args))
-        raise CacheMiss(
-            404,
-            "PGRST202",
-            f"Could not find the function {schema}.{name}({listed}) in the schema cache",
-            f"Searched for the function {schema}.{name} with parameters {listed} or with a "
-            "single unnamed json/jsonb parameter, but no matches were found in the schema cache.",
+        body_arg = None
+        body = json.dumps(args) if method in ("GET", "HEAD") or not raw.strip() else raw.decode()
+    if prefer.max_affected is not None and prefer.handling == "strict" and not fn.returns_set:
+        raise ApiError(
+            400,
+            "PGRST128",
+            "Function must return SETOF or TABLE when max-affected preference is used with "
+            "handling=strict",
         )
     read_only = method in ("GET", "HEAD") or fn.volatility in ("i", "s")
     if not fn.returns_set and not fn.returns_composite:
-        stmt, params = build.call_scalar(fn, args, body)
+        stmt, params = build.call_scalar(fn, args, body, body_arg)
         return _Call(stmt.as_string(None), params, read_only, True, fn.returns_void, False, 0)
-    src = build.function_source(fn, args, body)
+    src = build.function_source(fn, args, body, body_arg)
     as_object = kind == "object" or not fn.returns_set
     shape = query.shape()
     shape.csv = kind == "csv"
     stmt, params = build.read(
-        src, shape, count=count, single=as_object, scalar=not fn.returns_composite
+        src, shape, count=prefer.count, single=as_object, scalar=not fn.returns_composite
     )
     return _Call(
         stmt.as_string(None), params, read_only, False, False, as_object, query.offset or 0

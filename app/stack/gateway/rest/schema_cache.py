@@ -23,8 +23,6 @@ from app.stack.gateway.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-EXPOSED_SCHEMAS: tuple[str, ...] = ("public",)
-
 
 class CacheMiss(ApiError):
     """A name the schema cache does not know (404 PGRST205/PGRST202, 400 42703/PGRST204).
@@ -122,6 +120,11 @@ class SchemaCache:
     # `alter role authenticator set pgrst.db_plan_enabled to 'true'; notify pgrst, 'reload
     # config';` turns on `Accept: application/vnd.pgrst.plan` (EXPLAIN). Off by default.
     plan_enabled: bool = False
+    # PostgREST's db-aggregates-enabled (`select=amount.sum()`), off by default, set the same way.
+    aggregates_enabled: bool = False
+    # PostgREST's db-tx-end: commit | commit-allow-override | rollback | rollback-allow-override
+    # (the -allow-override kinds honour `Prefer: tx=commit|rollback`).
+    tx_end: str = "commit"
     # Embeddable relationships by origin table (relationships()).
     relationships: dict[tuple[str, str], list[Relationship]] = field(default_factory=dict)
     # ALTER ROLE … SET of the API roles (e.g. anon's statement_timeout), applied per request
@@ -210,23 +213,29 @@ order by r.rolname, s.setdatabase
 """
 
 
-# The connecting role's own setting, database-specific first, as PostgREST reads its config.
-_PLAN_ENABLED_SQL = """
-select substr(c, strpos(c, '=') + 1)
+# The connecting role's own `pgrst.*` settings (PostgREST's in-database configuration), the
+# database-specific ones last so that they win, as PostgREST reads its config.
+_PGRST_SETTINGS_SQL = """
+select split_part(c, '=', 1), substr(c, strpos(c, '=') + 1)
 from pg_db_role_setting s
 join pg_roles r on r.oid = s.setrole
 cross join lateral unnest(s.setconfig) c
-where r.rolname = current_user and split_part(c, '=', 1) = 'pgrst.db_plan_enabled'
+where r.rolname = current_user and split_part(c, '=', 1) like 'pgrst.%%'
   and s.setdatabase in (0, (select oid from pg_database where datname = current_database()))
-order by s.setdatabase desc
-limit 1
+order by s.setdatabase
 """
 
 
-async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
+def _flag(settings: dict[str, str], name: str) -> bool:
+    return settings.get(name, "").strip().lower() in ("true", "on", "1")
+
+
+async def load(
+    conn: psycopg.AsyncConnection[Any], schemas: tuple[str, ...] = ("public",)
+) -> SchemaCache:
     """Read the exposed schemas' tables, views, columns, keys and functions from pg_catalog."""
     # format_type() qualifies names not on the search_path; use the one requests run with.
-    params = {"schemas": list(EXPOSED_SCHEMAS)}
+    params = {"schemas": list(schemas)}
     async with conn.transaction():
         await conn.execute("set local search_path = public, extensions")
         rels = await (await conn.execute(_TABLES_SQL, params)).fetchall()
@@ -235,7 +244,7 @@ async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
         fkeys = await (await conn.execute(_FKEYS_SQL, params)).fetchall()
         funcs = await (await conn.execute(_FUNCTIONS_SQL, params)).fetchall()
         role_rows = await (await conn.execute(_ROLE_SETTINGS_SQL)).fetchall()
-        plan_row = await (await conn.execute(_PLAN_ENABLED_SQL)).fetchone()
+        pgrst_rows = await (await conn.execute(_PGRST_SETTINGS_SQL)).fetchall()
     columns: dict[int, dict[str, Column]] = {}
     for relid, name, typ, default, generated in cols:
         columns.setdefault(relid, {})[name] = Column(name, typ, default, generated)
@@ -259,8 +268,10 @@ async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
     ]
     cache.relationships = relationships(cache.tables, foreign)
     for schema, name, names, types, ndefaults, rettype, retset, composite, void, vol in funcs:
-        if len(names) != len(types) or any(n == "" for n in names):
-            continue  # unnamed parameters cannot be called with named JSON arguments
+        if len(names) != len(types) or (any(n == "" for n in names) and len(types) != 1):
+            # Unnamed parameters cannot be called with named JSON arguments; a single one
+            # (json, jsonb, text, xml, bytea) takes the whole body, as PostgREST allows.
+            continue
         first_default = len(types) - ndefaults
         args = tuple(
             Argument(n, t, i >= first_default) for i, (n, t) in enumerate(zip(names, types))
@@ -272,7 +283,10 @@ async def load(conn: psycopg.AsyncConnection[Any]) -> SchemaCache:
     for role, key, value in role_rows:
         by_role.setdefault(role, {})[key] = value  # database-specific rows come last and win
     cache.role_settings = {role: tuple(kv.items()) for role, kv in by_role.items()}
-    cache.plan_enabled = plan_row is not None and plan_row[0].strip().lower() in ("true", "on", "1")
+    pgrst = dict(pgrst_rows)
+    cache.plan_enabled = _flag(pgrst, "pgrst.db_plan_enabled")
+    cache.aggregates_enabled = _flag(pgrst, "pgrst.db_aggregates_enabled")
+    cache.tx_end = pgrst.get("pgrst.db_tx_end", "commit").strip().lower()
     return cache
 
 
@@ -333,8 +347,11 @@ def relationships(
 class SchemaCacheHolder:
     """The current cache, plus the LISTEN task that reloads it on `NOTIFY pgrst`."""
 
-    def __init__(self, pool: AsyncConnectionPool, listen_dsn: str) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, listen_dsn: str, schemas: tuple[str, ...] = ("public",)
+    ) -> None:
         self.pool = pool
+        self.schemas = schemas
         self.listen_dsn = listen_dsn
         self.cache = SchemaCache()
         self.generation = 0
@@ -351,7 +368,7 @@ class SchemaCacheHolder:
     async def reload(self) -> None:
         """Load a fresh cache and swap it in (callers keep the old one until it is ready)."""
         async with self.pool.connection() as conn:
-            cache = await load(conn)
+            cache = await load(conn, self.schemas)
         self.cache = cache
         self.generation += 1
         for callback in self._listeners:

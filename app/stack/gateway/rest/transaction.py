@@ -64,13 +64,16 @@ async def run(
     *,
     read_only: bool,
     check: Check | None = None,
+    rollback: bool = False,
 ) -> tuple[Any, ...]:
     """Run `query` in the request's transaction and return its single row.
 
     `check(row)` runs before COMMIT; if it raises (an ApiError), the transaction rolls back.
+    `rollback`: answer as if committed, then roll back (`Prefer: tx=rollback`, db-tx-end);
+    deferred constraints are checked first, as PostgREST does, so their errors still show.
     Raises ApiError for database errors (SQLSTATE mapped as PostgREST does)."""
     text = query if isinstance(query, str) else query.as_string(None)
-    commit_now = check is None or read_only
+    commit_now = (check is None or read_only) and not rollback
     script = "".join(
         (
             "begin read only;" if read_only else "begin;",
@@ -94,7 +97,11 @@ async def run(
                 raise ApiError(500, "PGRST000", "query returned no rows")
             if check is not None:
                 check(row)  # an ApiError here rolls back below
-            if not commit_now:
+            if rollback:
+                if not read_only:
+                    await conn.execute("set constraints all immediate")
+                await conn.execute("rollback")
+            elif not commit_now:
                 await conn.execute("commit")
             return row
         except psycopg.Error as exc:

@@ -1,0 +1,387 @@
+"""PostgREST behaviours beyond reads and plain writes, each as PostgREST 12/13 answers it
+(its Response.hs, MainTx.hs, Plan.hs, ApiRequest/Preferences.hs): PUT upserts, the Prefer
+header (handling, max-affected, tx, Preference-Applied), function overloads and a single
+unnamed parameter, counts on RPC, and the exposed schemas read from config.toml."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCHEMA_SQL = """
+create table if not exists public.fid_items (
+  id int primary key, name text not null, qty int default 7
+);
+create table if not exists public.fid_pairs (
+  a int, b int, note text, primary key (a, b)
+);
+grant select, insert, update, delete on public.fid_items, public.fid_pairs
+  to anon, authenticated, service_role;
+create or replace function public.fid_over(x int) returns text language sql
+  as $$ select 'int' $$;
+create or replace function public.fid_over(x text) returns text language sql
+  as $$ select 'text' $$;
+create or replace function public.fid_over(x int, y int) returns text language sql
+  as $$ select 'two' $$;
+create or replace function public.fid_body(json) returns json language sql
+  as $$ select json_build_object('got', $1) $$;
+create or replace function public.fid_text(text) returns text language sql
+  as $$ select 'len ' || length($1) $$;
+create or replace function public.fid_series(n int) returns setof int language sql
+  as $$ select generate_series(1, n) $$;
+create or replace function public.fid_one() returns int language sql as $$ select 1 $$;
+create schema if not exists fid_other;
+grant usage on schema fid_other to anon, authenticated, service_role;
+create table if not exists fid_other.things (id int primary key);
+grant select on fid_other.things to anon, authenticated, service_role;
+notify pgrst, 'reload schema';
+"""
+
+
+def _headers(key: str, **extra: str) -> dict[str, str]:
+    return {"apikey": key, "Authorization": f"Bearer {key}", **extra}
+
+
+@pytest.fixture(scope="module")
+def fid(db_url: str, api_url: str, service_key: str) -> str:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(SCHEMA_SQL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        resp = httpx.post(f"{api_url}/rest/v1/rpc/fid_one", headers=_headers(service_key))
+        if resp.status_code == 200:
+            return f"{api_url}/rest/v1"
+        time.sleep(0.05)
+    raise AssertionError("schema cache never picked up the test schema")
+
+
+def _fresh_id() -> int:
+    return uuid.uuid4().int % 1_000_000_000
+
+
+def _row(db_url: str, item_id: int) -> tuple | None:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("select name, qty from fid_items where id = %s", (item_id,)).fetchone()
+
+
+# ── PUT ────────────────────────────────────────────────────────────────────────────────────
+def test_put_new_key_inserts_201_then_same_key_updates_200(fid, service_key, db_url):
+    item = _fresh_id()
+    want = _headers(service_key, Prefer="return=representation")
+    first = httpx.put(f"{fid}/fid_items?id=eq.{item}", json={"id": item, "name": "a"}, headers=want)
+    assert first.status_code == 201 and first.json() == [{"id": item, "name": "a", "qty": 7}]
+    assert first.headers["preference-applied"] == "return=representation"
+    again = httpx.put(
+        f"{fid}/fid_items?id=eq.{item}", json={"id": item, "name": "b", "qty": 1}, headers=want
+    )
+    assert again.status_code == 200 and again.json() == [{"id": item, "name": "b", "qty": 1}]
+    minimal = httpx.put(
+        f"{fid}/fid_items?id=eq.{item}",
+        json={"id": item, "name": "c"},
+        headers=_headers(service_key),
+    )
+    assert minimal.status_code == 204 and minimal.content == b""
+    assert _row(db_url, item) == ("c", 1)
+
+
+def test_put_composite_key_needs_every_key_column(fid, service_key):
+    a, b = _fresh_id(), _fresh_id()
+    ok = httpx.put(
+        f"{fid}/fid_pairs?a=eq.{a}&b=eq.{b}",
+        json={"a": a, "b": b, "note": "x"},
+        headers=_headers(service_key),
+    )
+    assert ok.status_code == 204
+    half = httpx.put(
+        f"{fid}/fid_pairs?a=eq.{a}", json={"a": a, "b": b}, headers=_headers(service_key)
+    )
+    assert half.status_code == 405 and half.json()["code"] == "PGRST105"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["id=gt.{id}", "id=not.eq.{id}", "id=eq.{id}&name=eq.x", "or=(id.eq.{id})", ""],
+)
+def test_put_without_exact_key_filters_is_405_pgrst105(fid, service_key, db_url, query):
+    item = _fresh_id()
+    resp = httpx.put(
+        f"{fid}/fid_items?{query.format(id=item)}",
+        json={"id": item, "name": "x"},
+        headers=_headers(service_key),
+    )
+    assert resp.status_code == 405 and resp.json()["code"] == "PGRST105"
+    assert _row(db_url, item) is None
+
+
+def test_put_payload_key_other_than_url_is_400_pgrst115_and_writes_nothing(
+    fid, service_key, db_url
+):
+    item, other = _fresh_id(), _fresh_id()
+    resp = httpx.put(
+        f"{fid}/fid_items?id=eq.{item}",
+        json={"id": other, "name": "x"},
+        headers=_headers(service_key),
+    )
+    assert resp.status_code == 400 and resp.json()["code"] == "PGRST115"
+    assert _row(db_url, item) is None and _row(db_url, other) is None
+    two = httpx.put(
+        f"{fid}/fid_items?id=eq.{item}",
+        json=[{"id": item, "name": "x"}, {"id": item, "name": "y"}],
+        headers=_headers(service_key),
+    )
+    assert two.status_code in (400, 409) and _row(db_url, item) is None
+
+
+def test_put_with_limit_is_400_pgrst114(fid, service_key):
+    item = _fresh_id()
+    resp = httpx.put(
+        f"{fid}/fid_items?id=eq.{item}&limit=1",
+        json={"id": item, "name": "x"},
+        headers=_headers(service_key),
+    )
+    assert resp.status_code == 400 and resp.json()["code"] == "PGRST114"
+
+
+# ── Prefer ─────────────────────────────────────────────────────────────────────────────────
+def _insert(db_url: str, *names: str) -> list[int]:
+    ids = [_fresh_id() for _ in names]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for item, name in zip(ids, names, strict=True):
+            conn.execute("insert into fid_items (id, name) values (%s, %s)", (item, name))
+    return ids
+
+
+def test_max_affected_strict_over_limit_is_400_pgrst124_and_deletes_nothing(
+    fid, service_key, db_url
+):
+    tag = uuid.uuid4().hex
+    ids = _insert(db_url, tag, tag, tag)
+    strict = _headers(service_key, Prefer="handling=strict, max-affected=2")
+    resp = httpx.delete(f"{fid}/fid_items?name=eq.{tag}", headers=strict)
+    assert resp.status_code == 400 and resp.json()["code"] == "PGRST124"
+    assert resp.json()["details"] == "The query affects 3 rows"
+    assert all(_row(db_url, i) is not None for i in ids)
+    lenient = _headers(service_key, Prefer="max-affected=2")
+    assert httpx.delete(f"{fid}/fid_items?name=eq.{tag}", headers=lenient).status_code == 204
+    assert all(_row(db_url, i) is None for i in ids)
+
+
+def test_max_affected_strict_within_limit_updates_and_says_so(fid, service_key, db_url):
+    tag = uuid.uuid4().hex
+    (item,) = _insert(db_url, tag)
+    resp = httpx.patch(
+        f"{fid}/fid_items?name=eq.{tag}",
+        json={"qty": 99},
+        headers=_headers(service_key, Prefer="handling=strict, max-affected=1"),
+    )
+    assert resp.status_code == 204
+    assert resp.headers["preference-applied"] == "handling=strict, max-affected=1"
+    assert _row(db_url, item) == (tag, 99)
+
+
+def test_max_affected_strict_on_function_without_setof_is_400_pgrst128(fid, service_key):
+    resp = httpx.post(
+        f"{fid}/rpc/fid_one",
+        headers=_headers(service_key, Prefer="handling=strict, max-affected=1"),
+    )
+    assert resp.status_code == 400 and resp.json()["code"] == "PGRST128"
+    rows = httpx.post(
+        f"{fid}/rpc/fid_series",
+        json={"n": 5},
+        headers=_headers(service_key, Prefer="handling=strict, max-affected=3"),
+    )
+    assert rows.status_code == 400 and rows.json()["code"] == "PGRST124"
+
+
+def test_unknown_preference_strict_is_400_pgrst122_lenient_ignored(fid, service_key):
+    strict = httpx.get(
+        f"{fid}/fid_items?limit=1", headers=_headers(service_key, Prefer="handling=strict, bogus=1")
+    )
+    assert strict.status_code == 400 and strict.json()["code"] == "PGRST122"
+    assert strict.json()["details"] == "Invalid preferences: bogus=1"
+    assert (
+        httpx.get(
+            f"{fid}/fid_items?limit=1", headers=_headers(service_key, Prefer="bogus=1")
+        ).status_code
+        == 200
+    )
+
+
+def test_first_preference_of_a_kind_wins_as_postgrest(fid, service_key, db_url):
+    item = _fresh_id()
+    resp = httpx.post(
+        f"{fid}/fid_items",
+        json={"id": item, "name": "first"},
+        headers=_headers(service_key, Prefer="return=representation, return=minimal"),
+    )
+    assert resp.status_code == 201 and resp.json()[0]["name"] == "first"
+
+
+def _tx_end(admin_dsn: str, value: str | None) -> None:
+    action = f"set pgrst.db_tx_end to '{value}'" if value else "reset pgrst.db_tx_end"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"alter role authenticator {action}")
+        conn.execute("notify pgrst, 'reload config'")
+
+
+@pytest.fixture
+def tx_override(admin_dsn: str, fid: str, service_key: str) -> Iterator[None]:
+    _tx_end(admin_dsn, "commit-allow-override")
+    try:
+        # Wait for the reload: a tx=rollback insert is then answered but not kept.
+        deadline = time.monotonic() + 10
+        while True:
+            item = _fresh_id()
+            resp = httpx.post(
+                f"{fid}/fid_items",
+                json={"id": item, "name": "probe"},
+                headers=_headers(service_key, Prefer="tx=rollback"),
+            )
+            if resp.headers.get("preference-applied") == "tx=rollback":
+                break
+            assert time.monotonic() < deadline, "db_tx_end never reloaded"
+            time.sleep(0.05)
+        yield
+    finally:
+        _tx_end(admin_dsn, None)
+
+
+def test_tx_rollback_with_allow_override_answers_and_keeps_nothing(
+    tx_override, fid, service_key, db_url
+):
+    item = _fresh_id()
+    resp = httpx.post(
+        f"{fid}/fid_items",
+        json={"id": item, "name": "ghost"},
+        headers=_headers(service_key, Prefer="return=representation, tx=rollback"),
+    )
+    assert resp.status_code == 201 and resp.json()[0]["name"] == "ghost"
+    assert resp.headers["preference-applied"] == "return=representation, tx=rollback"
+    assert _row(db_url, item) is None
+    kept = httpx.post(
+        f"{fid}/fid_items", json={"id": item, "name": "real"}, headers=_headers(service_key)
+    )
+    assert kept.status_code == 201 and _row(db_url, item) == ("real", 7)
+
+
+def test_tx_rollback_without_override_is_ignored(fid, service_key, db_url):
+    item = _fresh_id()
+    resp = httpx.post(
+        f"{fid}/fid_items",
+        json={"id": item, "name": "kept"},
+        headers=_headers(service_key, Prefer="tx=rollback"),
+    )
+    assert resp.status_code == 201 and "preference-applied" not in resp.headers
+    assert _row(db_url, item) == ("kept", 7)
+
+
+# ── functions ──────────────────────────────────────────────────────────────────────────────
+def test_overloads_told_apart_by_argument_names(fid, service_key):
+    resp = httpx.post(f"{fid}/rpc/fid_over", json={"x": 1, "y": 2}, headers=_headers(service_key))
+    assert resp.status_code == 200 and resp.json() == "two"
+
+
+def test_overloads_with_same_names_are_300_pgrst203(fid, service_key):
+    resp = httpx.post(f"{fid}/rpc/fid_over", json={"x": 1}, headers=_headers(service_key))
+    assert resp.status_code == 300 and resp.json()["code"] == "PGRST203"
+    message = resp.json()["message"]
+    assert "public.fid_over(x => integer)" in message and "public.fid_over(x => text)" in message
+
+
+def test_single_unnamed_json_parameter_takes_the_whole_body(fid, service_key):
+    body = [1, {"a": "b"}]
+    resp = httpx.post(f"{fid}/rpc/fid_body", json=body, headers=_headers(service_key))
+    assert resp.status_code == 200 and resp.json() == {"got": body}
+    obj = httpx.post(f"{fid}/rpc/fid_body", json={"k": 1}, headers=_headers(service_key))
+    assert obj.status_code == 200 and obj.json() == {"got": {"k": 1}}
+
+
+def test_single_unnamed_text_parameter_takes_a_text_body(fid, service_key):
+    resp = httpx.post(
+        f"{fid}/rpc/fid_text",
+        content="héllo".encode(),
+        headers=_headers(service_key, **{"Content-Type": "text/plain"}),
+    )
+    assert resp.status_code == 200 and resp.json() == "len 5"
+    as_json = httpx.post(f"{fid}/rpc/fid_text", json={"x": 1}, headers=_headers(service_key))
+    assert as_json.status_code == 404 and as_json.json()["code"] == "PGRST202"
+
+
+def test_count_exact_on_set_returning_function_sets_content_range_total(fid, service_key):
+    resp = httpx.get(
+        f"{fid}/rpc/fid_series",
+        params={"n": "5", "limit": "2"},
+        headers=_headers(service_key, Prefer="count=exact"),
+    )
+    assert resp.json() == [1, 2]
+    assert resp.headers["content-range"] == "0-1/5" and resp.status_code == 206
+    assert resp.headers["preference-applied"] == "count=exact"
+
+
+def test_count_exact_through_supabase_py_rpc(fid, service):
+    result = service.rpc("fid_series", {"n": 4}, count="exact").execute()
+    assert result.data == [1, 2, 3, 4] and result.count == 4
+
+
+# ── exposed schemas from config.toml ───────────────────────────────────────────────────────
+@pytest.fixture(scope="module")
+def other_schema_gateway(fid: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second gateway over the same database, whose config.toml exposes `fid_other` first."""
+    project = tmp_path_factory.mktemp("project")
+    (project / "supabase").mkdir()
+    config = (ROOT / "supabase" / "config.toml").read_text()
+    config = config.replace('schemas = ["public"]', 'schemas = ["fid_other", "public"]', 1)
+    assert "fid_other" in config
+    (project / "supabase" / "config.toml").write_text(config)
+    shutil.copytree(ROOT / "supabase" / "functions", project / "supabase" / "functions")
+    port = int(os.environ["TOKENMETER_API_PORT"]) + 8
+    env = dict(os.environ, TOKENMETER_PROJECT_DIR=str(project), TOKENMETER_API_PORT=str(port))
+    log = open(project / "gateway.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.stack.gateway"], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, (project / "gateway.log").read_text()[-2000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "second gateway never answered"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+def test_schemas_come_from_config_toml_first_is_default(other_schema_gateway, fid, service_key):
+    url = f"{other_schema_gateway}/rest/v1"
+    default = httpx.get(f"{url}/things", headers=_headers(service_key))
+    assert default.status_code == 200 and default.json() == []
+    public = httpx.get(
+        f"{url}/fid_items?limit=1", headers=_headers(service_key, **{"Accept-Profile": "public"})
+    )
+    assert public.status_code == 200
+    # The stack's own gateway exposes only `public`, as its config.toml says.
+    refused = httpx.get(
+        f"{fid}/things", headers=_headers(service_key, **{"Accept-Profile": "fid_other"})
+    )
+    assert refused.status_code == 406 and refused.json()["code"] == "PGRST106"
+    assert "fid_other" not in refused.json()["message"]
