@@ -385,3 +385,24 @@ def test_schemas_come_from_config_toml_first_is_default(other_schema_gateway, fi
     )
     assert refused.status_code == 406 and refused.json()["code"] == "PGRST106"
     assert "fid_other" not in refused.json()["message"]
+
+
+# ── max_rows ───────────────────────────────────────────────────────────────────────────────
+def test_max_rows_from_config_caps_reads_but_counts_all(fid, service_key):
+    # supabase/config.toml: [api] max_rows = 1000, as the Supabase CLI passes to PostgREST.
+    resp = httpx.get(
+        f"{fid}/rpc/fid_series",
+        params={"n": "1500"},
+        headers=_headers(service_key, Prefer="count=exact"),
+    )
+    assert len(resp.json()) == 1000 and resp.headers["content-range"] == "0-999/1500"
+    asked = httpx.get(
+        f"{fid}/rpc/fid_series",
+        params={"n": "1500", "limit": "1200"},
+        headers=_headers(service_key),
+    )
+    assert len(asked.json()) == 1000
+    fewer = httpx.get(
+        f"{fid}/rpc/fid_series", params={"n": "1500", "limit": "3"}, headers=_headers(service_key)
+    )
+    assert fewer.json() == [1, 2, 3]

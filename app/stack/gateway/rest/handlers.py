@@ -705,11 +705,24 @@ def _insert(
     return stmt, params, bool(merge and conflict)
 
 
+def _cap_rows(query: Query, max_rows: int | None) -> None:
+    """config.toml `[api] max_rows` (PostgREST's db-max-rows): no read answers more rows,
+    whatever `limit` asks; counts still count them all. Writes are not capped."""
+    if max_rows is not None:
+        query.limit = max_rows if query.limit is None else min(query.limit, max_rows)
+
+
 def _plan_read(
-    table: Table, items: list[tuple[str, str]], count: bool, kind: str, cache: SchemaCache
+    table: Table,
+    items: list[tuple[str, str]],
+    count: bool,
+    kind: str,
+    cache: SchemaCache,
+    max_rows: int | None = None,
 ) -> tuple[str, tuple[Any, ...], int]:
     """(SQL, parameters, offset) of a GET on a table. Raises ApiError 400, CacheMiss."""
     query = parse_query(items)
+    _cap_rows(query, max_rows)
     shape = query.shape(cache)
     shape.csv = kind == "csv"
     stmt, params = build.read(
@@ -739,7 +752,15 @@ async def _read_table(
     plan = state.plans.get(key)
     if plan is None:
         plan = await _prepare(  # type: ignore[assignment]
-            request, b"", _plan_read, table, _items(request), prefer.count, kind, cache
+            request,
+            b"",
+            _plan_read,
+            table,
+            _items(request),
+            prefer.count,
+            kind,
+            cache,
+            state.settings.max_rows,
         )
         if len(state.plans) >= _PLAN_CACHE_SIZE:
             state.plans.clear()
@@ -878,6 +899,7 @@ async def _serve_rpc(
         _items(request),
         prefer,
         kind,
+        state.settings.max_rows,
     )
     if plan is not None:
         return await _explain(
@@ -932,6 +954,7 @@ def _plan_call(
     items: list[tuple[str, str]],
     prefer: Prefer,
     kind: str,
+    max_rows: int | None = None,
 ) -> _Call:
     """The SQL calling one of the overloads `fns` of schema.name. Raises ApiError, CacheMiss."""
     all_arg_names = frozenset(a.name for f in fns for a in f.args)
@@ -979,6 +1002,8 @@ def _plan_call(
         return _Call(stmt.as_string(None), params, read_only, True, fn.returns_void, False, 0)
     src = build.function_source(fn, args, body, body_arg)
     as_object = kind == "object" or not fn.returns_set
+    if fn.returns_set:
+        _cap_rows(query, max_rows)
     shape = query.shape()
     shape.csv = kind == "csv"
     stmt, params = build.read(
