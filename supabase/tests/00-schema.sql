@@ -26,8 +26,8 @@ select col_type_is('public', 'ledger_entries', 'amount', 'numeric(24,12)',
   'ledger amounts are numeric(24,12)');
 select col_type_is('public', 'usage_records', 'cost', 'numeric(24,12)',
   'usage costs are numeric(24,12)');
-select col_is_unique('public', 'usage_records', array['request_id'],
-  'usage_records.request_id is unique (idempotency key)');
+select col_is_pk('private', 'usage_request_ids', array['request_id'],
+  'usage_records.request_id is unique across partitions (idempotency key; 75-usage-partitions.sql)');
 select col_is_unique('public', 'ledger_entries', array['kind', 'reference'],
   'ledger_entries (kind, reference) is unique (idempotency key)');
 select fk_ok('public', 'user_balances', 'user_id', 'auth', 'users', 'id',
@@ -92,7 +92,8 @@ select functions_are('public', array['price_for', 'check_balance', 'my_balance',
   'remove_model_alias', 'price_history', 'reprice_usage', 'import_model_prices',
   'populate_model_pricing', 'pricing_consolidation_report', 'set_default_provider',
   'create_api_key', 'list_api_keys', 'revoke_api_key', 'authorize_request', 'complete_request',
-  'list_key_models', 'set_subscription_status', 'usage_report'],
+  'list_key_models', 'set_subscription_status', 'usage_report',
+  'ensure_usage_partitions', 'usage_partitions'],
   'public exposes exactly the billing and pricing API functions');
 
 create temporary table expected_function_privs (fn text, args text[], roles text[]);
@@ -153,13 +154,15 @@ select is(
    where p.prosecdef
      and p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)),
   array['adjust_balance', 'audit_price_change', 'authorize_request', 'check_balance',
-        'complete_request', 'create_api_key', 'delete_user_usage', 'estimate_cost',
+        'complete_request', 'create_api_key', 'delete_user_usage', 'ensure_usage_partitions',
+        'estimate_cost',
         'handle_new_user', 'import_model_prices', 'list_api_keys', 'list_key_models',
         'populate_model_pricing',
         'price_history', 'pricing_consolidation_report', 'record_usage', 'record_usage_batch',
         'refund_usage', 'release_reservation', 'remove_model_alias', 'repair_missing_balances',
         'reprice_usage', 'reserve_credit', 'revoke_api_key', 'set_default_provider',
-        'set_model_alias', 'set_model_price', 'set_subscription_status', 'settle_usage', 'top_up', 'user_id_for_email'],
+        'set_model_alias', 'set_model_price', 'set_subscription_status', 'settle_usage', 'top_up',
+        'usage_partitions', 'user_id_for_email'],
   'SECURITY DEFINER is used by exactly the writers, the readers of private data and triggers');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
