@@ -66,7 +66,9 @@ def _render_status(stack: Stack, as_json: bool) -> None:
         print_json(status.as_dict())
         return
     for key, value in status.as_dict().items():
-        if isinstance(value, bool):
+        if value is None:  # the dashboard, switched off
+            console.print(f"{key:<18} off ([studio] enabled = false in supabase/config.toml)")
+        elif isinstance(value, bool):
             shown = "[green]running[/]" if value else "[red]stopped[/]"
             console.print(f"{key:<18} {shown}")
         else:

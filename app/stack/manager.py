@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from app.dashboard import process as dashboard
 from app.stack import keys as stack_keys
 from app.stack import processes
 from app.stack.paths import StackPaths
@@ -43,6 +44,9 @@ class StackStatus:
     jwt_secret: str
     postgres_running: bool
     gateway_running: bool
+    # The local dashboard ([studio] enabled in supabase/config.toml); None when switched off.
+    dashboard_url: str | None
+    dashboard_running: bool
     state_dir: str
 
     def as_dict(self) -> dict[str, object]:
@@ -88,9 +92,24 @@ class Stack:
             progress("starting API gateway")
             self._stop_gateway()  # one that runs but does not answer
             self._start_gateway()
+        self._start_dashboard(progress, restart=database_started)
         return created
 
+    def _start_dashboard(self, progress: Callable[[str], None], restart: bool) -> None:
+        """Run the dashboard when config.toml enables it, stop it when it does not."""
+        if not dashboard.enabled(self.paths):
+            dashboard.stop(self.paths)
+            return
+        if restart or not dashboard.running(self.paths):
+            progress("starting dashboard")
+            dashboard.stop(self.paths)  # one that runs but does not answer
+            try:
+                dashboard.start(self.paths)
+            except dashboard.DashboardError as exc:
+                raise StackError(str(exc)) from None
+
     def stop(self) -> None:
+        dashboard.stop(self.paths)
         self._stop_gateway()
         if self.cluster.initialized:
             self.cluster.stop(self._binaries())
@@ -133,6 +152,8 @@ class Stack:
             jwt_secret=keys.jwt_secret,
             postgres_running=self.cluster.running(),
             gateway_running=self.gateway_running(),
+            dashboard_url=dashboard.url(self.paths) if dashboard.enabled(self.paths) else None,
+            dashboard_running=dashboard.running(self.paths),
             state_dir=str(self.paths.state),
         )
 
@@ -218,6 +239,7 @@ class Stack:
         for name, path in (
             ("postgres", self.paths.postgres_log),
             ("gateway", self.paths.gateway_log),
+            ("dashboard", dashboard.log_file(self.paths)),
         ):
             try:
                 out[name] = path.read_text(errors="replace").splitlines()[-lines:]

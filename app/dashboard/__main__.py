@@ -1,0 +1,3 @@
+from app.dashboard.server import run
+
+run()

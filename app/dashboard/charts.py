@@ -1,0 +1,60 @@
+"""The overview's chart: spend per day (UTC) stacked by model, as inline SVG.
+
+matplotlib draws it on the server, as `tokenmeter usage report --format html` does
+(app/report.py): the same long-kept library and one renderer, no JavaScript chart library to
+vendor, nothing fetched by the browser. Text stays text in the SVG (`svg.fonttype: none`), so the
+exact legend totals are readable and searchable in the page. Bars are sized with floats; every
+number printed is the exact Decimal string.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import date
+from decimal import Decimal
+
+from app.report import exact
+
+# More models than this are drawn as the top ones plus "other" (a legend of 40 entries is noise;
+# the models page and the SQL editor have every model's number).
+MAX_SERIES = 8
+
+
+def spend_svg(days: list[date], by_model: dict[str, dict[date, Decimal]], currency: str) -> str:
+    """A stacked bar chart of `by_model` (model → day → cost, largest model first) over `days`."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    series = dict(list(by_model.items())[:MAX_SERIES])
+    rest = list(by_model.items())[MAX_SERIES:]
+    if rest:
+        other: dict[date, Decimal] = {}
+        for _, per_day in rest:
+            for day, cost in per_day.items():
+                other[day] = other.get(day, Decimal(0)) + cost
+        series[f"{len(rest)} other models"] = other
+
+    fig = Figure(figsize=(11, 3.6), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    positions = list(range(len(days)))
+    bottoms = [0.0] * len(days)
+    for model, per_day in series.items():
+        heights = [float(per_day.get(day, 0)) for day in days]
+        total = sum(per_day.values(), Decimal(0))
+        ax.bar(positions, heights, bottom=bottoms, label=f"{model}: {exact(total)} {currency}")
+        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    step = max(1, len(days) // 10)
+    ax.set_xticks(positions[::step], [d.strftime("%b %d") for d in days[::step]])
+    ax.set_ylabel(currency)
+    ax.set_ylim(0, max(bottoms) * 1.1 or 1)
+    ax.spines[["top", "right"]].set_visible(False)
+    if series:
+        ax.legend(fontsize=8, loc="upper left", frameon=False)
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "font.size": 9}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    svg = buffer.getvalue()
+    # Inline in HTML: no XML prolog or DOCTYPE (it names a URL), no RDF metadata (it holds URLs).
+    svg = re.sub(r"<\?xml[^>]*\?>|<!DOCTYPE[^>]*>|<metadata>.*?</metadata>", "", svg, flags=re.S)
+    return svg.strip()
