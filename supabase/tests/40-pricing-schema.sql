@@ -7,11 +7,12 @@ BEGIN;
 SELECT plan(67);
 
 -- ── Tables, RLS, legacy storage gone ───────────────────────────────────────────────────────
+-- price_audit is a view of audit_logs since 20261129230001 (85-audit-schema.sql checks it).
 select has_table('public', t, 'public.' || t || ' exists')
-from unnest(array['models', 'model_aliases', 'price_audit']) as t;
+from unnest(array['models', 'model_aliases', 'audit_logs']) as t;
 select ok((select c.relrowsecurity from pg_class c where c.oid = ('public.' || t)::regclass),
           'RLS is enabled on public.' || t)
-from unnest(array['models', 'model_aliases', 'price_audit']) as t;
+from unnest(array['models', 'model_aliases', 'audit_logs']) as t;
 select hasnt_table('public', 'pricing_tiers', 'pricing_tiers is dropped');
 select hasnt_column('public', 'models', c, 'models.' || c || ' is dropped')
 from unnest(array['pricing_prompt', 'pricing_completion', 'pricing_image', 'pricing_request'])
