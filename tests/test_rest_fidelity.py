@@ -256,6 +256,16 @@ def tx_override(admin_dsn: str, fid: str, service_key: str) -> Iterator[None]:
         yield
     finally:
         _tx_end(admin_dsn, None)
+        # Wait for that reload too: the next test must see the default (commit) again.
+        deadline = time.monotonic() + 10
+        while (
+            "preference-applied"
+            in httpx.get(
+                f"{fid}/fid_items?limit=1", headers=_headers(service_key, Prefer="tx=rollback")
+            ).headers
+        ):
+            assert time.monotonic() < deadline, "db_tx_end never reset"
+            time.sleep(0.05)
 
 
 def test_tx_rollback_with_allow_override_answers_and_keeps_nothing(
@@ -406,3 +416,111 @@ def test_max_rows_from_config_caps_reads_but_counts_all(fid, service_key):
         f"{fid}/rpc/fid_series", params={"n": "1500", "limit": "3"}, headers=_headers(service_key)
     )
     assert fewer.json() == [1, 2, 3]
+
+
+# ── computed fields, stripped nulls, planned counts, media types ───────────────────────────
+COMPUTED_SQL = """
+create table if not exists public.fid_people (id int primary key, first text, last text);
+grant select on public.fid_people to anon, authenticated, service_role;
+create or replace function public.full_name(public.fid_people) returns text
+  language sql stable as $$ select $1.first || ' ' || coalesce($1.last, '?') $$;
+insert into public.fid_people values (1, 'Ada', 'Lovelace'), (2, 'Alan', null), (3, 'Grace', 'Hopper')
+  on conflict do nothing;
+notify pgrst, 'reload schema';
+"""
+
+
+@pytest.fixture(scope="module")
+def people(fid: str, db_url: str, service_key: str) -> str:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(COMPUTED_SQL)
+    deadline = time.monotonic() + 10
+    while True:
+        resp = httpx.get(
+            f"{fid}/fid_people?select=full_name&id=eq.1", headers=_headers(service_key)
+        )
+        if resp.status_code == 200:
+            return f"{fid}/fid_people"
+        assert time.monotonic() < deadline, resp.text
+        time.sleep(0.05)
+
+
+def test_computed_field_selected_filtered_and_ordered_like_a_column(people, service_key):
+    resp = httpx.get(
+        people,
+        params={"select": "id,name:full_name", "full_name": "like.A*", "order": "full_name.desc"},
+        headers=_headers(service_key),
+    )
+    assert resp.json() == [{"id": 2, "name": "Alan ?"}, {"id": 1, "name": "Ada Lovelace"}]
+    star = httpx.get(people, params={"select": "*", "id": "eq.1"}, headers=_headers(service_key))
+    assert "full_name" not in star.json()[0]  # as PostgREST: `*` is the table's own columns
+
+
+def test_computed_field_through_supabase_py(people, service):
+    rows = service.table("fid_people").select("id,full_name").eq("id", 3).execute().data
+    assert rows == [{"id": 3, "full_name": "Grace Hopper"}]
+
+
+def test_nulls_stripped_leaves_out_null_members(people, service_key):
+    strip = _headers(service_key, Accept="application/vnd.pgrst.array+json;nulls=stripped")
+    resp = httpx.get(people, params={"id": "eq.2"}, headers=strip)
+    assert resp.json() == [{"id": 2, "first": "Alan"}]
+    one = httpx.get(
+        people,
+        params={"id": "eq.2"},
+        headers=_headers(service_key, Accept="application/vnd.pgrst.object+json;nulls=stripped"),
+    )
+    assert one.json() == {"id": 2, "first": "Alan"}
+    # Only PostgREST's vendor types strip: plain JSON keeps the nulls.
+    plain = httpx.get(
+        people,
+        params={"id": "eq.2"},
+        headers=_headers(service_key, Accept="application/json;nulls=stripped"),
+    )
+    assert plain.json() == [{"id": 2, "first": "Alan", "last": None}]
+
+
+def test_count_planned_answers_the_planner_estimate_with_206(fid, service_key, db_url):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        # Statistics gathered on 5,000 rows, then half deleted: the planner still guesses
+        # about 4,000 rows above 1,000 where 2,000 remain, so an estimate shows as one.
+        conn.execute("drop table if exists public.fid_many")
+        conn.execute("create table public.fid_many (n int) with (autovacuum_enabled = false)")
+        conn.execute("grant select on public.fid_many to service_role")
+        conn.execute("insert into public.fid_many select generate_series(1, 5000)")
+        conn.execute("analyze public.fid_many")
+        conn.execute("delete from public.fid_many where n % 2 = 0")
+        conn.execute("notify pgrst, 'reload schema'")
+    url = f"{fid}/fid_many"
+    deadline = time.monotonic() + 10
+    while httpx.get(url, params={"limit": "1"}, headers=_headers(service_key)).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    planned = httpx.get(
+        url,
+        params={"limit": "2", "n": "gt.1000"},
+        headers=_headers(service_key, Prefer="count=planned"),
+    )
+    total = int(planned.headers["content-range"].split("/")[1])
+    with psycopg.connect(db_url) as conn:
+        plan = conn.execute("explain (format json) select 1 from fid_many where n > 1000")
+        estimate = plan.fetchone()[0][0]["Plan"]["Plan Rows"]
+    assert planned.status_code == 206 and total == estimate and total > 3000  # exact: 2,000
+    # estimated: exact up to max_rows (1000), the planner's figure beyond it
+    small = httpx.get(
+        url,
+        params={"limit": "2", "n": "lte.10"},
+        headers=_headers(service_key, Prefer="count=estimated"),
+    )
+    assert small.headers["content-range"] == "0-1/5"
+    large = httpx.get(
+        url, params={"limit": "2"}, headers=_headers(service_key, Prefer="count=estimated")
+    )
+    assert int(large.headers["content-range"].split("/")[1]) >= 1001
+
+
+def test_geojson_without_postgis_is_406_pgrst107(fid, service_key):
+    resp = httpx.get(
+        f"{fid}/fid_items", headers=_headers(service_key, Accept="application/geo+json")
+    )
+    assert resp.status_code == 406 and resp.json()["code"] == "PGRST107"

@@ -41,11 +41,23 @@ class Source:
     from_params: list[Any] = field(default_factory=list)
     # Embeds planned for this source by response key: `rel=not.is.null`, `order=rel(col)`.
     embeds: dict[str, _Planned] = field(default_factory=dict)
+    # The whole row as a value (the table's name or alias), for computed fields; None where
+    # rows are not of the table's type (a mutation's CTE).
+    row_ref: sql.Composable | None = None
 
     def check_column(self, name: str) -> None:
         """Raises CacheMiss (an ApiError) 400 42703 for a column the cache does not know."""
         if self.table is not None and name not in self.table.columns:
+            if self.row_ref is not None and name in self.table.computed:
+                return
             raise CacheMiss(400, "42703", f"column {self.table.name}.{name} does not exist")
+
+    def column(self, name: str) -> sql.Composable:
+        """A column, or a computed field called with the row (after check_column)."""
+        if self.table is not None and name not in self.table.columns:
+            fn = self.table.computed[name]
+            return sql.SQL("{}({})").format(sql.Identifier(fn.schema, fn.name), self.row_ref)
+        return sql.SQL("{}.{}").format(self.qualifier, sql.Identifier(name))
 
 
 @dataclass
@@ -61,17 +73,18 @@ class ReadShape:
     embedded: dict[tuple[str, ...], ReadShape] = field(default_factory=dict)
     cache: SchemaCache | None = None  # relationships, needed only when embedding
     csv: bool = False  # `Accept: text/csv`: the body is CSV text (csv_body)
+    strip_nulls: bool = False  # `…+json;nulls=stripped`: members that are null are left out
 
 
 def table_source(table: Table) -> Source:
     ident = sql.Identifier(table.schema, table.name)
-    return Source(ident, ident, table)
+    return Source(ident, ident, table, row_ref=sql.Identifier(table.name))
 
 
 # ── expressions ───────────────────────────────────────────────────────────────────────────
 def field_sql(src: Source, fld: Field, params: list[Any]) -> sql.Composable:
     src.check_column(fld.name)
-    expr: sql.Composable = sql.SQL("{}.{}").format(src.qualifier, sql.Identifier(fld.name))
+    expr: sql.Composable = src.column(fld.name)
     for arrow, key in fld.path:
         index = json_index(key)
         if index is not None:
@@ -85,6 +98,8 @@ def field_sql(src: Source, fld: Field, params: list[Any]) -> sql.Composable:
 def _column_type(src: Source, fld: Field) -> str | None:
     if src.table is None or fld.path:
         return None
+    if fld.name not in src.table.columns:
+        return src.table.computed[fld.name].return_type
     return src.table.columns[fld.name].type
 
 
@@ -333,6 +348,7 @@ def _plan_embed(
         sql.SQL("{} as {}").format(sql.Identifier(target.schema, target.name), t_ident),
         t_ident,
         target,
+        row_ref=t_ident,
     )
     selection = plan_select(child, child_shape, aliases, child_path)
     # How target rows join the parent row.
@@ -478,11 +494,13 @@ def page_sql(shape: ReadShape) -> sql.Composable:
 
 
 # ── statements ────────────────────────────────────────────────────────────────────────────
-def body_expr(single: bool, rows: str = "_t") -> sql.Composable:
-    """The response body column: a JSON array, or the lone object for `.single()`."""
+def body_expr(single: bool, rows: str = "_t", strip_nulls: bool = False) -> sql.Composable:
+    """The response body column: a JSON array, or the lone object for `.single()`; with
+    `strip_nulls`, null object members at every depth are left out (json_strip_nulls)."""
+    agg = f"json_strip_nulls(json_agg({rows}))" if strip_nulls else f"json_agg({rows})"
     if single:
-        return sql.SQL(f"coalesce((json_agg({rows})->0)::text, 'null')")
-    return sql.SQL(f"coalesce(json_agg({rows}), '[]')::text")
+        return sql.SQL(f"coalesce(({agg}->0)::text, 'null')")
+    return sql.SQL(f"coalesce({agg}, '[]')::text")
 
 
 def csv_body(rows: str) -> sql.Composable:
@@ -496,12 +514,31 @@ def csv_body(rows: str) -> sql.Composable:
     ).format(sql.Identifier(rows))
 
 
+def estimate(src: Source, shape: ReadShape) -> tuple[sql.Composable, list[Any]]:
+    """EXPLAIN of the rows a read counts (`Prefer: count=planned|estimated`): the planner's
+    estimate is in its JSON plan's "Plan Rows", as PostgREST reads it."""
+    selection = plan_select(src, shape)  # `!inner` embeds decide which rows count
+    where_params: list[Any] = []
+    where = where_sql(src, shape.filters, where_params)
+    query = sql.SQL("explain (format json) select 1 from {}{}{}").format(
+        src.from_clause, selection.joins, where
+    )
+    return query, list(src.from_params) + selection.join_params + where_params
+
+
 def read(
-    src: Source, shape: ReadShape, *, count: bool, single: bool, scalar: bool = False
+    src: Source,
+    shape: ReadShape,
+    *,
+    count: bool,
+    single: bool,
+    scalar: bool = False,
+    count_limit: int | None = None,
 ) -> tuple[sql.Composable, list[Any]]:
     """SELECT answering one row: (body text, rows in page, total or null).
 
-    Raises CacheMiss 42703 for unknown columns."""
+    `count_limit`: count at most this many rows (`count=estimated` counts exactly only up to
+    max_rows, then asks the planner). Raises CacheMiss 42703 for unknown columns."""
     if scalar:
         selection = Selection(sql.SQL("{}.*").format(src.qualifier), [], sql.SQL(""), [])
     else:
@@ -525,13 +562,17 @@ def read(
         total = sql.SQL("(select count(*) from {}{}{})").format(
             src.from_clause, selection.joins, where
         )
+        if count_limit is not None:
+            total = sql.SQL("(select count(*) from (select 1 from {}{}{} limit {}) _c)").format(
+                src.from_clause, selection.joins, where, sql.Literal(int(count_limit))
+            )
     count_params = from_params + where_params if count else []
     if shape.csv and not single:
         # The rows are a CTE read twice (header and lines); the count comes after it.
         query = sql.SQL("with pgrst_rows as ({}) select {}, count(*), {} from pgrst_rows _t")
         return query.format(inner, csv_body("pgrst_rows"), total), params + count_params
     query = sql.SQL("select {}, count(*), {} from ({}) _t").format(
-        body_expr(single, rows), total, inner
+        body_expr(single, rows, shape.strip_nulls), total, inner
     )
     # The count's placeholders come before the page's in the text.
     return query, count_params + params
@@ -608,7 +649,7 @@ def wrap_mutation(
         "from (select {} from pgrst_source{}) _t"
     ).format(
         mutation,
-        body_expr(single),
+        body_expr(single, strip_nulls=shape.strip_nulls),
         sql.SQL("count(*)") if count else sql.SQL("null::bigint"),
         inserted,
         target,

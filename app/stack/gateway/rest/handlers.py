@@ -180,6 +180,8 @@ _JSON_MEDIA = frozenset(
     {"*/*", "application/json", "application/vnd.pgrst.array+json", "application/vnd.pgrst.array"}
 )
 _OBJECT_MEDIA = frozenset({OBJECT_MEDIA, "application/vnd.pgrst.object"})
+# PostgREST strips nulls only for its own vendor types, never for application/json.
+_STRIPPABLE = frozenset({"application/vnd.pgrst.array+json", OBJECT_MEDIA})
 
 
 @dataclass(frozen=True)
@@ -208,17 +210,18 @@ _PLAN_MEDIA = {
 _PLAN_OPTIONS = ("analyze", "verbose", "settings", "buffers", "wal")
 
 
-def _negotiate(request: Request, cache: SchemaCache) -> tuple[str, Plan | None]:
+def _negotiate(request: Request, cache: SchemaCache) -> tuple[str, Plan | None, bool]:
     """(kind, plan): kind "json", "object" (`.single()`) or "csv", the first media type of
     `Accept` the API can produce, by q-value then order, as PostgREST picks it (no header means
     JSON); plan when that type is an EXPLAIN plan (only with db-plan-enabled), kind then being
-    the `for=` type whose query it explains.
+    the `for=` type whose query it explains; and whether null members are left out
+    (`application/vnd.pgrst.array+json;nulls=stripped`, `…object+json;nulls=stripped`).
 
     Raises ApiError 406 PGRST107 when none is available (`text/html`, `application/xml`, and
     `application/vnd.pgrst.plan` without db-plan-enabled, as PostgREST)."""
     header = request.headers.get("accept", "")
     if not header.strip():
-        return "json", None
+        return "json", None, False
     offered: list[tuple[float, int, str, dict[str, str]]] = []
     for index, part in enumerate(header.split(",")):
         media, *options = (p.strip() for p in part.split(";"))
@@ -237,13 +240,14 @@ def _negotiate(request: Request, cache: SchemaCache) -> tuple[str, Plan | None]:
             break  # q=0: not acceptable
         kind = _kind(media)
         if kind is not None:
-            return kind, None
+            strip = media in _STRIPPABLE and params.get("nulls", "").lower() == "stripped"
+            return kind, None, strip
         if media in _PLAN_MEDIA and cache.plan_enabled:
             for_media = params.get("for", "application/json").lower()
             kind = _kind(for_media)
             chosen = tuple(o for o in _PLAN_OPTIONS if o in params.get("options", "").split("|"))
             if kind is not None:
-                return kind, Plan(_PLAN_MEDIA[media], chosen, for_media)
+                return kind, Plan(_PLAN_MEDIA[media], chosen, for_media), False
     listed = ", ".join(media for _, _, media, _ in offered)
     raise ApiError(406, "PGRST107", f"None of these media types are available: {listed[:500]}")
 
@@ -452,11 +456,11 @@ async def _serve_table(
     table = _table(cache, schema, name)
     ctx = _context(request, cache, claims, f"/{name}")
     prefer = _prefer(request, cache)
-    kind, plan = _negotiate(request, cache)
+    kind, plan, strip = _negotiate(request, cache)
     single = kind == "object"
     if plan is not None:
         if request.method in ("GET", "HEAD"):
-            text, params, _ = await _prepare(
+            text, params, _, _ = await _prepare(
                 request, b"", _plan_read, table, _items(request), prefer.count, kind, cache
             )
             return await _explain(request, state, ctx, plan, text, params, read_only=True)
@@ -477,10 +481,20 @@ async def _serve_table(
                 request, state, ctx, plan, written.text, written.params, read_only=False
             )
     if request.method in ("GET", "HEAD"):
-        response = await _read_table(request, state, cache, table, ctx, prefer, kind)
+        response = await _read_table(request, state, cache, table, ctx, prefer, kind, strip)
         return _with_applied(response, prefer.applied("read"))
     planned = await _prepare(
-        request, raw, _plan_write, request.method, table, raw, _items(request), prefer, kind, cache
+        request,
+        raw,
+        _plan_write,
+        request.method,
+        table,
+        raw,
+        _items(request),
+        prefer,
+        kind,
+        cache,
+        strip,
     )
     applied = prefer.applied(planned.kind, resolution_applies=planned.resolution_applies)
     if planned.text is None:  # a PATCH naming no column: nothing to write
@@ -547,6 +561,7 @@ def _plan_write(
     prefer: Prefer,
     kind: str,
     cache: SchemaCache,
+    strip: bool = False,
 ) -> _Write:
     """The SQL of a POST/PUT/PATCH/DELETE on a table. Raises ApiError (400s, 405), CacheMiss."""
     query = parse_query(items)
@@ -566,6 +581,7 @@ def _plan_write(
     single = kind == "object"
     shape = query.shape(cache)
     shape.csv = kind == "csv"
+    shape.strip_nulls = strip
     if prefer.ret == "headers-only" and table.primary_key:
         shape.select = tuple(parse.SelectItem(parse.Field(c)) for c in table.primary_key)
         minimal = False
@@ -712,6 +728,9 @@ def _cap_rows(query: Query, max_rows: int | None) -> None:
         query.limit = max_rows if query.limit is None else min(query.limit, max_rows)
 
 
+Estimate = tuple[str, tuple[Any, ...]] | None  # the EXPLAIN behind a planned count
+
+
 def _plan_read(
     table: Table,
     items: list[tuple[str, str]],
@@ -719,16 +738,31 @@ def _plan_read(
     kind: str,
     cache: SchemaCache,
     max_rows: int | None = None,
-) -> tuple[str, tuple[Any, ...], int]:
-    """(SQL, parameters, offset) of a GET on a table. Raises ApiError 400, CacheMiss."""
+    strip: bool = False,
+    count_method: str | None = None,
+) -> tuple[str, tuple[Any, ...], int, Estimate]:
+    """(SQL, parameters, offset, estimate) of a GET on a table; estimate is the EXPLAIN that
+    answers `count=planned`, and `count=estimated` beyond max_rows. Raises ApiError 400,
+    CacheMiss."""
     query = parse_query(items)
     _cap_rows(query, max_rows)
     shape = query.shape(cache)
     shape.csv = kind == "csv"
+    shape.strip_nulls = strip
+    planned = count_method == "planned"
+    estimated = count_method == "estimated" and max_rows is not None
     stmt, params = build.read(
-        build.table_source(table), shape, count=count, single=kind == "object"
+        build.table_source(table),
+        shape,
+        count=count and not planned,
+        single=kind == "object",
+        count_limit=max_rows + 1 if estimated and max_rows is not None else None,
     )
-    return stmt.as_string(None), tuple(params), query.offset or 0
+    guess: Estimate = None
+    if planned or estimated:
+        explain_sql, explain_params = build.estimate(build.table_source(table), query.shape(cache))
+        guess = explain_sql.as_string(None), tuple(explain_params)
+    return stmt.as_string(None), tuple(params), query.offset or 0, guess
 
 
 async def _read_table(
@@ -739,6 +773,7 @@ async def _read_table(
     ctx: RequestContext,
     prefer: Prefer,
     kind: str,
+    strip: bool = False,
 ) -> Response:
     single = kind == "object"
     key = (
@@ -746,8 +781,9 @@ async def _read_table(
         table.schema,
         table.name,
         request.url.query,
-        prefer.count,
+        prefer.count_method,
         kind,
+        strip,
     )
     plan = state.plans.get(key)
     if plan is None:
@@ -761,15 +797,39 @@ async def _read_table(
             kind,
             cache,
             state.settings.max_rows,
+            strip,
+            prefer.count_method,
         )
         if len(state.plans) >= _PLAN_CACHE_SIZE:
             state.plans.clear()
         state.plans[key] = plan  # type: ignore[assignment]
-    text, params, offset = plan  # type: ignore[misc]
+    text, params, offset, guess = plan  # type: ignore[misc]
     row = await run(
         state.pool, ctx, text, params, read_only=True, check=_check_single if single else None
     )
+    if guess is not None:
+        row = await _estimated(state, ctx, prefer, row, guess)
     return _read_response(request, row, offset, single, prefer.count, kind)
+
+
+async def _estimated(
+    state: RestState,
+    ctx: RequestContext,
+    prefer: Prefer,
+    row: tuple[Any, ...],
+    guess: tuple[str, tuple[Any, ...]],
+) -> tuple[Any, ...]:
+    """The row with its total from the planner: always for count=planned; for count=estimated
+    only when the exact count, stopped at max_rows + 1, went past max_rows (PostgREST's
+    MainTx: the larger of the two)."""
+    max_rows = state.settings.max_rows
+    exact = row[2]
+    if prefer.count_method == "estimated" and (max_rows is None or exact <= max_rows):
+        return row
+    plans = await explain(state.pool, ctx, guess[0], guess[1], read_only=True)
+    estimate = int(plans[0][0][0]["Plan"]["Plan Rows"])
+    total = estimate if prefer.count_method == "planned" else max(exact, estimate)
+    return (row[0], row[1], total)
 
 
 async def _explain(
@@ -882,7 +942,7 @@ async def _serve_rpc(
     name = request.path_params["name"]
     ctx = _context(request, cache, claims, f"/rpc/{name}")
     prefer = _prefer(request, cache)
-    kind, plan = _negotiate(request, cache)
+    kind, plan, strip = _negotiate(request, cache)
     single = kind == "object"
     fns = cache.functions.get((schema, name), [])
     media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
@@ -900,6 +960,7 @@ async def _serve_rpc(
         prefer,
         kind,
         state.settings.max_rows,
+        strip,
     )
     if plan is not None:
         return await _explain(
@@ -955,6 +1016,7 @@ def _plan_call(
     prefer: Prefer,
     kind: str,
     max_rows: int | None = None,
+    strip: bool = False,
 ) -> _Call:
     """The SQL calling one of the overloads `fns` of schema.name. Raises ApiError, CacheMiss."""
     all_arg_names = frozenset(a.name for f in fns for a in f.args)
@@ -1006,6 +1068,7 @@ def _plan_call(
         _cap_rows(query, max_rows)
     shape = query.shape()
     shape.csv = kind == "csv"
+    shape.strip_nulls = strip
     stmt, params = build.read(
         src, shape, count=prefer.count, single=as_object, scalar=not fn.returns_composite
     )

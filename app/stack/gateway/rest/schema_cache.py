@@ -47,6 +47,9 @@ class Table:
     primary_key: tuple[str, ...]
     # Column sets of the primary key and UNIQUE constraints: an FK over one is one-to-one.
     unique_keys: tuple[frozenset[str], ...] = ()
+    # Computed fields: functions of one parameter of this table's row type, selected,
+    # filtered and ordered on like columns (PostgREST's computed fields).
+    computed: dict[str, Function] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,9 @@ select n.nspname, p.proname,
          from generate_series(0, p.pronargs - 1) i order by i), '{}'),
        p.pronargdefaults, format_type(p.prorettype, null), p.proretset,
        (rt.typtype = 'c' or p.prorettype = 'record'::regtype) as composite,
-       p.prorettype = 'void'::regtype, p.provolatile
+       p.prorettype = 'void'::regtype, p.provolatile,
+       case when p.pronargs = 1
+            then (select c.oid from pg_class c where c.reltype = p.proargtypes[0]) end
 from pg_proc p
 join pg_namespace n on n.oid = p.pronamespace
 join pg_type rt on rt.oid = p.prorettype
@@ -267,7 +272,20 @@ async def load(
         for con, sch, tbl, cols, fsch, ftbl, fcols in fkeys
     ]
     cache.relationships = relationships(cache.tables, foreign)
-    for schema, name, names, types, ndefaults, rettype, retset, composite, void, vol in funcs:
+    by_oid = {relid: (schema, name) for relid, schema, name, _ in rels}
+    for (
+        schema,
+        name,
+        names,
+        types,
+        ndefaults,
+        rettype,
+        retset,
+        composite,
+        void,
+        vol,
+        row_of,
+    ) in funcs:
         if len(names) != len(types) or (any(n == "" for n in names) and len(types) != 1):
             # Unnamed parameters cannot be called with named JSON arguments; a single one
             # (json, jsonb, text, xml, bytea) takes the whole body, as PostgREST allows.
@@ -276,9 +294,11 @@ async def load(
         args = tuple(
             Argument(n, t, i >= first_default) for i, (n, t) in enumerate(zip(names, types))
         )
-        cache.functions.setdefault((schema, name), []).append(
-            Function(schema, name, args, rettype, retset, composite, void, vol)
-        )
+        fn = Function(schema, name, args, rettype, retset, composite, void, vol)
+        cache.functions.setdefault((schema, name), []).append(fn)
+        table = cache.tables.get(by_oid.get(row_of, ("", "")))
+        if table is not None and not retset and not composite and not void:
+            table.computed[name] = fn
     by_role: dict[str, dict[str, str]] = {}
     for role, key, value in role_rows:
         by_role.setdefault(role, {})[key] = value  # database-specific rows come last and win
