@@ -19,6 +19,13 @@ both with `x-relay-error: true` (supabase-py raises FunctionsRelayError), as is 
 missing or bad JWT (the relay's refusal, not the function's); the next request starts
 a fresh worker. `TOKENMETER_FUNCTIONS_DIR` points the gateway at another functions folder (its
 `.env` then holds the secrets).
+
+The request body is streamed to the worker as it arrives, never held whole here: the function
+decides how large a body it takes and answers a larger one itself (hosted Supabase documents no
+request size limit for functions; the openai function answers 413 in OpenAI's shape). The
+gateway still caps a function body at TOKENMETER_FUNCTIONS_MAX_BODY_BYTES (256 MiB, a
+function's memory limit) with its own 413. When the function answers before reading the whole
+body, the rest is read and dropped by the HTTP server, so the client still gets the answer.
 """
 
 from __future__ import annotations
@@ -36,12 +43,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import httpx
+import httptools
 from dotenv import dotenv_values
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from app.stack.gateway import tokens
 from app.stack.gateway.errors import ApiError
@@ -88,6 +95,18 @@ _HOP_BY_HOP = frozenset(
 )
 
 
+# Request headers never passed to a worker (Expect: uvicorn answers 100-continue itself), and
+# answer headers never passed back (uvicorn writes its own Date and Server).
+_HOP_BY_HOP_BYTES = frozenset(k.encode() for k in _HOP_BY_HOP) | {b"expect"}
+_DROPPED_ANSWER_HEADERS = frozenset(k.encode() for k in _HOP_BY_HOP - {"content-length"}) | {
+    b"date",
+    b"server",
+}
+_PREFIX = b"/functions/v1/"
+_READ_SIZE = 64 * 1024
+_IDLE_CONNECTIONS = 64  # per worker
+
+
 class FunctionError(ApiError):
     """An error of the functions relay itself: `{"code": "...", "message": "..."}`."""
 
@@ -104,7 +123,8 @@ class Worker:
     name: str
     socket: Path
     process: asyncio.subprocess.Process
-    client: httpx.AsyncClient
+    # Kept-alive connections to the worker's socket, free for the next request.
+    idle: list[_Connection] = field(default_factory=list)
 
     @property
     def alive(self) -> bool:
@@ -124,6 +144,9 @@ class Workers:
     # The API's origin (http://127.0.0.1:<api port>): the worker shows it to the function in
     # req.url in place of its internal socket address.
     public_origin: str = ""
+    # A function's request body is streamed to it, never held whole by the gateway; past this
+    # the gateway answers 413 itself (the function's own limit, below it, answers first).
+    max_body_bytes: int = 256 * 1024 * 1024
     running: dict[str, Worker] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
@@ -199,12 +222,7 @@ class Workers:
                 env=env,
                 cwd=str(folder),
             )
-        client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(sock)),
-            trust_env=False,
-            timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=5.0),
-        )
-        worker = Worker(name, sock, process, client)
+        worker = Worker(name, sock, process)
         deadline = asyncio.get_running_loop().time() + BOOT_TIMEOUT_SECONDS
         while asyncio.get_running_loop().time() < deadline:
             if not worker.alive:
@@ -230,31 +248,6 @@ class Workers:
     async def stop_all(self) -> None:
         workers, self.running = list(self.running.values()), {}
         await asyncio.gather(*(_stop(w) for w in workers))
-
-
-async def _ready(worker: Worker) -> bool:
-    """deno_worker.ts answers `GET /` with 204 once the function has called Deno.serve."""
-    if not worker.socket.exists():
-        return False
-    try:
-        answer = await worker.client.get("http://localhost/", timeout=1.0)
-    except httpx.HTTPError:
-        return False
-    return answer.status_code == 204
-
-
-async def _stop(worker: Worker) -> None:
-    if worker.alive:
-        with contextlib.suppress(ProcessLookupError):
-            worker.process.terminate()
-        try:
-            await asyncio.wait_for(worker.process.wait(), timeout=3)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                worker.process.kill()
-            await worker.process.wait()
-    await worker.client.aclose()
-    worker.socket.unlink(missing_ok=True)
 
 
 def _socket_dir() -> Path:
@@ -309,6 +302,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         paths.logs / "functions",
         socket_dir,
         paths.api_url.rstrip("/"),
+        int(os.environ.get("TOKENMETER_FUNCTIONS_MAX_BODY_BYTES", 256 * 1024 * 1024)),
     )
     try:
         yield
@@ -354,70 +348,339 @@ def _authorize(request: Request) -> None:
         raise _relay_error(401, "UNAUTHORIZED_INVALID_JWT", f"Invalid JWT: {exc.message}") from None
 
 
-async def _body(request: Request) -> bytes:
-    limit = request.app.state.config.max_body_bytes
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
+class _Answer:
+    """httptools callbacks for one response of a worker: its head, then body pieces as they come."""
+
+    __slots__ = ("status", "headers", "head_done", "body", "done")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.body: list[bytes] = []
+        self.done = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection to a worker's socket."""
+
+    __slots__ = ("reader", "writer", "reused")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.reused = False
+
+    @property
+    def usable(self) -> bool:
+        return not self.reader.at_eof() and not self.writer.is_closing()
+
+    def close(self) -> None:
+        self.writer.transport.abort()
+
+
+async def _connect(worker: Worker) -> _Connection:
+    reader, writer = await asyncio.open_unix_connection(str(worker.socket), limit=_READ_SIZE)
+    return _Connection(reader, writer)
+
+
+async def _acquire(worker: Worker) -> _Connection:
+    while worker.idle:
+        conn = worker.idle.pop()
+        if conn.usable:
+            conn.reused = True
+            return conn
+        conn.close()
+    return await _connect(worker)
+
+
+def _release(worker: Worker, conn: _Connection) -> None:
+    if conn.usable and worker.alive and len(worker.idle) < _IDLE_CONNECTIONS:
+        worker.idle.append(conn)
+    else:
+        conn.close()
+
+
+async def _ready(worker: Worker) -> bool:
+    """deno_worker.ts answers `GET /` with 204 once the function has called Deno.serve."""
+    if not worker.socket.exists():
+        return False
+    try:
+        async with asyncio.timeout(1.0):
+            conn = await _connect(worker)
+            try:
+                conn.writer.write(b"GET / HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n")
+                answer = _Answer()
+                parser = httptools.HttpResponseParser(answer)
+                while not answer.head_done:
+                    data = await conn.reader.read(_READ_SIZE)
+                    if not data:
+                        return False
+                    parser.feed_data(data)
+                return parser.get_status_code() == 204
+            finally:
+                conn.close()
+    except (OSError, TimeoutError, httptools.HttpParserError):
+        return False
+
+
+async def _stop(worker: Worker) -> None:
+    for conn in worker.idle:
+        conn.close()
+    worker.idle.clear()
+    if worker.alive:
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.terminate()
+        try:
+            await asyncio.wait_for(worker.process.wait(), timeout=3)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+            await worker.process.wait()
+    worker.socket.unlink(missing_ok=True)
+
+
+class _Exchange:
+    """What the request side (body pump, disconnect watch) tells the answer side."""
+
+    __slots__ = ("body_sent", "client_gone", "too_large", "finished")
+
+    def __init__(self) -> None:
+        self.body_sent = False
+        self.client_gone = False
+        self.too_large = False
+        self.finished = False
+
+
+def _frame(chunk: bytes, chunked: bool) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked and chunk else chunk
+
+
+async def _feed_then_watch(
+    receive: Receive, conn: _Connection, state: _Exchange, chunked: bool, size: int, limit: int
+) -> None:
+    """The rest of the client's body to the worker as it arrives (with the socket's backpressure,
+    never buffered whole), then waiting for the client to go away: closing the worker connection
+    is how the function learns of it (its request's signal aborts)."""
+    while not state.body_sent:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise FunctionError(413, "PAYLOAD_TOO_LARGE", f"Request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+            state.too_large = True
+            conn.close()
+            return
+        more = message.get("more_body", False)
+        if chunk or not more:
+            conn.writer.write(
+                _frame(chunk, chunked) + (b"0\r\n\r\n" if chunked and not more else b"")
+            )
+        if not more:
+            state.body_sent = True
+        await conn.writer.drain()
+    else:
+        await receive()  # returns once the client is gone or the answer is complete
+    if not state.finished:
+        state.client_gone = True
+        conn.close()
 
 
-async def invoke(request: Request) -> Response:
-    name = request.path_params["name"]
-    workers: Workers = request.app.state.functions
-    if not _NAME.match(name) or not (workers.functions_dir / name / "index.ts").is_file():
-        raise FunctionError(404, "NOT_FOUND", "Requested function was not found")
-    if _verify_jwt(workers.functions_dir, name):
-        _authorize(request)
-    body = await _body(request)
-    worker = await workers.get(name)
-    rest = request.path_params.get("rest", "")
-    url = f"http://localhost/{name}{'/' + rest if rest else ''}"
-    if request.url.query:
-        url += f"?{request.url.query}"
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
-    client = worker.client
-    outgoing = client.build_request(request.method, url, headers=headers, content=body)
-    try:
-        upstream = await client.send(outgoing, stream=True)
-    except httpx.TimeoutException:
-        raise _relay_error(504, "TIMEOUT", f"Function {name} did not answer in time") from None
-    except httpx.HTTPError:
-        await asyncio.sleep(0.05)  # let a dying worker's exit status arrive
-        if not worker.alive:
+class _Relay:
+    """/functions/v1/NAME[/...] to NAME's worker: the request's head and body relayed as they
+    arrive, the answer relayed back as the worker writes it (an SSE stream event by event).
+
+    Raw ASGI over asyncio streams and httptools' response parser, with keep-alive connections
+    per worker: no request or response objects and no HTTP client library on the path (with
+    Starlette's StreamingResponse and httpx the relay took ~1.5 ms of the gateway's CPU per
+    call; docs/benchmarks.md, "The openai edge function")."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = scope["path_params"]["name"]
+        workers: Workers = scope["app"].state.functions
+        if not _NAME.match(name) or not (workers.functions_dir / name / "index.ts").is_file():
+            raise FunctionError(404, "NOT_FOUND", "Requested function was not found")
+        if _verify_jwt(workers.functions_dir, name):
+            _authorize(Request(scope))
+        head, chunked = _request_head(scope, name, workers.max_body_bytes)
+        worker = await workers.get(name)
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        first = message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(first) > workers.max_body_bytes:
+            raise _too_large(workers.max_body_bytes)
+        opening = head + _frame(first, chunked) + (b"0\r\n\r\n" if chunked and not more else b"")
+        for attempt in (1, 2):
+            conn = await self._open(workers, worker, name)
+            state = _Exchange()
+            state.body_sent = not more
+            conn.writer.write(opening)
+            watch = asyncio.get_running_loop().create_task(
+                _feed_then_watch(receive, conn, state, chunked, len(first), workers.max_body_bytes)
+            )
+            try:
+                answer, parser = await self._head(workers, worker, name, conn, state, scope)
+            except _StaleConnection:
+                watch.cancel()
+                conn.close()
+                if attempt == 1:
+                    continue  # a kept-alive connection the worker had closed: once more, fresh
+                raise _relay_error(502, "WORKER_ERROR", f"Function {name} did not answer") from None
+            except BaseException:
+                watch.cancel()
+                conn.close()
+                raise
+            if answer is None:
+                watch.cancel()
+                conn.close()
+                return  # the client went away before the function answered
+            try:
+                await self._answer(scope, send, conn, state, answer, parser, watch)
+            except BaseException:
+                conn.close()
+                raise
+            if answer.done and state.body_sent and parser.should_keep_alive():
+                _release(worker, conn)
+            else:
+                conn.close()
+            return
+
+    async def _open(self, workers: Workers, worker: Worker, name: str) -> _Connection:
+        try:
+            return await _acquire(worker)
+        except OSError:
             await workers.forget(name, worker)
             raise _relay_error(
                 502, "WORKER_ERROR", f"Function {name} exited unexpectedly (please check logs)"
             ) from None
-        raise _relay_error(502, "WORKER_ERROR", f"Function {name} did not answer") from None
-    response = StreamingResponse(_relay(upstream), status_code=upstream.status_code)
-    # Raw bytes pass through unchanged, so Content-Length and Content-Encoding stay valid;
-    # repeated headers (Set-Cookie) are kept as they came.
-    response.raw_headers = [
-        (key.lower().encode("latin-1"), value.encode("latin-1"))
-        for key, value in upstream.headers.multi_items()
-        if key.lower() not in _HOP_BY_HOP - {"content-length"} | {"date", "server"}
-    ]
-    return response
+
+    async def _head(
+        self,
+        workers: Workers,
+        worker: Worker,
+        name: str,
+        conn: _Connection,
+        state: _Exchange,
+        scope: Scope,
+    ) -> tuple[_Answer | None, httptools.HttpResponseParser]:
+        answer = _Answer()
+        parser = httptools.HttpResponseParser(answer)
+        received = False
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
+                while not answer.head_done:
+                    data = await conn.reader.read(_READ_SIZE)
+                    if not data:
+                        raise ConnectionResetError
+                    received = True
+                    parser.feed_data(data)
+        except TimeoutError:
+            raise _relay_error(504, "TIMEOUT", f"Function {name} did not answer in time") from None
+        except (OSError, httptools.HttpParserError):
+            if state.client_gone:
+                return None, parser
+            if state.too_large:
+                raise _too_large(workers.max_body_bytes) from None
+            await asyncio.sleep(0.05)  # let a dying worker's exit status arrive
+            if not worker.alive:
+                await workers.forget(name, worker)
+                raise _relay_error(
+                    502, "WORKER_ERROR", f"Function {name} exited unexpectedly (please check logs)"
+                ) from None
+            if conn.reused and not received and state.body_sent:
+                # The worker closed a kept-alive connection before reading this request.
+                raise _StaleConnection from None
+            raise _relay_error(502, "WORKER_ERROR", f"Function {name} did not answer") from None
+        if scope["method"] == "HEAD":
+            answer.done = True  # no body follows, whatever Content-Length says
+        return answer, parser
+
+    async def _answer(
+        self,
+        scope: Scope,
+        send: Send,
+        conn: _Connection,
+        state: _Exchange,
+        answer: _Answer,
+        parser: httptools.HttpResponseParser,
+        watch: asyncio.Task[None],
+    ) -> None:
+        # Raw bytes pass through unchanged, so Content-Length and Content-Encoding stay valid;
+        # repeated headers (Set-Cookie) are kept as they came.
+        headers = [(k, v) for k, v in answer.headers if k not in _DROPPED_ANSWER_HEADERS]
+        await send(
+            {"type": "http.response.start", "status": parser.get_status_code(), "headers": headers}
+        )
+        while not answer.done:
+            if answer.body:
+                body, answer.body = b"".join(answer.body), []
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            if state.client_gone:
+                return
+            data = await conn.reader.read(_READ_SIZE)
+            if not data:
+                if state.client_gone:
+                    return
+                raise RuntimeError(f"function worker closed its answer to {scope['path']} early")
+            parser.feed_data(data)
+        state.finished = True
+        watch.cancel()
+        body, answer.body = b"".join(answer.body), []
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
-    """The worker's body as it arrives; the upstream connection is released even when the
-    client goes away mid-stream (a background task would not run then)."""
-    try:
-        async for chunk in upstream.aiter_raw():
-            yield chunk
-    finally:
-        await upstream.aclose()
+class _StaleConnection(Exception):
+    pass
+
+
+def _too_large(limit: int) -> FunctionError:
+    return FunctionError(413, "PAYLOAD_TOO_LARGE", f"Request body exceeds {limit} bytes")
+
+
+def _request_head(scope: Scope, name: str, limit: int) -> tuple[bytes, bool]:
+    """The request line and headers for the worker, and whether the body goes chunked. The
+    path stays percent-encoded as the client sent it; `/functions/v1` is dropped (the function
+    sees `/NAME/...`, as on Supabase)."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    target = raw[len(_PREFIX) - 1 :] if raw.startswith(_PREFIX) else b"/" + name.encode()
+    if scope["query_string"]:
+        target += b"?" + scope["query_string"]
+    lines = [scope["method"].encode() + b" " + target + b" HTTP/1.1\r\nhost: localhost\r\n"]
+    chunked = False
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            if int(value) > limit:
+                raise _too_large(limit)
+            lines.append(b"content-length: " + value + b"\r\n")
+        elif key == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif key not in _HOP_BY_HOP_BYTES:
+            lines.append(key + b": " + value + b"\r\n")
+    if chunked:
+        lines.append(b"transfer-encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines), chunked
 
 
 def routes() -> list[BaseRoute]:
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+    relay = _Relay()
     return [
-        Route("/{name}", invoke, methods=methods),
-        Route("/{name}/{rest:path}", invoke, methods=methods),
+        Route("/{name}", relay, methods=methods),
+        Route("/{name}/{rest:path}", relay, methods=methods),
     ]
