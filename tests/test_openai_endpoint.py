@@ -453,9 +453,21 @@ def test_bad_input_answers_openai_4xx_and_charges_nothing(
             assert answer.status_code == status, (code, answer.text)
             error = answer.json()["error"]
             assert error["code"] == code and error["type"] and error["message"], answer.text
-        # 50 MB: refused by the gateway before the function (its 1 MiB cap).
-        huge = http.post(url, headers=auth, content=b"{" + b" " * (50 * 1024 * 1024) + b"}")
-        assert huge.status_code == 413
+
+        # 50 MB, declared (refused from the Content-Length, unread) and chunked (refused past
+        # the function's limit): the function's own OpenAI-shaped 413, not the gateway's.
+        def chunks() -> Iterator[bytes]:
+            yield b"{"
+            for _ in range(50):
+                yield b" " * (1024 * 1024)
+            yield b"}"
+
+        declared = http.post(url, headers=auth, content=b"{" + b" " * (50 * 1024 * 1024) + b"}")
+        streamed = http.post(url, headers=auth, content=chunks())
+        for huge in (declared, streamed):
+            assert huge.status_code == 413, huge.text
+            assert huge.json()["error"]["code"] == "request_too_large"
+            assert huge.json()["error"]["type"] == "invalid_request_error"
     assert metered_rows(db, acct.user_id) == []
     assert balance(db, acct.user_id) == Decimal(10)
 
