@@ -126,9 +126,24 @@ class Spend:
         return {model: table[model] for model in order}
 
 
-# Rollup tables (issue 12 §3) the overview reads instead of usage_records when the database has
-# them: (relation, query). The first one present wins; the raw scan is the fallback.
-ROLLUPS: list[tuple[str, str]] = []
+# Rollups (issue 12 §3, migration 20261129220002) the overview reads instead of usage_records
+# when the database has them: (relation, query), the first one present wins. usage_daily_totals
+# is exact (the daily summaries plus what the rollup has not folded in yet) and its usage_date
+# filter reaches the summaries' (period, period_start) index. Without it, the fallback sums
+# usage_records of the range (a scan: usage_records has no index on occurred_at alone).
+ROLLUPS: list[tuple[str, str]] = [
+    (
+        "public.usage_daily_totals",
+        """
+        select (t.usage_date at time zone 'UTC')::date as day, t.model_id as model, t.currency,
+               sum(t.requests)::bigint as requests, sum(t.cost) as cost
+        from public.usage_daily_totals t
+        where t.usage_date >= %(since)s
+        group by 1, 2, 3
+        having sum(t.requests) > 0 or sum(t.cost) <> 0
+        """,
+    ),
+]
 
 _RAW_DAILY = """
 select (u.occurred_at at time zone 'UTC')::date as day, u.model_id as model, u.currency,
@@ -488,27 +503,31 @@ async def recent_keys(conn: AsyncConnection[Any]) -> list[Row]:
 
 # ── Audit trail ───────────────────────────────────────────────────────────────────────────────
 
-# The first of these columns an audit table has orders it, newest first.
-_TIME_COLUMNS = ("created_at", "occurred_at", "changed_at", "at", "id")
+# An audit table is read newest first: by an integer `id` when it has one (an identity column:
+# the primary key's index, so the newest 100 are read without sorting the table), else by the
+# first of these time columns it has.
+_TIME_COLUMNS = ("created_at", "occurred_at", "changed_at", "at")
 
 
 async def audit_rows(conn: AsyncConnection[Any], relation: str) -> tuple[list[str], list[Row]]:
     """The newest 100 rows of an audit table whatever its columns (audit_logs is being added
     by another change: its shape is read from the catalog, not assumed)."""
     schema, name = relation.split(".")
-    columns = [
-        r["column_name"]
-        for r in await rows(
-            conn,
-            """
-            select column_name from information_schema.columns
-            where table_schema = %(schema)s and table_name = %(name)s order by ordinal_position
-            """,
-            schema=schema,
-            name=name,
-        )
-    ]
-    order = next((c for c in _TIME_COLUMNS if c in columns), None)
+    found = await rows(
+        conn,
+        """
+        select column_name, data_type from information_schema.columns
+        where table_schema = %(schema)s and table_name = %(name)s order by ordinal_position
+        """,
+        schema=schema,
+        name=name,
+    )
+    columns = [r["column_name"] for r in found]
+    types = {r["column_name"]: r["data_type"] for r in found}
+    if types.get("id") in ("bigint", "integer"):
+        order: str | None = "id"
+    else:
+        order = next((c for c in _TIME_COLUMNS if c in columns), None)
     query = sql.SQL("select * from {rel} {order} limit 100").format(
         rel=sql.Identifier(schema, name),
         order=sql.SQL("order by {} desc").format(sql.Identifier(order)) if order else sql.SQL(""),
