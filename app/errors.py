@@ -142,6 +142,9 @@ CODE_TO_ERROR: dict[str, type[TokenmeterError]] = {
     "request_not_found": NotFound,
     "no_route": Unavailable,
     "key_generation_failed": Unavailable,
+    # audit trail and alerts (migrations 20261129230001-11)
+    "append_only": Conflict,
+    "alert_not_found": NotFound,
 }
 
 # SQLSTATE → error type, for errors raised by PostgreSQL itself rather than our functions.

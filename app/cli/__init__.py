@@ -1,7 +1,7 @@
 """The `tokenmeter` command: thin — parse, call the service, render, map errors to exit codes.
 
 One module per command group (stack, db, balance, usage, demo, price, keys, upstreams, plans,
-subscriptions); errors become exit codes in one place, `app/cli/output.py`'s `handle_errors`:
+subscriptions, alerts); errors become exit codes in one place, `app/cli/output.py`'s `handle_errors`:
 0 success, 1 the operation failed (bad input, refused, not found), 2 could not reach or use the
 backend (stack down, not configured, API unavailable).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import typer
 
+from app.cli.alerts import alerts_app
 from app.cli.balance import balance_app
 from app.cli.db import db_app
 from app.cli.demo import demo
@@ -36,6 +37,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(upstreams_app, name="upstreams")
 app.add_typer(plans_app, name="plans")
 app.add_typer(subscriptions_app, name="subscriptions")
+app.add_typer(alerts_app, name="alerts")
 
 
 def main() -> None:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from app.config import ConfigError
 from app.dashboard import process as dashboard
+from app.stack import alerts_worker, processes
 from app.stack import keys as stack_keys
-from app.stack import processes
 from app.stack.paths import StackPaths
 from app.stack.postgres import (
     Binaries,
@@ -92,6 +93,11 @@ class Stack:
             progress("starting API gateway")
             self._stop_gateway()  # one that runs but does not answer
             self._start_gateway()
+        try:
+            if alerts_worker.enabled():
+                alerts_worker.start(self.paths, progress)
+        except (alerts_worker.AlertsWorkerError, ConfigError) as exc:
+            raise StackError(str(exc)) from None
         self._start_dashboard(progress, restart=database_started)
         return created
 
@@ -109,6 +115,7 @@ class Stack:
                 raise StackError(str(exc)) from None
 
     def stop(self) -> None:
+        alerts_worker.stop(self.paths)
         dashboard.stop(self.paths)
         self._stop_gateway()
         if self.cluster.initialized:
@@ -239,6 +246,7 @@ class Stack:
         for name, path in (
             ("postgres", self.paths.postgres_log),
             ("gateway", self.paths.gateway_log),
+            ("alerts", alerts_worker.log_file(self.paths)),
             ("dashboard", dashboard.log_file(self.paths)),
         ):
             try:
