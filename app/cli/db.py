@@ -96,6 +96,9 @@ def db_status(
             "[green]applied[/]" if row["applied"] else "[yellow]pending[/]",
         )
     console.print(table)
+    from app.cli.partitions import warn_default_partition
+
+    warn_default_partition(db_url)  # issue 12 §2: rows outside every monthly partition
 
 
 @db_app.command("test")

@@ -84,6 +84,8 @@ class Stack:
             progress("bootstrapping Supabase roles and auth schema")
             self.cluster.bootstrap()
             created = True
+        if not created:
+            self._ensure_usage_partitions(progress)
         keys = stack_keys.load_or_create(self.paths)
         stack_keys.write_env_file(self.paths, keys)
         if database_started and self._gateway_process() is not None:
@@ -233,6 +235,19 @@ class Stack:
             f"API gateway did not answer on {self.paths.api_url} within 20 s; "
             f"log: {self.paths.gateway_log}"
         )
+
+    def _ensure_usage_partitions(self, progress: Callable[[str], None]) -> None:
+        """usage_records' partitions for this month and the next three (issue 12 §2): the local
+        stack has no pg_cron, so each start does what its daily job would. A new database is
+        partitioned by its migrations, which the caller applies next; one without them yet is
+        left alone."""
+        from app.partitions import PartitionError, ensure_if_installed
+
+        progress("creating usage partitions ahead")
+        try:
+            ensure_if_installed(self.paths.db_url())
+        except PartitionError as exc:
+            raise StackError(f"usage partitions: {exc}") from None
 
     def _binaries(self) -> Binaries:
         try:
