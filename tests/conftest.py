@@ -31,6 +31,7 @@ os.environ.setdefault("TOKENMETER_DB_PORT", "54332")
 os.environ.setdefault("TOKENMETER_AUTH_RATE_LIMIT_SIGN_IN_SIGN_UPS", "unlimited")
 os.environ.setdefault("TOKENMETER_AUTH_RATE_LIMIT_TOKEN_REFRESH", "unlimited")
 os.environ.setdefault("TOKENMETER_AUTH_RATE_LIMIT_ANONYMOUS_USERS", "unlimited")
+os.environ.setdefault("TOKENMETER_AUTH_RATE_LIMIT_TOKEN_VERIFICATIONS", "unlimited")
 
 from app.migrations import Migrator  # noqa: E402
 from app.pricing import Pricing  # noqa: E402

@@ -15,6 +15,7 @@ import httpx
 import jwt
 import psycopg
 import pytest
+import inbox
 from conftest import random_email
 from supabase_auth.errors import AuthApiError, AuthWeakPasswordError
 
@@ -28,6 +29,7 @@ from supabase import (
 
 PASSWORD = "correct-horse-9"
 CLAIMS = {
+    "iss",
     "sub",
     "aud",
     "role",
@@ -305,7 +307,12 @@ def test_admin_create_user_creates_identity_listed_and_deleted_with_user(
 def test_update_user_email_moves_email_identity(client: Client, db: psycopg.Connection):
     _, response = _sign_up(client)
     new_email = random_email()
-    user = client.auth.update_user({"email": new_email}).user
+    # As GoTrue: the change waits for the link mailed to the new address.
+    pending = client.auth.update_user({"email": new_email}).user
+    assert pending.new_email == new_email and pending.email != new_email
+    followed = httpx.get(inbox.link_in(inbox.wait_for(new_email)[0]))
+    assert followed.status_code == 303 and "#access_token=" in followed.headers["location"]
+    user = client.auth.get_user().user
     assert [i.identity_data["email"] for i in user.identities] == [new_email]
     assert db.execute(
         "select email from auth.identities where user_id = %s", (response.user.id,)

@@ -493,6 +493,7 @@ def test_rate_limits_read_from_config_toml_with_env_override(tmp_path: Path):
         "sign_in_sign_ups": 30,
         "token_refresh": 150,
         "anonymous_users": 30,
+        "token_verifications": 30,
     }
     override = {"TOKENMETER_AUTH_RATE_LIMIT_SIGN_IN_SIGN_UPS": "2"}
     assert read_rate_limits(config, override)["sign_in_sign_ups"] == 2

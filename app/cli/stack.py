@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 
 from app.cli.output import console, fail, print_json
@@ -48,6 +50,48 @@ def stack_status(
         _render_status(Stack(), as_json=as_json)
     except StackError as exc:
         fail(str(exc), 2)
+
+
+@stack_app.command("signing-key")
+def stack_signing_key(
+    algorithm: str = typer.Option("ES256", "--algorithm", help="ES256 (default) or RS256."),
+    append: bool = typer.Option(False, "--append", help="Add the key to the existing file."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Overwrite the file without asking."),
+) -> None:
+    """Write a JWT signing key as `supabase gen signing-key` does: to `[auth] signing_keys_path`
+    when set, else to stdout. The gateway reads it when it starts."""
+    from app.stack import signing_keys
+    from app.stack.paths import project_root
+
+    config_toml = project_root() / "supabase" / "config.toml"
+    try:
+        key = signing_keys.generate(algorithm)
+        path = signing_keys.configured_path(config_toml)
+        if path is None:
+            print_json(key)
+            console.print(
+                "To use it, save it as a JSON array in supabase/signing_keys.json (keep it out "
+                'of git) and set [auth] signing_keys_path = "./signing_keys.json".',
+                highlight=False,
+            )
+            return
+        keys = [key]
+        if append and path.exists():
+            existing = json.loads(path.read_text())
+            if not isinstance(existing, list):
+                fail(f"{path} is not a JSON array of keys", 2)
+            keys = [*existing, key]
+        elif path.exists() and not yes and not typer.confirm(f"Overwrite {path}?"):
+            fail("cancelled", 1)
+        signing_keys.write(path, keys)
+        signing_keys.load(path)
+    except (signing_keys.SigningKeysError, ValueError) as exc:
+        fail(str(exc), 2)
+    console.print(
+        f"JWT signing key written to {path} (now {len(keys)} key(s)); restart the stack "
+        "(tokenmeter stack stop && tokenmeter stack start) to sign with it.",
+        highlight=False,
+    )
 
 
 @stack_app.command("logs")

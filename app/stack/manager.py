@@ -22,6 +22,7 @@ from app.config import ConfigError
 from app.dashboard import process as dashboard
 from app.stack import alerts_worker, processes
 from app.stack import keys as stack_keys
+from app.stack.mail import process as mail_catcher
 from app.stack.paths import StackPaths
 from app.stack.postgres import (
     Binaries,
@@ -49,6 +50,8 @@ class StackStatus:
     dashboard_url: str | None
     dashboard_running: bool
     state_dir: str
+    mail_url: str = ""  # the mail catcher's web page and Mailpit API ("" when [inbucket] is off)
+    mail_running: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -100,6 +103,11 @@ class Stack:
                 alerts_worker.start(self.paths, progress)
         except (alerts_worker.AlertsWorkerError, ConfigError) as exc:
             raise StackError(str(exc)) from None
+        try:
+            if mail_catcher.enabled(self.paths):
+                mail_catcher.start(self.paths, progress)
+        except (mail_catcher.MailCatcherError, ValueError) as exc:
+            raise StackError(str(exc)) from None
         self._start_dashboard(progress, restart=database_started)
         return created
 
@@ -119,6 +127,7 @@ class Stack:
     def stop(self) -> None:
         alerts_worker.stop(self.paths)
         dashboard.stop(self.paths)
+        mail_catcher.stop(self.paths)
         self._stop_gateway()
         if self.cluster.initialized:
             self.cluster.stop(self._binaries())
@@ -164,6 +173,8 @@ class Stack:
             dashboard_url=dashboard.url(self.paths) if dashboard.enabled(self.paths) else None,
             dashboard_running=dashboard.running(self.paths),
             state_dir=str(self.paths.state),
+            mail_url=mail_catcher.url(self.paths) if mail_catcher.enabled(self.paths) else "",
+            mail_running=mail_catcher.running(self.paths),
         )
 
     # ── gateway process ────────────────────────────────────────────────────────────────────
@@ -262,6 +273,7 @@ class Stack:
             ("postgres", self.paths.postgres_log),
             ("gateway", self.paths.gateway_log),
             ("alerts", alerts_worker.log_file(self.paths)),
+            ("mail", mail_catcher.log_file(self.paths)),
             ("dashboard", dashboard.log_file(self.paths)),
         ):
             try:

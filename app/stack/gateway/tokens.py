@@ -1,8 +1,12 @@
 """Who is calling: verify the bearer JWT and turn it into PostgREST's claims.
 
-Only HS256 tokens signed with the stack's secret are accepted; `alg: none`, other algorithms,
-bad signatures, expired tokens and roles outside the API roles are refused with 401 before any
-database work. No token at all means the anon role, as in PostgREST.
+Accepted: HS256 tokens signed with the stack's secret (the anon and service_role keys, and every
+access token when no signing keys are configured), and, when `[auth] signing_keys_path` names a
+JWK set (app/stack/signing_keys.py), tokens whose `kid` is a key of that set, verified with that
+key's algorithm (ES256, RS256, or HS256 for an oct key). `alg: none`, other algorithms, an
+asymmetric token whose kid is unknown, bad signatures, expired tokens and roles outside the API
+roles are refused with 401 before any database work. No token at all means the anon role, as in
+PostgREST.
 
 Tokens longer than MAX_TOKEN_BYTES are refused before they are decoded, in `apikey` and in
 `Authorization`, by every API (REST here, Auth and Functions through `check_size`). Verified
@@ -18,6 +22,7 @@ from typing import Any
 import jwt
 from starlette.requests import Request
 
+from app.stack import signing_keys
 from app.stack.gateway.errors import ApiError, jwt_error
 
 API_ROLES = frozenset({"anon", "authenticated", "service_role"})
@@ -56,20 +61,56 @@ def bearer_token(request: Request) -> str | None:
     return apikey or None
 
 
-def decode(token: str, secret: str) -> dict[str, Any]:
+def key_set_of(app: Any) -> signing_keys.KeySet:
+    """The gateway's signing keys (`[auth] signing_keys_path`), read once per app. Raises
+    SigningKeysError for a bad file (the Auth API reads it at start, so that is where it shows)."""
+    state = app.state
+    found: signing_keys.KeySet | None = getattr(state, "signing_keys", None)
+    if found is None:
+        config_toml = state.config.paths.root / "supabase" / "config.toml"
+        found = signing_keys.load(signing_keys.configured_path(config_toml))
+        state.signing_keys = found
+    return found
+
+
+def verification_key(
+    header: dict[str, Any], secret: str, keys: signing_keys.KeySet | None
+) -> tuple[str, Any]:
+    """(algorithm, key) to verify a token with this header: the key its `kid` names in the
+    configured set, else the stack's secret for HS256. Raises jwt.InvalidAlgorithmError for an
+    algorithm that key does not use, jwt.InvalidKeyError for an asymmetric token whose kid is
+    not in the set."""
+    alg, kid = header.get("alg"), header.get("kid")
+    if keys is not None and isinstance(kid, str) and kid in keys.verifiers:
+        key_alg, key = keys.verifiers[kid]
+        if alg != key_alg:
+            raise jwt.InvalidAlgorithmError(f"key {kid} is {key_alg}, the token says {alg}")
+        return key_alg, key
+    if alg == "HS256":
+        return "HS256", secret
+    if alg in signing_keys.ALGORITHMS:
+        raise jwt.InvalidKeyError(f"no signing key with kid {kid!r}")
+    raise jwt.InvalidAlgorithmError("only HS256, ES256 and RS256 are accepted")
+
+
+def decode(token: str, secret: str, keys: signing_keys.KeySet | None = None) -> dict[str, Any]:
     """Verified claims of `token`. Raises ApiError(401) for anything we will not trust."""
     check_size(token, "the request")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:  # DecodeError, and InvalidTokenError for a non-string `kid`
         raise jwt_error(f"Invalid JWT: {exc}") from None
-    if header.get("alg") != "HS256":
-        raise jwt_error("Wrong or unsupported JWT algorithm: only HS256 is accepted")
+    try:
+        algorithm, key = verification_key(header, secret, keys)
+    except jwt.InvalidAlgorithmError as exc:
+        raise jwt_error(f"Wrong or unsupported JWT algorithm: {exc}") from None
+    except jwt.InvalidKeyError as exc:
+        raise jwt_error(f"JWSError JWSInvalidSignature: {exc}") from None
     try:
         claims = jwt.decode(
             token,
-            secret,
-            algorithms=["HS256"],
+            key,
+            algorithms=[algorithm],
             options={"verify_aud": False, "require": []},
         )
     except jwt.ExpiredSignatureError:
@@ -88,7 +129,7 @@ def request_claims(request: Request, secret: str) -> dict[str, Any]:
     token = bearer_token(request)
     if token is None:
         return {"role": "anon"}
-    claims = decode(token, secret)
+    claims = decode(token, secret, key_set_of(request.app))
     role = claims.get("role", "anon")
     if not isinstance(role, str):
         # A list or object here is signed, so it came from whoever holds the secret, but it is

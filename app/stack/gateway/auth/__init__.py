@@ -8,16 +8,22 @@ One module per endpoint group, as GoTrue keeps one file per group:
     ratelimit.py   GoTrue's per-IP rate limits
     caller.py      the project key (Kong's check) and the caller's bearer token
     store.py       auth.users rows and their JSON
-    sessions.py    sign-up, /token grants, sessions and refresh tokens, logout
-    users.py       the signed-in user: GET/PUT /user
+    sessions.py    sign-up, /token grants, sessions and refresh tokens, logout, access tokens
+                   (HS256, or ES256/RS256 with the signing keys of app/stack/signing_keys.py)
+    users.py       the signed-in user: GET/PUT /user (email change by mail, reauthentication)
     admin.py       the admin users API (service_role and supabase_admin tokens)
     mfa.py         MFA with TOTP: /factors enroll, challenge, verify, unenroll; admin factors
+    otp.py         email links and codes: /otp, /verify, /recover, /resend, /reauthenticate
+    invite.py      /invite and /admin/generate_link
+    links.py       the one-time tokens on auth.users, and what verifying one changes
+    mailer.py      the mails (templates, links, limits), sent into the local mail catcher
     disabled.py    GoTrue features switched off here (SAML SSO, OAuth server): GoTrue's 404s
-    config.py      the [auth] settings of config.toml honoured (anonymous sign-ins)
+    config.py      the [auth], [auth.email] and [inbucket] settings of config.toml honoured
 
 Users are real rows in `auth.users` (so triggers on it fire as on Supabase), sessions live in
 `auth.sessions` and refresh tokens in `auth.refresh_tokens`. Behaviour follows the local Supabase
-CLI stack with `enable_confirmations = false`: sign-up confirms the email at once and signs in.
+CLI stack: with `[auth.email] enable_confirmations = false` sign-up confirms the email at once
+and signs in; with it on, sign-up mails a confirmation and answers the user without a session.
 
 Refresh tokens rotate on every use. Presenting a token that was already rotated is treated as
 theft: every token of that session is revoked, the session ends, and the caller gets 400
@@ -44,7 +50,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
-from app.stack.gateway.auth import disabled, mfa
+from app.stack import signing_keys
+from app.stack.gateway import tokens
+from app.stack.gateway.auth import disabled, invite, mfa, otp
 from app.stack.gateway.auth.admin import (
     admin_create_user,
     admin_delete_user,
@@ -79,19 +87,30 @@ async def health(request: Request) -> JSONResponse:
 
 async def settings(request: Request) -> JSONResponse:
     check_api_key(request)
+    config = settings_of(request)
     return JSONResponse(
         {
             "external": {
-                "email": True,
+                "email": config.email_signup,
                 "phone": False,
-                "anonymous_users": settings_of(request).anonymous_sign_ins,
+                "anonymous_users": config.anonymous_sign_ins,
             },
-            "disable_signup": False,
-            "mailer_autoconfirm": True,
-            "phone_autoconfirm": False,
+            "disable_signup": not config.enable_signup,
+            "mailer_autoconfirm": config.autoconfirm,
+            "phone_autoconfirm": not config.sms_confirmations,
             "sms_provider": "",
             "saml_enabled": False,
         }
+    )
+
+
+async def jwks(request: Request) -> JSONResponse:
+    """GET /.well-known/jwks.json: the public keys of `[auth] signing_keys_path` (GoTrue's
+    WellKnownJwks; HS256 keys are never listed, so without signing keys `{"keys": []}`). Public,
+    like Supabase's: verifiers fetch it without a project key."""
+    keys = tokens.key_set_of(request.app)
+    return JSONResponse(
+        {"keys": keys.public_jwks}, headers={"Cache-Control": "public, max-age=600"}
     )
 
 
@@ -128,8 +147,10 @@ def _unrouted(api: list[BaseRoute]) -> Route:
 def routes() -> list[BaseRoute]:
     # Read once here so that a bad [auth] or [auth.rate_limit] stops the gateway at start, not at the
     # first sign-up; requests read it again (lazily) from the app's own paths.
-    read_rate_limits(project_root() / "supabase" / "config.toml", os.environ)
-    read_auth_settings(project_root() / "supabase" / "config.toml", os.environ)
+    config_toml = project_root() / "supabase" / "config.toml"
+    read_rate_limits(config_toml, os.environ)
+    read_auth_settings(config_toml, os.environ)
+    signing_keys.load(signing_keys.configured_path(config_toml))
     api: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
         Route("/settings", settings, methods=["GET"]),
@@ -138,6 +159,15 @@ def routes() -> list[BaseRoute]:
         Route("/user", get_user, methods=["GET"]),
         Route("/user", update_user, methods=["PUT"]),
         Route("/logout", logout, methods=["POST"]),
+        Route("/otp", otp.otp, methods=["POST"]),
+        Route("/verify", otp.verify_get, methods=["GET"]),
+        Route("/verify", otp.verify_post, methods=["POST"]),
+        Route("/recover", otp.recover, methods=["POST"]),
+        Route("/resend", otp.resend, methods=["POST"]),
+        Route("/reauthenticate", otp.reauthenticate, methods=["GET"]),
+        Route("/invite", invite.invite, methods=["POST"]),
+        Route("/admin/generate_link", invite.generate_link, methods=["POST"]),
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
         Route("/admin/users", admin_create_user, methods=["POST"]),
         Route("/admin/users", admin_list_users, methods=["GET"]),
         Route("/admin/users/{user_id}", admin_get_user, methods=["GET"]),

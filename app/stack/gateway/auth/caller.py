@@ -55,12 +55,15 @@ def caller_claims(request: Request) -> dict[str, Any]:
     PostgREST do: the client libraries' own tests sign service_role and user tokens without it."""
     token = bearer(request)
     try:
-        if jwt.get_unverified_header(token).get("alg") != "HS256":
-            raise jwt.InvalidAlgorithmError("unsupported algorithm")
+        # The same keys as REST and Functions: the stack's secret for HS256, and the `kid`'s
+        # key of `[auth] signing_keys_path` for ES256/RS256 access tokens.
+        algorithm, key = tokens.verification_key(
+            jwt.get_unverified_header(token), jwt_secret(request), tokens.key_set_of(request.app)
+        )
         claims = jwt.decode(
             token,
-            jwt_secret(request),
-            algorithms=["HS256"],
+            key,
+            algorithms=[algorithm],
             options={"verify_aud": False, "require": []},
         )
     except jwt.ExpiredSignatureError:

@@ -23,7 +23,15 @@ from app.stack.gateway.auth.errors import AuthError
 # bucket holds that many (GoTrue sets its burst to the rate).
 RATE_LIMIT_BURST = 30
 RATE_LIMIT_WINDOW_SECONDS = 300
-RATE_LIMIT_DEFAULTS = {"sign_in_sign_ups": 30, "token_refresh": 150, "anonymous_users": 30}
+# token_verifications (GOTRUE_RATE_LIMIT_VERIFY) bounds /verify. /otp, /recover and /resend each
+# have a bucket of their own at the sign_in_sign_ups rate (GoTrue's Otp, Recover and Resend
+# limiters all read GOTRUE_RATE_LIMIT_OTP).
+RATE_LIMIT_DEFAULTS = {
+    "sign_in_sign_ups": 30,
+    "token_refresh": 150,
+    "anonymous_users": 30,
+    "token_verifications": 30,
+}
 _WINDOW_SECONDS = {"anonymous_users": 3600}
 _BURST_IS_RATE = frozenset({"anonymous_users"})
 RATE_LIMIT_ENV = "TOKENMETER_AUTH_RATE_LIMIT_"
@@ -31,9 +39,20 @@ _BUCKETS_PER_LIMIT = 10_000
 _LIMIT_OF = {
     "sign_in_sign_ups": "sign_in_sign_ups",
     "user_updates": "sign_in_sign_ups",
+    "otp": "sign_in_sign_ups",
+    "recover": "sign_in_sign_ups",
+    "resend": "sign_in_sign_ups",
     "token_refresh": "token_refresh",
     "anonymous_users": "anonymous_users",
+    "verify": "token_verifications",
 }
+# Mails per hour for the whole project. The Supabase CLI passes [auth.rate_limit] email_sent to
+# GoTrue only with a real SMTP server; with its mail catcher it sets GOTRUE_RATE_LIMIT_EMAIL_SENT
+# to 360000. The local stack has only the catcher, so the same; TOKENMETER_AUTH_RATE_LIMIT_
+# EMAIL_SENT sets another bound (a test uses it). As in GoTrue, it applies only while
+# confirmations are on (GOTRUE_MAILER_AUTOCONFIRM off).
+EMAIL_SENT_LOCAL = 360_000
+EMAIL_SENT_ENV = RATE_LIMIT_ENV + "EMAIL_SENT"
 
 
 def read_rate_limits(config_toml: Path, environ: Mapping[str, str]) -> dict[str, float]:
@@ -100,4 +119,50 @@ def rate_limits_of(request: Request) -> RateLimits:
         config_toml = state.config.paths.root / "supabase" / "config.toml"
         found = RateLimits(read_rate_limits(config_toml, os.environ))
         state.auth_rate_limits = found
+    return found
+
+
+class EmailLimiter:
+    """GoTrue's project-wide email limiter: a bucket of `per_hour` mails refilled at that rate."""
+
+    def __init__(self, per_hour: float) -> None:
+        self.per_hour = per_hour
+        self._tokens = per_hour
+        self._since = time.monotonic()
+
+    def allow(self) -> bool:
+        if self.per_hour == math.inf:
+            return True
+        now = time.monotonic()
+        self._tokens = min(self.per_hour, self._tokens + (now - self._since) * self.per_hour / 3600)
+        self._since = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+def read_email_limit(environ: Mapping[str, str]) -> float:
+    """Mails per hour: TOKENMETER_AUTH_RATE_LIMIT_EMAIL_SENT (a number, or `unlimited`), else
+    EMAIL_SENT_LOCAL. Raises ValueError for anything else."""
+    value = environ.get(EMAIL_SENT_ENV)
+    if value is None:
+        return float(EMAIL_SENT_LOCAL)
+    if value == "unlimited":
+        return math.inf
+    try:
+        per_hour = float(value)
+    except ValueError:
+        raise ValueError(f"{EMAIL_SENT_ENV} must be a number, not {value!r}") from None
+    if not math.isfinite(per_hour) or per_hour < 0:
+        raise ValueError(f"{EMAIL_SENT_ENV} must be a finite number, at least 0")
+    return per_hour
+
+
+def email_limiter_of(request: Request) -> EmailLimiter:
+    state = request.app.state
+    found: EmailLimiter | None = getattr(state, "auth_email_limiter", None)
+    if found is None:
+        found = EmailLimiter(read_email_limit(os.environ))
+        state.auth_email_limiter = found
     return found

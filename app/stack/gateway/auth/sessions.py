@@ -15,6 +15,8 @@ from psycopg.rows import dict_row
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app.stack.gateway import tokens
+from app.stack.gateway.auth import links, mailer
 from app.stack.gateway.auth.caller import (
     check_api_key,
     current_user,
@@ -31,6 +33,7 @@ from app.stack.gateway.auth.store import (
     insert_user,
     provider_metadata,
     save_identity,
+    ts,
     user_by,
     user_json,
     user_out,
@@ -47,14 +50,18 @@ from app.stack.gateway.auth.validation import (
     verify_password,
 )
 
-# A session's assurance level and the `amr` entries it gained by MFA (newest first), as
-# session_assurance reads them; a fresh session has ("aal1", []).
+# A session's assurance level and its `amr` entries (newest first), as session_assurance reads
+# them from auth.mfa_amr_claims; a fresh password session has ("aal1", []).
 Assurance = tuple[str, list[dict[str, Any]]]
+
+# Sign-in methods recorded in auth.mfa_amr_claims (GoTrue records every method there); a session
+# without one began with a password (or, for an anonymous user, anonymously).
+SIGN_IN_METHODS = frozenset({"password", "otp", "anonymous", "email/signup", "invite"})
 
 
 async def session_assurance(cur: psycopg.AsyncCursor[Any], session_id: uuid.UUID) -> Assurance:
     """`auth.sessions.aal` and the session's `auth.mfa_amr_claims` (GoTrue's amr, newest
-    first); the sign-in method itself is added by access_token."""
+    first); access_token adds the password/anonymous method when none is recorded."""
     await cur.execute(
         "select coalesce(aal::text, 'aal1') as aal from auth.sessions where id = %s",
         (session_id,),
@@ -79,12 +86,17 @@ def access_token(
     signed_in_at: datetime,
     assurance: Assurance | None = None,
 ) -> tuple[str, int, int]:
-    """(token, expires_in, expires_at) for `user` in `session_id`."""
+    """(token, expires_in, expires_at) for `user` in `session_id`, signed with the configured
+    signing key (ES256/RS256 with its `kid`) or, without one, HS256 with the stack's secret."""
     expiry = int(request.app.state.config.jwt_expiry_seconds)
     now = int(time.time())
-    aal, mfa_amr = assurance or ("aal1", [])
-    method = "anonymous" if user["is_anonymous"] else "password"
+    aal, amr = assurance or ("aal1", [])
+    if not any(entry["method"] in SIGN_IN_METHODS for entry in amr):
+        # Sessions that began with a password or anonymously record no method.
+        method = "anonymous" if user["is_anonymous"] else "password"
+        amr = [*amr, {"method": method, "timestamp": int(signed_in_at.timestamp())}]
     claims = {
+        "iss": f"{request.app.state.config.paths.api_url}/auth/v1",
         "sub": str(user["id"]),
         "aud": user["aud"] or AUDIENCE,
         "role": user["role"] or AUDIENCE,
@@ -93,16 +105,18 @@ def access_token(
         "app_metadata": user["raw_app_meta_data"] or {},
         "user_metadata": user["raw_user_meta_data"] or {},
         "aal": aal,
-        # MFA methods first (newest first, as GoTrue), then the method of the session's
-        # sign-in; sessions keep no record of that here, so an anonymous user's sessions say
-        # "anonymous" and every other "password".
-        "amr": [*mfa_amr, {"method": method, "timestamp": int(signed_in_at.timestamp())}],
+        "amr": amr,
         "session_id": str(session_id),
         "is_anonymous": bool(user["is_anonymous"]),
         "iat": now,
         "exp": now + expiry,
     }
-    return jwt.encode(claims, jwt_secret(request), algorithm="HS256"), expiry, now + expiry
+    signer = tokens.key_set_of(request.app).signer
+    if signer is None:
+        token = jwt.encode(claims, jwt_secret(request), algorithm="HS256")
+    else:
+        token = jwt.encode(claims, signer.key, algorithm=signer.alg, headers={"kid": signer.kid})
+    return token, expiry, now + expiry
 
 
 def session_json(
@@ -127,9 +141,11 @@ def session_json(
 
 
 async def new_session(
-    cur: psycopg.AsyncCursor[Any], user_id: uuid.UUID
+    cur: psycopg.AsyncCursor[Any], user_id: uuid.UUID, method: str | None = None
 ) -> tuple[uuid.UUID, datetime, str]:
-    """Insert a session and its first refresh token; (session id, created_at, refresh token)."""
+    """Insert a session and its first refresh token; (session id, created_at, refresh token).
+    `method` (e.g. "otp") is recorded as the session's sign-in method in auth.mfa_amr_claims;
+    None means a password (or anonymous) sign-in, which is not recorded."""
     session_id = uuid.uuid4()
     await cur.execute(
         "insert into auth.sessions (id, user_id) values (%s, %s) returning created_at",
@@ -142,13 +158,37 @@ async def new_session(
         "insert into auth.refresh_tokens (token, user_id, session_id) values (%s, %s, %s)",
         (token, user_id, session_id),
     )
+    if method is not None:
+        await cur.execute(
+            "insert into auth.mfa_amr_claims (id, session_id, created_at, updated_at, "
+            "authentication_method) values (%s, %s, %s, %s, %s)",
+            (uuid.uuid4(), session_id, row["created_at"], row["created_at"], method),
+        )
     return session_id, row["created_at"], token
 
 
+async def issue_session(
+    request: Request, cur: psycopg.AsyncCursor[Any], user: dict[str, Any], method: str
+) -> dict[str, Any]:
+    """A new session for `user` begun by `method` (GoTrue's issueRefreshToken): last_sign_in_at
+    set, the session JSON answered. Call inside the caller's transaction."""
+    await cur.execute(
+        f"update auth.users set last_sign_in_at = now(), updated_at = now() "
+        f"where id = %s returning {USER_COLUMNS}",
+        (user["id"],),
+    )
+    signed_in = await cur.fetchone()
+    assert signed_in is not None
+    session_id, started, refresh = await new_session(cur, signed_in["id"], method)
+    body = await user_out(cur, signed_in)
+    assurance = await session_assurance(cur, session_id)
+    return session_json(request, signed_in, session_id, started, refresh, body, assurance)
+
+
 async def signup(request: Request) -> JSONResponse:
-    """POST /signup: with an email, a confirmed user (confirmations are off, as in the CLI's
-    config) with its email identity, signed in; with neither email nor phone, an anonymous
-    user, when `[auth] enable_anonymous_sign_ins` allows it (GoTrue's two sign-ups)."""
+    """POST /signup: with an email, GoTrue's email sign-up (sign_up_email); with neither email
+    nor phone, an anonymous user, when `[auth] enable_anonymous_sign_ins` allows it (GoTrue's
+    two sign-ups)."""
     check_api_key(request)
     # As GoTrue: the body first, which decides which of the two rate limits applies.
     body = await json_body(request)
@@ -156,39 +196,113 @@ async def signup(request: Request) -> JSONResponse:
     if not email_raw and not opt_str(body, "phone"):
         return await _anonymous_signup(request, body)
     rate_limits_of(request).check(request, "sign_in_sign_ups")
+    settings = settings_of(request)
+    if not settings.enable_signup:
+        raise AuthError(422, "signup_disabled", "Signups not allowed for this instance")
     if not email_raw:
         raise AuthError(400, "phone_provider_disabled", "Unsupported phone provider")
+    if not settings.email_signup:
+        raise AuthError(400, "email_provider_disabled", "Email signups are disabled")
     email = email_address(email_raw)
     password = check_password(opt_str(body, "password"))
     metadata = opt_obj(body, "data", "user_metadata") or {}
     password_hash = await hash_password(password)
+    answer, _user = await sign_up_email(
+        request,
+        email=email,
+        password_hash=password_hash,
+        metadata=metadata,
+        redirect_to=mailer.referrer(request, settings),
+    )
+    return JSONResponse(answer)
+
+
+def _sanitized_user(email: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """GoTrue's sanitizeUser: what a repeated sign-up of a confirmed email answers while
+    confirmations are on, shaped like a new unconfirmed user so the answer does not tell
+    whether the address is registered."""
+    now = ts(datetime.now(UTC))
+    return {
+        "id": str(uuid.uuid4()),
+        "aud": AUDIENCE,
+        "role": "",
+        "email": email,
+        "phone": "",
+        "confirmation_sent_at": now,
+        "app_metadata": provider_metadata(),
+        "user_metadata": metadata,
+        "identities": [],
+        "created_at": now,
+        "updated_at": now,
+        "is_anonymous": False,
+    }
+
+
+async def sign_up_email(
+    request: Request,
+    *,
+    email: str,
+    password_hash: str,
+    metadata: dict[str, Any],
+    redirect_to: str,
+    sign_in: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """GoTrue's email Signup: (answer, user row). With confirmations off (`[auth.email]
+    enable_confirmations = false`) the user is confirmed and signed in (the answer is a
+    session); with them on, a confirmation mail goes out and the answer is the user without a
+    session. A confirmed email is refused (422 user_already_exists), or, with confirmations on
+    and `[auth.sms] enable_confirmations` too, answered with a made-up user as GoTrue does; an
+    unconfirmed one is mailed again and not changed. The user row is None for a made-up user.
+    `sign_in=False` (the sign-up inside /otp) confirms without starting a session and answers
+    the user."""
+    settings = settings_of(request)
     async with request.app.state.auth_pool.connection() as conn:
         async with conn.cursor(row_factory=dict_row) as cur:
-            if await user_by(cur, "email", email) is not None:
-                raise AuthError(422, "user_already_exists", "User already registered")
+            existing = await user_by(cur, "email", email)
+            if existing is not None and existing["email_confirmed_at"] is not None:
+                if settings.autoconfirm or not settings.sms_confirmations:
+                    raise AuthError(422, "user_already_exists", "User already registered")
+                return _sanitized_user(email, metadata), None
             try:
                 async with conn.transaction():
-                    user = await insert_user(
-                        cur,
-                        user_id=uuid.uuid4(),
-                        email=email,
-                        phone=None,
-                        password_hash=password_hash,
-                        confirmed=True,
-                        app_metadata=provider_metadata(),
-                        user_metadata=metadata,
-                        role=AUDIENCE,
-                        signed_in=True,
-                    )
-                    # GoTrue writes the identity before confirming, so email_verified is false.
-                    await save_identity(
-                        cur,
-                        user["id"],
-                        "email",
-                        email_identity_data(user["id"], email, verified=False, extra=metadata),
-                    )
-                    session_id, started, refresh = await new_session(cur, user["id"])
+                    if existing is None:
+                        user = await insert_user(
+                            cur,
+                            user_id=uuid.uuid4(),
+                            email=email,
+                            phone=None,
+                            password_hash=password_hash,
+                            confirmed=settings.autoconfirm,
+                            app_metadata=provider_metadata(),
+                            user_metadata=metadata,
+                            role=AUDIENCE,
+                            signed_in=settings.autoconfirm,
+                        )
+                        # GoTrue writes the identity before confirming: email_verified false.
+                        await save_identity(
+                            cur,
+                            user["id"],
+                            "email",
+                            email_identity_data(user["id"], email, verified=False, extra=metadata),
+                        )
+                    else:
+                        # As GoTrue: the claimed identity is not proven, so nothing changes.
+                        user = await user_by(cur, "id", existing["id"], lock=True)
+                        assert user is not None
+                    if not settings.autoconfirm:
+                        user = await links.send_token(
+                            request, cur, user, mailer.SIGNUP, redirect_to=redirect_to
+                        )
+                        body = await user_out(cur, user)
+                        if user["invited_at"] is not None:
+                            body["user_metadata"], body["identities"] = {}, []
+                        return body, user
+                    if user["email_confirmed_at"] is None:
+                        user = await links.confirm(cur, user)
                     user_body = await user_out(cur, user)
+                    if not sign_in:
+                        return user_body, user
+                    session_id, started, refresh = await new_session(cur, user["id"])
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name not in USER_UNIQUE:
                     raise AuthError(
@@ -200,7 +314,7 @@ async def signup(request: Request) -> JSONResponse:
                 raise AuthError(
                     500, "unexpected_failure", "Database error saving new user"
                 ) from None
-    return JSONResponse(session_json(request, user, session_id, started, refresh, user_body))
+    return session_json(request, user, session_id, started, refresh, user_body), user
 
 
 async def _anonymous_signup(request: Request, body: dict[str, Any]) -> JSONResponse:

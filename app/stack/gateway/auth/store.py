@@ -19,7 +19,10 @@ AUDIENCE = "authenticated"
 USER_COLUMNS = (
     "id, aud, role, email, phone, email_confirmed_at, phone_confirmed_at, confirmed_at, "
     "last_sign_in_at, raw_app_meta_data, raw_user_meta_data, created_at, updated_at, "
-    "is_anonymous, banned_until, encrypted_password"
+    "is_anonymous, banned_until, encrypted_password, invited_at, "
+    "confirmation_token, confirmation_sent_at, recovery_token, recovery_sent_at, "
+    "email_change, email_change_token_new, email_change_token_current, email_change_sent_at, "
+    "email_change_confirm_status, reauthentication_token, reauthentication_sent_at"
 )
 
 
@@ -74,13 +77,20 @@ def user_json(
     }
     for key in (
         "email_confirmed_at",
+        "invited_at",
         "phone_confirmed_at",
+        "confirmation_sent_at",
         "confirmed_at",
+        "recovery_sent_at",
+        "email_change_sent_at",
+        "reauthentication_sent_at",
         "last_sign_in_at",
         "banned_until",
     ):
         if row.get(key) is not None:
             out[key] = ts(row[key])
+    if row.get("email_change"):  # GoTrue's `new_email`, omitted when empty
+        out["new_email"] = row["email_change"]
     return out
 
 
@@ -88,7 +98,7 @@ def user_json(
 async def user_by(
     cur: psycopg.AsyncCursor[Any], column: str, value: Any, *, lock: bool = False
 ) -> dict[str, Any] | None:
-    assert column in ("id", "email")
+    assert column in ("id", "email", "phone")
     await cur.execute(
         f"select {USER_COLUMNS} from auth.users where {column} = %s and deleted_at is null"
         + (" for update" if lock else ""),
