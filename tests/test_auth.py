@@ -12,10 +12,10 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import httpx
+import inbox
 import jwt
 import psycopg
 import pytest
-import inbox
 from conftest import random_email
 from supabase_auth.errors import AuthApiError, AuthWeakPasswordError
 
