@@ -524,3 +524,71 @@ def test_geojson_without_postgis_is_406_pgrst107(fid, service_key):
         f"{fid}/fid_items", headers=_headers(service_key, Accept="application/geo+json")
     )
     assert resp.status_code == 406 and resp.json()["code"] == "PGRST107"
+
+
+# ── aggregates ─────────────────────────────────────────────────────────────────────────────
+def _aggregates(admin_dsn: str, enabled: bool) -> None:
+    action = (
+        "set pgrst.db_aggregates_enabled to 'true'"
+        if enabled
+        else "reset pgrst.db_aggregates_enabled"
+    )
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"alter role authenticator {action}")
+        conn.execute("notify pgrst, 'reload config'")
+
+
+@pytest.fixture
+def aggregates_on(admin_dsn: str, fid: str, service_key: str) -> Iterator[str]:
+    url = f"{fid}/fid_items"
+    probe = {"select": "count()", "id": "eq.-1"}
+    _aggregates(admin_dsn, True)
+    try:
+        deadline = time.monotonic() + 10
+        while httpx.get(url, params=probe, headers=_headers(service_key)).status_code != 200:
+            assert time.monotonic() < deadline, "db_aggregates_enabled never reloaded"
+            time.sleep(0.05)
+        yield url
+    finally:
+        _aggregates(admin_dsn, False)
+        deadline = time.monotonic() + 10
+        while httpx.get(url, params=probe, headers=_headers(service_key)).status_code != 400:
+            assert time.monotonic() < deadline, "db_aggregates_enabled never reset"
+            time.sleep(0.05)
+
+
+def test_aggregates_off_by_default_are_400_pgrst123(fid, service_key):
+    resp = httpx.get(
+        f"{fid}/fid_items", params={"select": "qty.sum()"}, headers=_headers(service_key)
+    )
+    assert resp.status_code == 400 and resp.json()["code"] == "PGRST123"
+
+
+def test_aggregates_group_by_the_other_columns(aggregates_on, service_key, db_url):
+    tag = uuid.uuid4().hex[:8]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for i, (suffix, qty) in enumerate([("a", 1), ("a", 2), ("b", 5)]):
+            conn.execute(
+                "insert into fid_items (id, name, qty) values (%s, %s, %s)",
+                (_fresh_id() + i, f"{tag}{suffix}", qty),
+            )
+    resp = httpx.get(
+        aggregates_on,
+        params={
+            "select": "name,total:qty.sum(),qty.max(),count(),avg:qty::numeric.avg()::text",
+            "name": f"like.{tag}*",
+            "order": "name",
+        },
+        headers=_headers(service_key),
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == [
+        {"name": f"{tag}a", "total": 3, "max": 2, "count": 2, "avg": "1.5000000000000000"},
+        {"name": f"{tag}b", "total": 5, "max": 5, "count": 1, "avg": "5.0000000000000000"},
+    ]
+    whole = httpx.get(
+        aggregates_on,
+        params={"select": "qty.sum()", "name": f"like.{tag}*"},
+        headers=_headers(service_key),
+    )
+    assert whole.json() == [{"sum": 8}]

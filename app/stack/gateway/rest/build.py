@@ -181,12 +181,53 @@ def where_sql(src: Source, filters: list[Filter | Logic], params: list[Any]) -> 
 
 
 def _column_item(src: Source, item: SelectItem, params: list[Any]) -> sql.Composable:
+    if item.aggregate is not None:
+        return _aggregate_item(src, item, params)
     if item.field is None:
         return sql.SQL("{}.*").format(src.qualifier)
     expr = field_sql(src, item.field, params)
     if item.cast:
         expr = sql.SQL("cast({} as {})").format(expr, sql.SQL(item.cast))  # regex-checked
     return sql.SQL("{} as {}").format(expr, sql.Identifier(_item_name(item)))
+
+
+def _aggregate_item(src: Source, item: SelectItem, params: list[Any]) -> sql.Composable:
+    """`col.sum()` → `sum(col) as "sum"`, as PostgREST names an aggregate after its function
+    (casts are regex-checked type names; the function comes from parse.AGGREGATES)."""
+    if item.field is None:
+        expr: sql.Composable = sql.SQL("count(*)")
+    else:
+        arg = field_sql(src, item.field, params)
+        if item.input_cast:
+            arg = sql.SQL("cast({} as {})").format(arg, sql.SQL(item.input_cast))
+        expr = sql.SQL("{}({})").format(sql.SQL(str(item.aggregate)), arg)
+    if item.cast:
+        expr = sql.SQL("cast({} as {})").format(expr, sql.SQL(item.cast))
+    return sql.SQL("{} as {}").format(expr, sql.Identifier(item.alias or str(item.aggregate)))
+
+
+def has_aggregates(shape: ReadShape) -> bool:
+    return any(isinstance(i, SelectItem) and i.aggregate for i in shape.select)
+
+
+def group_sql(shape: ReadShape) -> sql.Composable:
+    """GROUP BY every selected column that is not an aggregate (by position), as PostgREST
+    groups an aggregate's rows. Raises ApiError PGRST100 for what the local stack does not
+    group: `*` or embedded resources next to an aggregate."""
+    if not has_aggregates(shape):
+        return sql.SQL("")
+    positions = []
+    for position, item in enumerate(shape.select, start=1):
+        if not isinstance(item, SelectItem) or (item.field is None and not item.aggregate):
+            raise ApiError(
+                400,
+                "PGRST100",
+                "failed to parse select parameter",
+                "aggregates next to `*` or embedded resources are not supported by the local stack",
+            )
+        if not item.aggregate:
+            positions.append(str(position))
+    return sql.SQL(" group by " + ", ".join(positions)) if positions else sql.SQL("")
 
 
 def _item_name(item: SelectItem) -> str:
@@ -552,8 +593,14 @@ def read(
     # Parameters in the order their placeholders appear in the text.
     from_params = list(src.from_params) + selection.join_params
     params = selection.target_params + from_params + where_params + order_params
-    inner = sql.SQL("select {} from {}{}{}{}{}").format(
-        selection.target, src.from_clause, selection.joins, where, order, page_sql(shape)
+    inner = sql.SQL("select {} from {}{}{}{}{}{}").format(
+        selection.target,
+        src.from_clause,
+        selection.joins,
+        where,
+        group_sql(shape),
+        order,
+        page_sql(shape),
     )
     rows = "_t.pgrst_scalar" if scalar else "_t"
     total: sql.Composable = sql.SQL("null::bigint")

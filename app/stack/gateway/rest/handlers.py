@@ -582,6 +582,7 @@ def _plan_write(
     shape = query.shape(cache)
     shape.csv = kind == "csv"
     shape.strip_nulls = strip
+    _check_aggregates(shape, cache.aggregates_enabled)
     if prefer.ret == "headers-only" and table.primary_key:
         shape.select = tuple(parse.SelectItem(parse.Field(c)) for c in table.primary_key)
         minimal = False
@@ -721,6 +722,14 @@ def _insert(
     return stmt, params, bool(merge and conflict)
 
 
+def _check_aggregates(shape: build.ReadShape, enabled: bool) -> None:
+    """Aggregates only with PostgREST's db-aggregates-enabled (`alter role authenticator set
+    pgrst.db_aggregates_enabled to 'true'`), off by default as on Supabase. Raises ApiError
+    400 PGRST123."""
+    if not enabled and build.has_aggregates(shape):
+        raise ApiError(400, "PGRST123", "Use of aggregate functions is not allowed")
+
+
 def _cap_rows(query: Query, max_rows: int | None) -> None:
     """config.toml `[api] max_rows` (PostgREST's db-max-rows): no read answers more rows,
     whatever `limit` asks; counts still count them all. Writes are not capped."""
@@ -749,6 +758,7 @@ def _plan_read(
     shape = query.shape(cache)
     shape.csv = kind == "csv"
     shape.strip_nulls = strip
+    _check_aggregates(shape, cache.aggregates_enabled)
     planned = count_method == "planned"
     estimated = count_method == "estimated" and max_rows is not None
     stmt, params = build.read(
@@ -961,6 +971,7 @@ async def _serve_rpc(
         kind,
         state.settings.max_rows,
         strip,
+        cache.aggregates_enabled,
     )
     if plan is not None:
         return await _explain(
@@ -1017,6 +1028,7 @@ def _plan_call(
     kind: str,
     max_rows: int | None = None,
     strip: bool = False,
+    aggregates: bool = False,
 ) -> _Call:
     """The SQL calling one of the overloads `fns` of schema.name. Raises ApiError, CacheMiss."""
     all_arg_names = frozenset(a.name for f in fns for a in f.args)
@@ -1069,6 +1081,7 @@ def _plan_call(
     shape = query.shape()
     shape.csv = kind == "csv"
     shape.strip_nulls = strip
+    _check_aggregates(shape, aggregates)
     stmt, params = build.read(
         src, shape, count=prefer.count, single=as_object, scalar=not fn.returns_composite
     )

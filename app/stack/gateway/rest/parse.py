@@ -104,9 +104,11 @@ class Field:
 
 @dataclass(frozen=True)
 class SelectItem:
-    field: Field | None  # None means `*`
+    field: Field | None  # None means `*` (or, with aggregate "count", `count()`)
     alias: str | None = None
-    cast: str | None = None
+    cast: str | None = None  # of the value selected (for an aggregate, of its result)
+    aggregate: str | None = None  # sum, avg, max, min, count: `col.sum()`, `count()`
+    input_cast: str | None = None  # `col::int.sum()`: the column's cast before aggregating
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,10 @@ def _select_group(
     for a, b in pieces:
         while k < len(openings) and openings[k] < a:
             k += 1
-        if k < len(openings) and openings[k] < b:
+        aggregate = _aggregate_item(raw, raw[a:b])
+        if aggregate is not None:
+            items.append(aggregate)
+        elif k < len(openings) and openings[k] < b:
             items.append(_embed(raw, scan, a, openings[k], b))
         else:
             items.append(_select_item(raw, raw[a:b]))
@@ -310,6 +315,37 @@ def _embed(raw: str, scan: _Scan, a: int, opening: int, b: int) -> Embed:
         raise parse_error("select parameter", raw, "unexpected empty embedded resource name")
     select = _select_group(raw, scan, opening, opening + 1, closing)
     return Embed(name, select, alias, hint, inner, spread)
+
+
+AGGREGATES = ("sum", "avg", "max", "min", "count")
+_AGGREGATE_RE = re.compile(
+    r"^\s*(?:(?P<alias>[^:()]+):(?!:))?"
+    r"(?:(?P<field>[^()]+?)(?:::(?P<incast>[^.():]+))?\.(?P<fn>sum|avg|max|min|count)|(?P<count>count))"
+    r"\(\)(?:::(?P<cast>[^()]+))?\s*$"
+)
+
+
+def _aggregate_item(raw: str, part: str) -> SelectItem | None:
+    """`[alias:]col[::type].fn()[::type]` or `[alias:]count()[::type]` (PostgREST's
+    aggregate functions); None when `part` is not one. Raises ApiError PGRST100."""
+    found = _AGGREGATE_RE.match(part)
+    if found is None:
+        return None
+    casts = [found["incast"], found["cast"]]
+    for cast in casts:
+        if cast is not None and not _CAST_RE.match(cast.strip()):
+            raise parse_error("select parameter", raw, f'unexpected cast "{cast}"')
+    alias = _unquote(found["alias"]) if found["alias"] else None
+    if found["count"]:
+        return SelectItem(None, alias, found["cast"] and found["cast"].strip(), "count")
+    fld = parse_field(found["field"].strip(), "select parameter", raw)
+    return SelectItem(
+        fld,
+        alias,
+        found["cast"] and found["cast"].strip(),
+        found["fn"],
+        found["incast"] and found["incast"].strip(),
+    )
 
 
 def _select_item(raw: str, part: str) -> SelectItem:
