@@ -592,3 +592,18 @@ def test_aggregates_group_by_the_other_columns(aggregates_on, service_key, db_ur
         headers=_headers(service_key),
     )
     assert whole.json() == [{"sum": 8}]
+
+
+def test_missing_default_fills_absent_keys_with_column_defaults(fid, service_key, db_url):
+    a, b = _fresh_id(), _fresh_id()
+    rows = [{"id": a, "name": "a"}, {"id": b, "name": "b", "qty": 3}]
+    resp = httpx.post(
+        f"{fid}/fid_items", json=rows, headers=_headers(service_key, Prefer="missing=default")
+    )
+    assert resp.status_code == 201 and resp.headers["preference-applied"] == "missing=default"
+    assert _row(db_url, a) == ("a", 7) and _row(db_url, b) == ("b", 3)
+    # Without it, a key absent from one row of a bulk insert is NULL there, as PostgREST.
+    c, d = _fresh_id(), _fresh_id()
+    rows = [{"id": c, "name": "c"}, {"id": d, "name": "d", "qty": 3}]
+    assert httpx.post(f"{fid}/fid_items", json=rows, headers=_headers(service_key)).status_code == 201
+    assert _row(db_url, c) == ("c", None)
