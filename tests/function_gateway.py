@@ -6,6 +6,9 @@ tree (git-ignored, the operator's); tests and the benchmark must not write it. T
 `python -m app.stack.gateway` on a free port with TOKENMETER_FUNCTIONS_DIR pointing at a
 temporary `functions/` folder that links to the real function folders and holds its own `.env`,
 next to a copy of supabase/config.toml (which the gateway reads for verify_jwt).
+
+`DbProxy` stands between such a gateway (and so its functions' SUPABASE_DB_URL) and the
+database, and can be cut and restored: the database becoming unreachable mid-request.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,8 +35,72 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class DbProxy:
+    """A TCP relay to the database on a free port. `cut()` closes every relayed connection and
+    refuses new ones (accepted, then closed at once) until `restore()`."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.open = True
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if not self.open:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        self.open = False
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def restore(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
 class FunctionGateway:
-    def __init__(self, secrets: dict[str, str]) -> None:
+    def __init__(self, secrets: dict[str, str], env: dict[str, str] | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="tokenmeter-fngw-"))
         functions = self.folder / "functions"
         functions.mkdir()
@@ -47,6 +115,7 @@ class FunctionGateway:
             os.environ,
             TOKENMETER_API_PORT=str(self.port),
             TOKENMETER_FUNCTIONS_DIR=str(functions),
+            **(env or {}),
         )
         self.log = open(self.folder / "gateway.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(

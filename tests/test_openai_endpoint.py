@@ -29,7 +29,7 @@ import openai
 import psycopg
 import pytest
 from fake_upstream import API_KEY, FakeUpstream
-from function_gateway import FunctionGateway
+from function_gateway import DbProxy, FunctionGateway
 
 from app.stack.manager import Stack
 
@@ -739,3 +739,100 @@ def test_rpc_transport_charges_and_maps_refusals_like_sql(
         assert len(metered_rows(db, acct.user_id)) == 1
     finally:
         gw.stop()
+
+
+# ── the database unreachable between authorize_request and complete_request ─────────────────
+@pytest.fixture()
+def cut_gateway(stack: Stack) -> Iterator[tuple[FunctionGateway, DbProxy]]:
+    """A function gateway whose database (its functions' SUPABASE_DB_URL) is behind a proxy the
+    test can cut."""
+    proxy = DbProxy(stack.paths.db_port)
+    gw = FunctionGateway(
+        {"FAKE_UPSTREAM_KEY": API_KEY}, env={"TOKENMETER_DB_PORT": str(proxy.port)}
+    )
+    try:
+        yield gw, proxy
+    finally:
+        gw.stop()
+        proxy.close()
+
+
+def wait_for(db: psycopg.Connection, user_id: str, status: str, timeout: float = 30) -> tuple:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = metered_rows(db, user_id)
+        if rows and rows[0][1] == status:
+            return rows[0]
+        time.sleep(0.05)
+    pytest.fail(f"no metered request reached {status}: {metered_rows(db, user_id)}")
+
+
+def test_answer_database_unreachable_at_complete_withheld_then_logged_free(
+    cut_gateway: tuple[FunctionGateway, DbProxy],
+    account: Callable[..., Account],
+    db: psycopg.Connection,
+):
+    """A non-streamed answer that cannot be billed is not handed out: 503 billing_unavailable,
+    and once the database is back the request is recorded as failed, nothing charged."""
+    gw, proxy = cut_gateway
+    acct = account()
+    answers: list[httpx.Response] = []
+    request = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(
+                f"{gw.url}/functions/v1/openai/v1/chat/completions",
+                headers={"Authorization": f"Bearer {acct.key}"},
+                json={"model": MODEL, "messages": [{"role": "user", "content": "stall:1 hi"}]},
+                timeout=60,
+            )
+        )
+    )
+    request.start()
+    wait_for(db, acct.user_id, "authorized")  # authorized; the upstream stalls 1 s
+    proxy.cut()
+    request.join()
+    (answer,) = answers
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "billing_unavailable"
+    assert "word0" not in answer.text  # the upstream's answer was withheld
+    proxy.restore()
+    row = wait_for(db, acct.user_id, "failed")
+    assert row[2:4] == (503, 0) and "answer withheld" in row[5]
+    assert balance(db, acct.user_id) == Decimal(10)
+    assert_audit_clean(db)
+
+
+def test_stream_database_unreachable_at_complete_charged_when_back(
+    cut_gateway: tuple[FunctionGateway, DbProxy],
+    account: Callable[..., Account],
+    db: psycopg.Connection,
+):
+    """A stream is delivered as it comes; its charge, refused by an unreachable database at the
+    end, is retried in the background and lands, exactly, once the database is back."""
+    gw, proxy = cut_gateway
+    acct = account()
+    with httpx.Client(timeout=60) as http:
+        with http.stream(
+            "POST",
+            f"{gw.url}/functions/v1/openai/v1/chat/completions",
+            headers={"Authorization": f"Bearer {acct.key}"},
+            json={
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "words:5 delay:200"}],
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        ) as response:
+            wait_for(db, acct.user_id, "authorized")
+            proxy.cut()
+            data = response.read()
+    assert response.status_code == 200 and data.endswith(b"data: [DONE]\n\n")
+    assert b"word4" in data and b'"cost"' not in data  # delivered; not charged yet
+    assert data.count(b'"prompt_tokens"') == 1  # one usage chunk, before [DONE]
+    assert metered_rows(db, acct.user_id)[0][1] == "authorized"
+    proxy.restore()
+    row = wait_for(db, acct.user_id, "completed")
+    per_in, per_out = price(db)
+    assert row[2:5] == (200, 12 * per_in + 5 * per_out, False)
+    assert balance(db, acct.user_id) == Decimal(10) - row[3]
+    assert_audit_clean(db)

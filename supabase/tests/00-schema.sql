@@ -2,7 +2,7 @@
 -- exactly as intended for every table × role and every function × role, nothing is executable
 -- by PUBLIC, every SECURITY DEFINER function pins search_path, the signup trigger is in place.
 BEGIN;
-SELECT plan(185);
+SELECT plan(188);
 
 -- ── Tables and RLS ─────────────────────────────────────────────────────────────────────────
 select tables_are('public', array['model_pricing', 'billing_settings', 'user_balances',
@@ -93,7 +93,7 @@ select functions_are('public', array['price_for', 'check_balance', 'my_balance',
   'remove_model_alias', 'price_history', 'reprice_usage', 'import_model_prices',
   'populate_model_pricing', 'pricing_consolidation_report', 'set_default_provider',
   'create_api_key', 'list_api_keys', 'revoke_api_key', 'authorize_request', 'complete_request',
-  'list_key_models', 'set_subscription_status', 'usage_report',
+  'list_key_models', 'set_subscription_status', 'usage_report', 'settle_lapsed_requests',
   'set_low_balance_threshold', 'set_default_low_balance_threshold', 'claim_alerts',
   'record_alert_attempt', 'requeue_alert',
   'ensure_usage_partitions', 'usage_partitions'],
@@ -130,6 +130,7 @@ insert into expected_function_privs values
   ('complete_request', array['text', 'jsonb', 'integer', 'integer', 'text'], array['service_role']),
   ('list_key_models', array['text'], array['service_role']),
   ('set_subscription_status', array['uuid', 'text'], array['service_role']),
+  ('settle_lapsed_requests', array['integer'], array['service_role']),
   ('usage_report', array['timestamp with time zone', 'timestamp with time zone', 'uuid', 'text',
    'text'], array['authenticated', 'service_role']);
 
@@ -167,7 +168,8 @@ select is(
         'refund_usage', 'release_reservation', 'remove_model_alias', 'repair_missing_balances',
         'reprice_usage', 'requeue_alert', 'reserve_credit', 'revoke_api_key',
         'set_default_low_balance_threshold', 'set_default_provider', 'set_low_balance_threshold',
-        'set_model_alias', 'set_model_price', 'set_subscription_status', 'settle_usage', 'top_up',
+        'set_model_alias', 'set_model_price', 'set_subscription_status', 'settle_lapsed_requests',
+        'settle_usage', 'top_up',
         'usage_partitions', 'user_id_for_email'],
   'SECURITY DEFINER is used by exactly the writers, the readers of private data and triggers');
 select is_empty($$

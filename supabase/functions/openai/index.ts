@@ -199,28 +199,88 @@ function headersFor(call: Call, auth: Authorization | null): Headers {
   return h;
 }
 
-/** complete_request, retried on transport failures (a refusal is final): the upstream has been
- * paid for, so the charge must land if the database can take it at all. */
-async function complete(
+interface Outcome {
+  completion: Completion | null;
+  /** complete_request answered with a refusal (4xx): final, not worth retrying. */
+  refused: MeterError | null;
+}
+
+// complete_request is retried at once for ~3 s (a pooler hiccup, a database restart), then in
+// the background until shortly before the hold lapses; what never lands is settled at its hold
+// by the database (docs/metering.md, "Requests never completed").
+const QUICK_RETRIES_MS = [50, 100, 200, 400, 800, 1600];
+const LATE_RETRY_MAX_MS = 5_000;
+const LATE_RETRY_MARGIN_MS = 15_000;
+
+/** complete_request now, retried on transport failures (a refusal is final). */
+async function completeNow(
   call: Call,
   usage: Usage | null,
   status: number,
   latencyMs: number,
   error: string | null,
-): Promise<Completion | null> {
-  for (let attempt = 0; attempt < 3; attempt++) {
+): Promise<Outcome> {
+  for (let attempt = 0;; attempt++) {
     try {
-      return await getMeter().complete(call.meteredId, usage, status, Math.round(latencyMs), error);
+      return { completion: await getMeter().complete(call.meteredId, usage, status, Math.round(latencyMs), error), refused: null };
     } catch (failure) {
       if (failure instanceof MeterError && failure.status < 500) {
         console.error("complete_request refused", call.meteredId, failure.code, failure.detail);
-        return null;
+        return { completion: null, refused: failure };
       }
-      console.error("complete_request failed", call.meteredId, String(failure));
-      await new Promise((resolve) => setTimeout(resolve, 50 * 2 ** attempt));
+      if (attempt === QUICK_RETRIES_MS.length) {
+        console.error("complete_request failed", call.meteredId, String(failure));
+        return { completion: null, refused: null };
+      }
+      await new Promise((resolve) => setTimeout(resolve, QUICK_RETRIES_MS[attempt]));
     }
   }
-  return null;
+}
+
+/** The same call in the background, until LATE_RETRY_MARGIN_MS before the hold lapses: past
+ * that the database settles the request at its hold, and a late call would meet a 409. */
+function completeLater(
+  call: Call,
+  auth: Authorization,
+  usage: Usage | null,
+  status: number,
+  latencyMs: number,
+  error: string | null,
+): void {
+  const deadline = Date.parse(String(auth.expires_at)) - LATE_RETRY_MARGIN_MS;
+  const task = (async () => {
+    for (let wait = 1000; Date.now() + wait < deadline; wait = Math.min(wait * 2, LATE_RETRY_MAX_MS)) {
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      try {
+        await getMeter().complete(call.meteredId, usage, status, Math.round(latencyMs), error);
+        console.error("complete_request landed late", call.meteredId);
+        return;
+      } catch (failure) {
+        if (failure instanceof MeterError && failure.status < 500) {
+          console.error("complete_request refused late", call.meteredId, failure.code, failure.detail);
+          return;
+        }
+      }
+    }
+    console.error("complete_request never landed: settled at its hold once it lapses", call.meteredId, auth.expires_at);
+  })();
+  // deno-lint-ignore no-explicit-any
+  (globalThis as any).EdgeRuntime?.waitUntil?.(task);
+}
+
+/** complete_request with the quick retries, then left to completeLater: the upstream has been
+ * paid for (or failed), so the record must land if the database can take it at all. */
+async function complete(
+  call: Call,
+  auth: Authorization,
+  usage: Usage | null,
+  status: number,
+  latencyMs: number,
+  error: string | null,
+): Promise<Completion | null> {
+  const outcome = await completeNow(call, usage, status, latencyMs, error);
+  if (!outcome.completion && !outcome.refused) completeLater(call, auth, usage, status, latencyMs, error);
+  return outcome.completion;
 }
 
 function replayAnswer(call: Call, auth: Authorization): Response {
@@ -235,7 +295,7 @@ function replayAnswer(call: Call, auth: Authorization): Response {
 
 async function upstreamError(call: Call, auth: Authorization, res: Response, started: number): Promise<Response> {
   const text = (await res.text().catch(() => "")).slice(0, 2000);
-  await complete(call, null, res.status, performance.now() - started, text || res.statusText);
+  await complete(call, auth, null, res.status, performance.now() - started, text || res.statusText);
   const h = headersFor(call, auth);
   const after = res.headers.get("retry-after");
   if (after) h.set("retry-after", after);
@@ -320,7 +380,7 @@ async function serveCall(req: Request, kind: Call["kind"]): Promise<Response> {
     const detail = String(error instanceof Error ? error.message : error);
     // 499: nginx's "client closed request", for the log; the client is not there to read it.
     const status = gone ? 499 : abort.signal.aborted ? 504 : 502;
-    await complete(call, null, status, performance.now() - started, gone ? "the client went away" : detail);
+    await complete(call, auth, null, status, performance.now() - started, gone ? "the client went away" : detail);
     // The detail (a missing secret's name, a host) stays in the log, not in the answer.
     if (!gone) console.error("upstream unreachable", auth.upstream.name, detail);
     const what = status === 504 ? "did not answer in time" : "could not be reached";
@@ -342,7 +402,7 @@ async function serveCall(req: Request, kind: Call["kind"]): Promise<Response> {
   try {
     text = await res.text();
   } catch (error) {
-    await complete(call, null, 502, performance.now() - started, `answer cut: ${String(error)}`);
+    await complete(call, auth, null, 502, performance.now() - started, `answer cut: ${String(error)}`);
     return openaiError(502, "upstream_error", `Upstream ${auth.upstream.name} cut its answer. Nothing was charged.`, { headers: headersFor(call, auth) });
   }
   let answer: Body;
@@ -350,7 +410,7 @@ async function serveCall(req: Request, kind: Call["kind"]): Promise<Response> {
     answer = JSON.parse(text);
     if (!answer || typeof answer !== "object") throw new Error("not an object");
   } catch {
-    await complete(call, null, 502, performance.now() - started, `not JSON: ${text.slice(0, 500)}`);
+    await complete(call, auth, null, 502, performance.now() - started, `not JSON: ${text.slice(0, 500)}`);
     return openaiError(502, "upstream_error", `Upstream ${auth.upstream.name} answered with something that is not JSON. Nothing was charged.`, { headers: headersFor(call, auth) });
   }
   let usage = answer.usage as Usage | undefined;
@@ -363,7 +423,21 @@ async function serveCall(req: Request, kind: Call["kind"]): Promise<Response> {
     usage = { ...usage, completion_tokens: usage.completion_tokens ?? 0 };
   }
   const completing = performance.now();
-  const completion = await complete(call, usage, res.status, completing - started, null);
+  const outcome = await completeNow(call, usage, res.status, completing - started, null);
+  const completion = outcome.completion;
+  if (!completion) {
+    // Not billed, so not handed out: the request is recorded as failed (free) instead, now if
+    // the database refused the usage, in the background if it could not be reached.
+    const latency = performance.now() - started;
+    const h = headersFor(call, auth);
+    if (outcome.refused) {
+      await complete(call, auth, null, 502, latency, `answer withheld: its usage was refused (${outcome.refused.code}: ${outcome.refused.detail})`.slice(0, 2000));
+      return openaiError(502, "upstream_error", `Upstream ${auth.upstream.name} reported usage that could not be charged; the answer was withheld and nothing was charged.`, { headers: h });
+    }
+    completeLater(call, auth, null, 503, latency, "answer withheld: complete_request could not reach the database");
+    h.set("retry-after", "1");
+    return openaiError(503, "billing_unavailable", "The answer could not be billed (the metering database is unreachable), so it was withheld; nothing was charged. Retry with a new x-request-id.", { headers: h });
+  }
   timing.push(`complete;dur=${(performance.now() - completing).toFixed(1)}`);
   answer.usage = withCost(usage as Usage & Record<string, unknown>, completion);
   const h = headersFor(call, auth);
@@ -390,7 +464,7 @@ function streamThrough(call: Call, auth: Authorization, res: Response, abort: Ab
   const settle = (how: string | null): Promise<Completion | null> => {
     settled ??= (async () => {
       const charged = usage ?? await estimatedUsage(call, auth, answer);
-      return await complete(call, charged, res.status, performance.now() - started, how);
+      return await complete(call, auth, charged, res.status, performance.now() - started, how);
     })();
     return settled;
   };
@@ -398,7 +472,9 @@ function streamThrough(call: Call, auth: Authorization, res: Response, abort: Ab
     const completion = await settle(null);
     if (!usageEvent || !usage || !call.clientWantsUsage) return null;
     usageEvent.usage = withCost(usage, completion);
-    return encoder.encode(`data: ${JSON.stringify(usageEvent)}\n\n`);
+    const bytes = encoder.encode(`data: ${JSON.stringify(usageEvent)}\n\n`);
+    usageEvent = null; // sent once: before [DONE], not again when the upstream's body ends
+    return bytes;
   };
   const readWithIdleTimeout = async () => {
     let timer: ReturnType<typeof setTimeout> | undefined;
