@@ -21,6 +21,12 @@ from app.report import exact
 MAX_SERIES = 8
 
 
+def warm_up() -> None:
+    """Import matplotlib's figure and SVG backend ahead of the first chart."""
+    import matplotlib.backends.backend_svg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+
+
 def spend_svg(days: list[date], by_model: dict[str, dict[date, Decimal]], currency: str) -> str:
     """A stacked bar chart of `by_model` (model → day → cost, largest model first) over `days`."""
     import matplotlib

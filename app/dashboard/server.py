@@ -16,6 +16,7 @@ into a page or the next script.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import os
@@ -404,7 +405,9 @@ async def audit(request: Request) -> Response:
 async def sql_editor(request: Request) -> Response:
     result = None
     if request.method == "POST":
-        script = (await read_form(request)).get("query", "")
+        # Browsers submit a textarea's line breaks as CRLF; its value (and so the positions the
+        # editor's script selects) has LF.
+        script = (await read_form(request)).get("query", "").replace("\r\n", "\n")
         async with request.app.state.editor_pool.connection() as conn:
             result = await editor.run(conn, script)
         # A query error is the page working as meant (shown in place), not a failed request.
@@ -475,9 +478,13 @@ def create_app(settings: Settings) -> Starlette:
         )
         await app.state.pool.open(wait=False)
         await app.state.editor_pool.open(wait=False)
+        # matplotlib's first import takes seconds: done in the background at start, so the
+        # first overview is not the one that pays for it.
+        warm = asyncio.get_running_loop().run_in_executor(None, charts.warm_up)
         try:
             yield
         finally:
+            await warm
             await app.state.editor_pool.close()
             await app.state.pool.close()
 
