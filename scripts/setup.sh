@@ -57,6 +57,25 @@ if [ -n "$pg_newest" ] && [ ! -f "/usr/share/postgresql/$pg_newest/extension/plp
   fi
 fi
 
+# Chromium from the Debian packages, for the dashboard's browser tests
+# (tests/test_dashboard_browser.py drive it through Playwright's executable_path; Playwright's
+# own browser download is never used).
+have_chromium() {
+  [ -x /usr/lib/chromium/chromium ] || command -v chromium >/dev/null 2>&1
+}
+if ! have_chromium; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing chromium (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium >/dev/null
+  else
+    # Only the browser tests need it: a warning, not a stop.
+    echo "warning: chromium is missing; tests/test_dashboard_browser.py fails without it." \
+      "Install it, e.g.: sudo apt-get install chromium" >&2
+  fi
+fi
+
 # The real Supabase CLI, pinned. Its npm package brings the binary for this platform as an
 # optional dependency (@supabase/cli-linux-x64): nothing is downloaded at install time besides
 # the npm packages themselves. Newer releases are not known to install here; see
