@@ -181,6 +181,10 @@ def test_partitions_row_outside_partitions_is_kept_warned_then_moved_by_ensure(
         cur.execute(INSERT_ROW, (user_id, request_id, 1, Decimal("0.5"),
                                  datetime(2046, 7, 9, tzinfo=UTC), datetime(2046, 7, 9, tzinfo=UTC)))  # fmt: skip
     assert "usage_outside_partitions" in notices
+    # The alert reaches the outbox once a day (the webhook worker delivers it).
+    assert scalar(db, "select count(*) from public.alert_outbox where kind ="
+                  " 'usage_outside_partitions' and dedupe_key = 'usage_outside_partitions:'"
+                  " || to_char(now() at time zone 'UTC', 'YYYY-MM-DD')") == 1  # fmt: skip
     assert scalar(db, "select tableoid::regclass::text from public.usage_records"
                   " where request_id = %s", request_id) == "private.usage_records_default"  # fmt: skip
 
