@@ -46,6 +46,48 @@ from app.stack.paths import StackPaths  # noqa: E402
 
 MODEL = "gpt-4o-mini"
 CLIENTS = 8
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU of a process so far, in clock ticks (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class Processes:
+    """Where the CPU goes: the processes of one scenario, by role."""
+
+    groups: dict[str, list[int]]
+
+    @classmethod
+    def of(cls, gateway: FunctionGateway | None, upstream_pid: int, postmaster: int) -> Processes:
+        groups = {"upstream": [upstream_pid], "client": [os.getpid()]}
+        if gateway is not None:
+            groups["gateway"] = [gateway.process.pid]
+            groups["deno"] = _children(gateway.process.pid)
+            groups["postgres"] = [postmaster, *_children(postmaster)]
+        return cls(groups)
+
+    def ticks(self) -> dict[str, int]:
+        return {name: sum(_cpu_ticks(p) for p in pids) for name, pids in self.groups.items()}
 
 
 @dataclass
@@ -54,6 +96,8 @@ class Result:
     timings: dict[str, list[float]] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
     elapsed: float = 0.0
+    # CPU milliseconds per served request, by process role (gateway, deno, postgres, ...).
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> int:
@@ -68,6 +112,17 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+_HTTP_CLIENTS: list[httpx.Client] = []
+
+
+def _clients() -> list[httpx.Client]:
+    """The client threads' HTTP clients, made once for the whole benchmark: making one loads
+    the system's CA certificates (tens of ms of CPU), which would otherwise be measured."""
+    while len(_HTTP_CLIENTS) < CLIENTS:
+        _HTTP_CLIENTS.append(httpx.Client(timeout=60))
+    return _HTTP_CLIENTS
+
+
 def drive(
     url: str,
     headers: list[dict[str, str]],
@@ -75,34 +130,35 @@ def drive(
     stream: bool,
     seconds: float,
     ok_status: int = 200,
+    processes: Processes | None = None,
 ) -> Result:
     result = Result()
+    http_clients = _clients()
+    before = processes.ticks() if processes else {}
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
 
-    def client(headers: dict[str, str]) -> None:
-        with httpx.Client(timeout=60) as http:
-            while time.monotonic() < deadline:
-                started = time.perf_counter()
-                method = "GET" if body is None else "POST"
-                with http.stream(method, url, headers=headers, content=body) as answer:
-                    data = answer.read()
-                took = time.perf_counter() - started
-                timing = answer.headers.get("server-timing", "")
-                with lock:
-                    result.statuses[answer.status_code] = (
-                        result.statuses.get(answer.status_code, 0) + 1
-                    )
-                    if answer.status_code == ok_status:
-                        if stream and not data.endswith(b"data: [DONE]\n\n"):
-                            raise AssertionError(f"stream did not end with [DONE]: {data[-80:]!r}")
-                        result.latencies.append(took)
-                        for part in filter(None, (p.strip() for p in timing.split(","))):
-                            name, _, dur = part.partition(";dur=")
-                            result.timings.setdefault(name, []).append(float(dur))
+    def client(headers: dict[str, str], http: httpx.Client) -> None:
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            method = "GET" if body is None else "POST"
+            with http.stream(method, url, headers=headers, content=body) as answer:
+                data = answer.read()
+            took = time.perf_counter() - started
+            timing = answer.headers.get("server-timing", "")
+            with lock:
+                result.statuses[answer.status_code] = result.statuses.get(answer.status_code, 0) + 1
+                if answer.status_code == ok_status:
+                    if stream and not data.endswith(b"data: [DONE]\n\n"):
+                        raise AssertionError(f"stream did not end with [DONE]: {data[-80:]!r}")
+                    result.latencies.append(took)
+                    for part in filter(None, (p.strip() for p in timing.split(","))):
+                        name, _, dur = part.partition(";dur=")
+                        result.timings.setdefault(name, []).append(float(dur))
 
     threads = [
-        threading.Thread(target=client, args=(headers[i % len(headers)],)) for i in range(CLIENTS)
+        threading.Thread(target=client, args=(headers[i % len(headers)], http_clients[i]))
+        for i in range(CLIENTS)
     ]
     started = time.monotonic()
     for thread in threads:
@@ -110,6 +166,9 @@ def drive(
     for thread in threads:
         thread.join()
     result.elapsed = time.monotonic() - started
+    if processes:
+        after = processes.ticks()
+        result.cpu = {k: (after[k] - before[k]) / HZ * 1000 / max(result.ok, 1) for k in after}
     return result
 
 
@@ -163,7 +222,9 @@ def one_run(
     upstream_url: str,
     gateways: dict[str, FunctionGateway],
     seconds: float,
+    pids: tuple[int, int],
 ) -> dict[str, dict[str, float]]:
+    upstream_pid, postmaster = pids
     funded = Decimal(1000)
     # One account per client (a gateway's usual load: many users), plus one scenario where all
     # 8 clients share one key: the calls of one subscription serialise on its row lock.
@@ -180,22 +241,34 @@ def one_run(
     # The local gateway's relay and the function's dispatch alone: a path the function answers
     # 404 at once, with no database call.
     for transport, gw in gateways.items():
-        relay = drive(f"{gw.url}/functions/v1/openai/v1/nope", metered, None, False, seconds, 404)
+        relay = drive(
+            f"{gw.url}/functions/v1/openai/v1/nope",
+            metered,
+            None,
+            False,
+            seconds,
+            404,
+            Processes.of(gw, upstream_pid, postmaster),
+        )
         out[f"relay only ({transport} gateway)"] = {
             "rps": relay.rps,
             "p50": relay.pct(0.5),
             "p99": relay.pct(0.99),
+            **{f"cpu {k}": v for k, v in relay.cpu.items()},
         }
     for stream, body in ((False, plain), (True, streamed)):
         kind = "stream" if stream else "json"
-        scenarios = {f"direct/{kind}": (f"{upstream_url}/chat/completions", direct)}
+        scenarios: dict[str, tuple[str, list[dict[str, str]], FunctionGateway | None]] = {
+            f"direct/{kind}": (f"{upstream_url}/chat/completions", direct, None)
+        }
         for transport, gw in gateways.items():
             url = f"{gw.url}/functions/v1/openai/v1/chat/completions"
-            scenarios[f"function-{transport}/{kind}"] = (url, metered)
+            scenarios[f"function-{transport}/{kind}"] = (url, metered, gw)
             if not stream:
-                scenarios[f"function-{transport}/{kind}, one key"] = (url, metered[:1])
-        for name, (url, headers) in scenarios.items():
-            result = drive(url, headers, body, stream, seconds)
+                scenarios[f"function-{transport}/{kind}, one key"] = (url, metered[:1], gw)
+        for name, (url, headers, gw) in scenarios.items():
+            processes = Processes.of(gw, upstream_pid, postmaster)
+            result = drive(url, headers, body, stream, seconds, processes=processes)
             if set(result.statuses) != {200}:
                 raise AssertionError(f"{name}: statuses {result.statuses}")
             out[name] = {
@@ -203,6 +276,7 @@ def one_run(
                 "p50": result.pct(0.5),
                 "p99": result.pct(0.99),
                 **{k: statistics.median(v) for k, v in result.timings.items()},
+                **{f"cpu {k}": v for k, v in result.cpu.items()},
             }
             if not name.startswith("direct"):
                 out[name]["served"] = result.ok
@@ -271,6 +345,7 @@ def main() -> None:
 
     paths = StackPaths.from_env()
     os.environ.setdefault("TOKENMETER_STATE_DIR", str(paths.state))
+    postmaster = int((paths.pgdata / "postmaster.pid").read_text().split()[0])
     port = free_port()
     upstream = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "fake_upstream.py"), "--port", str(port)],
@@ -278,65 +353,96 @@ def main() -> None:
     )
     upstream_url = f"http://127.0.0.1:{port}/v1"
     gateways: dict[str, FunctionGateway] = {}
+    load_before = os.getloadavg()
     try:
         for transport in args.transports.split(","):
             gateways[transport] = FunctionGateway(
                 {"FAKE_UPSTREAM_KEY": API_KEY, "OPENAI_DB_ACCESS": transport}
             )
+        pids = (upstream.pid, postmaster)
         with psycopg.connect(paths.db_url(), autocommit=True) as conn:
             # Warm-up: boot the Deno workers, load npm packages, open pools.
-            one_run(conn, upstream_url, gateways, 1.0)
-            runs = [one_run(conn, upstream_url, gateways, args.seconds) for _ in range(args.runs)]
+            one_run(conn, upstream_url, gateways, 1.0, pids)
+            runs = [
+                one_run(conn, upstream_url, gateways, args.seconds, pids) for _ in range(args.runs)
+            ]
     finally:
         for gw in gateways.values():
             gw.stop()
         upstream.terminate()
         upstream.wait()
+    report(runs, list(gateways), args, load_before, os.getloadavg())
 
-    load = os.getloadavg()
+
+def report(
+    runs: list[dict[str, dict[str, float]]],
+    transports: list[str],
+    args: argparse.Namespace,
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+) -> None:
     print(
-        f"# {args.runs} runs × {args.seconds:.0f} s per scenario, {CLIENTS} clients; "
-        f"load average after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; cores: {os.cpu_count()}"
+        f"# {args.runs} runs × {args.seconds:.0f} s per scenario, {CLIENTS} clients; load average "
+        f"before {load_before[0]:.1f}, after {load_after[0]:.1f} {load_after[1]:.1f} "
+        f"{load_after[2]:.1f}; cores: {os.cpu_count()}"
     )
-    print(
-        "| scenario | req/s | p50 ms | p99 ms | added p50 | added p99 | × direct req/s "
-        "| authorize | upstream | complete |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
 
     def med(name: str, metric: str) -> float:
         values = [r[name][metric] for r in runs if metric in r[name]]
         return statistics.median(values) if values else float("nan")
 
+    def same_run(name: str, base: str, how: str) -> float:
+        """Median over runs of a comparison made within each run."""
+        values = []
+        for r in runs:
+            if how == "ratio":
+                values.append(r[name]["rps"] / r[base]["rps"])
+            else:
+                values.append(r[name][how] - r[base][how])
+        return statistics.median(values)
+
+    print(
+        "| scenario | req/s | p50 ms | p99 ms | added p50 | added p99 | × direct req/s "
+        "| authorize | upstream | complete |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    scenario_names = []
     for kind in ("json", "stream"):
         base = f"direct/{kind}"
         names = [base]
-        for t in gateways:
+        for t in transports:
             names += [
                 n for n in (f"function-{t}/{kind}", f"function-{t}/{kind}, one key") if n in runs[0]
             ]
+        scenario_names += names
         for name in names:
-            added = (
-                ""
-                if name == base
-                else (
-                    f"{med(name, 'p50') - med(base, 'p50'):.1f} | {med(name, 'p99') - med(base, 'p99'):.1f} "
-                    f"| {med(name, 'rps') / med(base, 'rps'):.2f}"
-                )
-            )
-            if not added:
+            if name == base:
                 added = " |  | "
+            else:
+                added = (
+                    f"{same_run(name, base, 'p50'):.1f} | {same_run(name, base, 'p99'):.1f} "
+                    f"| {same_run(name, base, 'ratio'):.2f}"
+                )
             print(
                 f"| {name} | {med(name, 'rps'):.0f} | {med(name, 'p50'):.1f} | "
                 f"{med(name, 'p99'):.1f} | {added} | {med(name, 'authorize'):.1f} | "
                 f"{med(name, 'upstream'):.1f} | {med(name, 'complete'):.1f} |"
             )
-    for name in runs[0]:
-        if name.startswith("relay"):
-            print(
-                f"| {name} | {med(name, 'rps'):.0f} | {med(name, 'p50'):.1f} | "
-                f"{med(name, 'p99'):.1f} | | | | | | |"
-            )
+    relays = [name for name in runs[0] if name.startswith("relay")]
+    for name in relays:
+        print(
+            f"| {name} | {med(name, 'rps'):.0f} | {med(name, 'p50'):.1f} | "
+            f"{med(name, 'p99'):.1f} | | | | | | |"
+        )
+    roles = ("client", "upstream", "gateway", "deno", "postgres")
+    print("\nCPU ms per served request, by process (medians of the runs):\n")
+    print("| scenario | " + " | ".join(roles) + " | total |")
+    print("|---|" + "---|" * (len(roles) + 1))
+    for name in scenario_names + relays:
+        cells = [med(name, f"cpu {role}") for role in roles]
+        total = sum(c for c in cells if c == c)
+        shown = " | ".join("" if c != c else f"{c:.2f}" for c in cells)
+        print(f"| {name} | {shown} | {total:.2f} |")
     for r in runs:
         print(f"money: {r['money']}, budget phase: {r['budget']}")
 

@@ -16,6 +16,7 @@ const KEY_PATTERN = /^tm_[A-Za-z0-9_-]{43}$/;
 // (key prefix + ':' + it) stays within the 255 characters request ids may have.
 const CLIENT_ID_PATTERN = /^[\x21-\x7e]{1,200}$/;
 const MAX_TOKENS_LIMIT = 10_000_000;
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 function envNumber(name: string, fallback: number): number {
   const value = Number(Deno.env.get(name));
@@ -77,15 +78,20 @@ function bearer(req: Request): string {
   return match[1];
 }
 
+function tooLarge(): BadRequest {
+  return new BadRequest(413, "request_too_large", `The request body exceeds ${MAX_BODY_BYTES} bytes.`);
+}
+
 async function readBody(req: Request): Promise<Uint8Array> {
-  const declared = Number(req.headers.get("content-length") ?? "0");
-  const tooLarge = new BadRequest(
-    413,
-    "request_too_large",
-    `The request body exceeds ${MAX_BODY_BYTES} bytes.`,
-  );
-  if (declared > MAX_BODY_BYTES) throw tooLarge;
+  const length = req.headers.get("content-length");
+  if (length !== null) {
+    // Declared: refused unread when too large; else read in one piece (the HTTP layer holds
+    // the body to its declared length).
+    if (Number(length) > MAX_BODY_BYTES) throw tooLarge();
+    return new Uint8Array(await req.arrayBuffer());
+  }
   if (!req.body) return new Uint8Array();
+  // Chunked: read until the limit is passed, then stop reading.
   const parts: Uint8Array[] = [];
   let size = 0;
   const reader = req.body.getReader();
@@ -95,7 +101,7 @@ async function readBody(req: Request): Promise<Uint8Array> {
     size += value.byteLength;
     if (size > MAX_BODY_BYTES) {
       await reader.cancel().catch(() => {});
-      throw tooLarge;
+      throw tooLarge();
     }
     parts.push(value);
   }
@@ -127,7 +133,7 @@ async function parseCall(req: Request, kind: Call["kind"]): Promise<Call> {
   const raw = await readBody(req);
   let body: unknown;
   try {
-    body = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw));
+    body = JSON.parse(UTF8.decode(raw));
   } catch {
     throw new BadRequest(400, "invalid_json", "The request body is not valid JSON.");
   }
