@@ -127,7 +127,7 @@ CODE_TO_ERROR: dict[str, type[TokenmeterError]] = {
     "invalid_currency": InvalidInput,
     "alias_loop": InvalidInput,
     "consolidation_would_lose_prices": Conflict,
-    # metered endpoint (migrations 20251201000020-23)
+    # metered endpoint (migrations 20251130000007-09)
     "invalid_api_key": InvalidApiKey,
     "expired_api_key": InvalidApiKey,
     "revoked_api_key": InvalidApiKey,

@@ -1,5 +1,5 @@
 """API keys of the metered endpoint: `Keys` creates (the secret shown once), lists and revokes
-them through the SQL functions of 20251201000020, so the database draws the secret and keeps only
+them through the SQL functions of 20251130000007, so the database draws the secret and keeps only
 its hash. `parse_expiry` reads the CLI's `never | 30d | 12h | ISO` forms."""
 
 from __future__ import annotations

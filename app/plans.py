@@ -1,6 +1,6 @@
 """Plans of the metered endpoint (seed 002) and their weighted routes: `Plans` lists and shows
 them and sets a route (plan → model at an upstream with a relative weight). Reads and writes
-public.plans / plan_routes / upstreams, which service_role may write (20251201000021); the
+public.plans / plan_routes / upstreams, which service_role may write (20251130000007); the
 router itself is SQL (private.pick_route)."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Subscriptions of the metered endpoint (seed 003): `Subscriptions` creates them, lists a
 user's with what is used of the current period, and suspends or resumes one. Creation is an
-insert into public.subscriptions (service_role's column grants, 20251201000022: the database
+insert into public.subscriptions (service_role's column grants, 20251130000008: the database
 keeps at most one live subscription per user and plan and fills reset_at); suspend/resume is
-`set_subscription_status` (20251201000040), which decides under the row's lock."""
+`set_subscription_status` (20251130000008), which decides under the row's lock."""
 
 from __future__ import annotations
 

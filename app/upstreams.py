@@ -1,6 +1,6 @@
 """Upstreams of the metered endpoint: `Upstreams` sets (creates or updates by name) and lists
 the OpenAI-compatible endpoints plans route to. Plain writes to public.upstreams, which only
-service_role may read or write (20251201000021); the table's CHECKs are the last guard, the
+service_role may read or write (20251130000007); the table's CHECKs are the last guard, the
 checks here give the clear message first."""
 
 from __future__ import annotations

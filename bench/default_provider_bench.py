@@ -1,7 +1,8 @@
 """Cost of default providers in the price lookup (issue 10 §4), inside one backend, no client.
 
-`price_for` as it is now against its body before default providers (20251101000003's, loaded
-under another name inside a transaction that is rolled back), `--calls` calls per scenario,
+`price_for` as it is now against its body before default providers (20251101000003's, read
+from git revision b0ff719, loaded under another name inside a transaction that is rolled back),
+`--calls` calls per scenario,
 `--runs` rounds alternating the two so machine noise hits both alike; median µs per call:
 
   bare, 1 provider          price_for(null, 'gpt-5')            the common case
@@ -22,15 +23,16 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
+import subprocess
 from pathlib import Path
 
 import psycopg
 
 from app.stack.paths import StackPaths
 
-BEFORE = Path(__file__).resolve().parents[1] / (
-    "supabase/migrations/20251101000003_price_versions_and_aliases.sql"
-)
+ROOT = Path(__file__).resolve().parents[1]
+# The pre-0.1.0 file, from the history (the baseline folded it away).
+BEFORE = "b0ff719:supabase/migrations/20251101000003_price_versions_and_aliases.sql"
 SCENARIOS = [
     ("bare, 1 provider", None, "gpt-5"),
     ("explicit provider, 3 providers", "openai", "gpt-4o"),
@@ -61,7 +63,9 @@ where m.model_id = 'gpt-4o' and m.is_default"""
 
 
 def before_body() -> str:
-    text = BEFORE.read_text()
+    text = subprocess.run(
+        ["git", "-C", str(ROOT), "show", BEFORE], check=True, capture_output=True, text=True
+    ).stdout
     body = text[text.index("create or replace function public.price_for(") :]
     return re.sub(r"\bprice_for\b", "price_for_before", body)
 

@@ -16,8 +16,9 @@ Targets (3,000 entries): compare < 3 s, apply < 10 s, again < 3 s; growth linear
 
 --file adds a row for a real catalog (never committed: fetch it into a scratch folder).
 --old also times, in SQL (one call, as postgres, rolled back), the previous body of
-import_model_prices (20251101000006: a loop calling set_model_price in a subtransaction per
-entry, the diff grown by `diff || entry_diff`), the same without the diff concatenation, and
+import_model_prices (20251101000006 before the 0.1.0 baseline, read from git: a loop calling
+set_model_price in a subtransaction per entry, the diff grown by `diff || entry_diff`), the same
+without the diff concatenation, and
 today's body, on 250 / 500 / 1,000 / 2,000 entries: where the old growth came from.
 Each run resets the local database: do not point it at data you want to keep.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -107,7 +109,19 @@ def old_versus_new(sizes: list[int]) -> None:
 
     fresh_database()
     prices = map_litellm(generate_catalog(2 * max(sizes), suffix="old").data).prices
-    old = (ROOT / "supabase/migrations/20251101000006_import_model_prices.sql").read_text()
+    # The pre-0.1.0 file, from the history (the baseline folded it away).
+    old = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(ROOT),
+            "show",
+            "b0ff719:supabase/migrations/20251101000006_import_model_prices.sql",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     old = old[: old.index("revoke execute")].replace("import_model_prices", "import_prices_old")
     no_concat = old.replace("import_prices_old", "import_prices_no_concat").replace(
         "diff := diff || field_diff;", "null;"

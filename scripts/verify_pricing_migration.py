@@ -59,7 +59,7 @@ def report_via_api() -> ConsolidationReport:
     except TokenmeterError as exc:
         hint = ""
         if exc.code in ("not_found", "PGRST202") or "pricing_consolidation_report" in str(exc):
-            hint = " (is the migration 20251101000002 applied? `tokenmeter db push`)"
+            hint = " (is the migration 20251130000011 applied? `tokenmeter db push`)"
         elif exc.code in ("forbidden", "permission_denied"):
             hint = " (use the service role key: SUPABASE_SERVICE_ROLE_KEY)"
         raise CannotCheck(f"{exc.code}: {exc.detail or exc.message}{hint}") from exc

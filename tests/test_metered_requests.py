@@ -1,4 +1,4 @@
-"""authorize_request / complete_request (migrations 20251201000020-23) under concurrency and over
+"""authorize_request / complete_request (migrations 20251130000007-09) under concurrency and over
 the REST API, as the edge function of issue 11 §2 will call them: directly over SQL (one
 statement per call, autocommit: what the transaction-mode pooler allows) and through PostgREST
 with the service_role key. The single-connection behaviour is in supabase/tests/53-authorize.sql;

@@ -1,14 +1,16 @@
 """scripts/verify_pricing_migration.py as people run it (a subprocess), on scratch databases
 pushed file by file with the real migrations, following docs/pricing.md ("Consolidation"):
 
-  * legacy database: billing core + seed, then tests/fixtures/legacy_pricing_state.sql where the
-    real legacy database has it (the legacy `models` table exists before the catalog migration),
-    then the catalog migration (the script cannot check yet: exit 2), then everything up to
-    20251101000007 (functions, views; the legacy storage is still there): the script fails
-    (exit 1) naming every planted problem; after `select populate_model_pricing()` it passes;
-    20251101000008 drops the legacy columns and pricing_tiers; the script passes again; the
-    later migrations still apply;
-  * the same on a fresh database: the script passes at every step and 20251101000008 changes
+  * legacy database: the legacy `models` and `pricing_tiers` tables of
+    tests/fixtures/legacy_pricing_state.sql exist (with their rows) before the first migration,
+    as in a real legacy database; then the baseline up to the consolidation tools (the catalog
+    migration adds its columns and constraints to that `models`) + seed, then the rest of the
+    fixture (the prices and usage that disagree with it): the script cannot check yet (exit 2);
+    then 20251130000011 (the consolidation tools; the legacy storage is still there): the script
+    fails (exit 1) naming every planted problem; after `select populate_model_pricing()` it
+    passes; 20251130000012 drops the legacy columns and pricing_tiers; the script passes again;
+    the later migrations still apply;
+  * the same on a fresh database: the script passes at every step and 20251130000012 changes
     nothing;
   * the abort path through the real file: a legacy price that cannot be copied makes the push
     of 20251101000008 fail with consolidation_would_lose_prices naming the model, and nothing
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -38,9 +41,9 @@ SCRIPT = ROOT / "scripts" / "verify_pricing_migration.py"
 MIGRATIONS = ROOT / "supabase" / "migrations"
 SEED = ROOT / "supabase" / "seed.sql"
 LEGACY = ROOT / "tests" / "fixtures" / "legacy_pricing_state.sql"
-CATALOG = "20251101000001"
-BEFORE_DROP = "20251101000007"  # the last pricing migration that keeps the legacy storage
-DROP = "20251101000008"  # 20251101000008_drop_legacy_pricing_storage.sql
+BEFORE_TOOLS = "20251130000010"  # the last baseline migration before the consolidation tools
+BEFORE_DROP = "20251130000011"  # 20251130000011_pricing_consolidation.sql: keeps the legacy storage
+DROP = "20251130000012"  # 20251130000012_drop_legacy_pricing_storage.sql
 LEGACY_COLUMNS = {"pricing_prompt", "pricing_completion", "pricing_image", "pricing_request"}
 
 LEGACY_ERRORS = {
@@ -137,10 +140,25 @@ def populate(url: str) -> int:
     return row[0]
 
 
+def plant_legacy_catalog(url: str) -> None:
+    """The fixture's legacy tables and their rows (`models` with the legacy price columns,
+    `pricing_tiers`), on a database no migration has touched yet: its statements that write
+    nothing else (the prices and usage come with the whole fixture, once the tables exist)."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        for statement in split_statements(LEGACY.read_text()):
+            code = "\n".join(
+                line for line in statement.sql.splitlines() if not line.startswith("--")
+            )
+            if not re.search(r"public\.(model_pricing|usage_records)|auth\.users", code):
+                conn.execute(statement.sql.encode())
+
+
 def migrate_legacy_database(url: str, tmp_path: Path) -> None:
-    """Billing core + seed, the legacy state where a real legacy database has it (before the
-    catalog migration), then every pricing migration up to 20251101000007."""
-    migrate(url, tmp_path, lambda v: v < "20251101", seed=True)
+    """The legacy catalog where a real legacy database has it (before the first migration), the
+    baseline up to the consolidation tools + seed, the rest of the legacy state, then the
+    consolidation tools (20251130000011)."""
+    plant_legacy_catalog(url)
+    migrate(url, tmp_path, lambda v: v <= BEFORE_TOOLS, seed=True)
     run_sql_file(url, LEGACY)
     migrate(url, tmp_path, lambda v: v <= BEFORE_DROP, seed=False)
 
@@ -148,16 +166,20 @@ def migrate_legacy_database(url: str, tmp_path: Path) -> None:
 def test_legacy_database_script_fails_populate_fixes_drop_migration_passes(
     scratch: str, tmp_path: Path
 ):
-    # Billing core + seed, the legacy state, the catalog migration: no report function yet.
-    migrate(scratch, tmp_path, lambda v: v < "20251101", seed=True)
+    # The legacy catalog, the baseline up to the consolidation tools + seed, the rest of the
+    # legacy state: no report function yet.
+    plant_legacy_catalog(scratch)
+    with psycopg.connect(scratch) as conn:
+        assert conn.execute("select count(*) from public.models").fetchone() == (6,)
+    migrate(scratch, tmp_path, lambda v: v <= BEFORE_TOOLS, seed=True)
+    assert legacy_storage(scratch) == (LEGACY_COLUMNS, True)
     run_sql_file(scratch, LEGACY)
-    migrate(scratch, tmp_path, lambda v: v <= CATALOG, seed=False)
     missing = verify("--db-url", scratch)
     assert missing.returncode == 2, missing.stdout + missing.stderr
     assert "pricing_consolidation_report() does not exist" in missing.stderr
     assert "PASSED" not in missing.stdout
 
-    # Up to 20251101000007: the functions and views exist, the legacy storage is untouched.
+    # Up to 20251130000011: the functions and views exist, the legacy storage is untouched.
     migrate(scratch, tmp_path, lambda v: v <= BEFORE_DROP, seed=False)
     assert legacy_storage(scratch) == (LEGACY_COLUMNS, True)
     assert DROP not in applied_versions(scratch)
@@ -222,7 +244,7 @@ def test_legacy_database_script_fails_populate_fixes_drop_migration_passes(
 def test_fresh_database_script_passes_before_and_after_the_drop_migration(
     scratch: str, tmp_path: Path
 ):
-    migrate(scratch, tmp_path, lambda v: v < "20251101", seed=True)
+    migrate(scratch, tmp_path, lambda v: v <= BEFORE_TOOLS, seed=True)
     migrate(scratch, tmp_path, lambda v: v <= BEFORE_DROP, seed=False)
     assert legacy_storage(scratch) == (set(), False)
 
@@ -263,7 +285,7 @@ def test_drop_migration_aborts_naming_the_model_and_drops_nothing(scratch: str, 
     with pytest.raises(MigrationError) as failure:
         migrate(scratch, tmp_path, lambda v: v <= DROP, seed=False)
     message = str(failure.value)
-    assert "20251101000008_drop_legacy_pricing_storage.sql" in message
+    assert "20251130000012_drop_legacy_pricing_storage.sql" in message
     assert "consolidation_would_lose_prices" in message
     assert "legacyco/legacy-broken-1" in message
 

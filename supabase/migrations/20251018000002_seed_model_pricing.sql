@@ -7,14 +7,14 @@
 -- development data (a free model and a routed model without a price, for the $0 and
 -- price_missing paths).
 -- Safe to re-run, here and on the final schema (ON CONFLICT DO NOTHING): it never overwrites a
--- price an operator changed. The rows survive the later migrations: 20251101000001 gives them
--- effective_from 1970-01-01 ("since always"), moves the URL in pricing_source to source_detail
--- (pricing_source becomes 'provider'; the seed-000 note becomes 'manual') and creates their
--- catalog rows; 20251101000008 does not touch model_pricing on a fresh database;
--- 20251201000011 makes each its name's default provider.
--- Runs against 20251018000001's model_pricing (no effective_from / source_detail yet), and
--- `on conflict on constraint model_pricing_provider_model_key` names the constraint that exists
--- at both versions ((provider, model) here, (provider, model, effective_from) later).
+-- price an operator changed. The rows take model_pricing's defaults and pass its row triggers
+-- (20251018000001): effective_from 1970-01-01 ("since always"), the URL in pricing_source moves
+-- to source_detail (pricing_source becomes 'provider'; the seed-000 note becomes 'manual'), the
+-- per-1K columns are filled, each model gets its catalog row and becomes its name's default
+-- provider. The audit triggers come later (20251130000002): the default list is not audited.
+-- `on conflict on constraint model_pricing_provider_model_key` names the unique key
+-- (provider, model, effective_from); before 0.1.0 this file ran against an earlier
+-- model_pricing whose key of that name was (provider, model), so the statement is unchanged.
 --
 -- Prices: USD PER TOKEN as exact decimals ($2.50 per 1M tokens = 0.0000025), the providers'
 -- published list prices for standard (non-batch) API use, standard-context tier. Two lists:

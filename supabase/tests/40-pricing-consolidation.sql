@@ -1,7 +1,7 @@
 -- 40-pricing-consolidation.sql — the consolidation workflow of docs/pricing.md, end to end,
 -- on the migrated database (the legacy state is planted again inside this test's transaction):
 --   fresh database: the report passes, populate copies nothing, the drop migration
---   (20251101000008_drop_legacy_pricing_storage.sql, run again here with \ir) is a no-op;
+--   (20251130000012_drop_legacy_pricing_storage.sql, run again here with \ir) is a no-op;
 --   legacy state (tests/fixtures/legacy_pricing_state.sql): the report fails naming each planted
 --   problem, populate_model_pricing() fixes them (idempotently), the report passes, the drop
 --   migration drops the legacy storage, the report passes again;
@@ -37,7 +37,7 @@ select is(public.populate_model_pricing(), 0, 'fresh database: populate copies n
 create temporary table schema_before as
   select table_name::text, column_name::text from information_schema.columns
   where table_schema = 'public';
-\ir ../migrations/20251101000008_drop_legacy_pricing_storage.sql
+\ir ../migrations/20251130000012_drop_legacy_pricing_storage.sql
 select set_eq($$select table_name::text, column_name::text from information_schema.columns
                 where table_schema = 'public'$$,
   $$select * from schema_before$$,
@@ -99,7 +99,7 @@ select ok(exists (select 1 from public.price_audit a where a.model_id = 'legacy-
   'populate''s changes are audited');
 
 -- the drop migration drops the legacy storage; the report still passes
-\ir ../migrations/20251101000008_drop_legacy_pricing_storage.sql
+\ir ../migrations/20251130000012_drop_legacy_pricing_storage.sql
 select hasnt_column('public', 'models', 'pricing_prompt', 'the drop migration drops the legacy columns');
 select hasnt_table('public', 'pricing_tiers', 'the drop migration drops pricing_tiers');
 insert into report_of values ('dropped', public.pricing_consolidation_report());

@@ -1,7 +1,7 @@
 -- 40-pricing-rollback.sql — the rollback SQL of docs/pricing.md ("Rollback"), run verbatim
 -- inside this test's transaction: the legacy columns come back filled from model_pricing (the
 -- version in effect now), the consolidation report accepts the result, and rolling forward
--- again (20251101000008_drop_legacy_pricing_storage.sql) drops them with nothing lost.
+-- again (20251130000012_drop_legacy_pricing_storage.sql) drops them with nothing lost.
 -- Keep the block between `rollback:begin` and `rollback:end` identical to the docs.
 BEGIN;
 SELECT plan(9);
@@ -35,7 +35,7 @@ select is((public.pricing_consolidation_report() ->> 'passed')::boolean, true,
   'after the rollback the report passes: the legacy columns agree with model_pricing');
 
 -- roll forward again
-\ir ../migrations/20251101000008_drop_legacy_pricing_storage.sql
+\ir ../migrations/20251130000012_drop_legacy_pricing_storage.sql
 select hasnt_column('public', 'models', 'pricing_prompt',
   'rolling forward drops the restored columns again');
 select is((public.price_for('openai', 'gpt-4o')).price_per_input_token, 0.0000025::numeric,

@@ -1,4 +1,4 @@
--- 45-default-providers.sql — a default provider per model name (20251201000011): the first
+-- 45-default-providers.sql — a default provider per model name (20251018000001, 20251130000001…2): the first
 -- provider of a name is its default; set_default_provider × {anon, authenticated, service_role}
 -- and its errors; price_for / record_usage / estimate_cost by bare name when several providers
 -- price it (exact, date suffix, alias target), the usage record keeping the resolved provider;

@@ -1,4 +1,4 @@
--- 46-per-1k-prices.sql — the per-1K price columns (20251201000012): always per-token × 1000
+-- 46-per-1k-prices.sql — the per-1K price columns (20251018000001): always per-token × 1000
 -- (CHECK), a per-1K write sets the per-token truth exactly or is refused, a per-1K UPDATE of the
 -- version in effect becomes a new audited version (older and scheduled versions untouched),
 -- service_role may do it through the API, anon and authenticated may not.

@@ -1,4 +1,4 @@
--- 47-price-import.sql — import_model_prices, set-based (20251201000010): anon / authenticated
+-- 47-price-import.sql — import_model_prices, set-based (20251130000003): anon / authenticated
 -- denied, service_role allowed; a dry run counts and writes nothing; the diff lists changed
 -- fields only and new models once each; a real run writes versions and audit rows, keeps the
 -- catalog key, sets the default provider of an unprefixed entry; a second run is unchanged;

@@ -1,4 +1,4 @@
--- 50-keys.sql — API keys (20251201000020): create_api_key / list_api_keys / revoke_api_key ×
+-- 50-keys.sql — API keys (20251130000007): create_api_key / list_api_keys / revoke_api_key ×
 -- {anon, owner, other user, service_role}; the secret's shape, shown once and stored only as
 -- its SHA-256 where nobody can read it; RLS on api_keys; bad input, named.
 BEGIN;

@@ -1,4 +1,4 @@
--- 51-plans-routing.sql — upstreams, plans and routes (20251201000021) and the router
+-- 51-plans-routing.sql — upstreams, plans and routes (20251130000007) and the router
 -- private.pick_route: seed 002's three plans exactly, every routed model priced; the weighted
 -- pick of every seeded plan checked by a chi-square test over 12,000 draws (p = 0.001); a model
 -- of the plan → its routes only; 'auto' or another model → the whole plan; what is skipped;

@@ -1,4 +1,4 @@
--- 52-subscriptions.sql — subscriptions (20251201000022): one live subscription per user and
+-- 52-subscriptions.sql — subscriptions (20251130000008): one live subscription per user and
 -- plan; suspension when a quota is exhausted, compared with the quota itself (seed 003 compared
 -- the new usage with the OLD quota, and only beyond it); operator suspensions; the period rolls
 -- over by itself (month ends kept, no drift, the view agrees with the functions for any age);

@@ -1,4 +1,4 @@
--- 53-authorize.sql — authorize_request / complete_request (20251201000023) × {anon,
+-- 53-authorize.sql — authorize_request / complete_request (20251130000009) × {anon,
 -- authenticated, service_role}: the happy path with exact money (hold = the most the call can
 -- cost, charge = the real usage, the rest released), idempotency of both calls, an upstream
 -- failure logged and free, every refusal with its code (401, 402, 403, 400, 404, 409, 429 with

@@ -1,4 +1,4 @@
--- 54-metering-admin.sql — set_subscription_status (20251201000040): who may call it; suspend
+-- 54-metering-admin.sql — set_subscription_status (20251130000008): who may call it; suspend
 -- and resume by state (operator suspension kept over a quota suspension, a used-up quota
 -- blocks a resume, a past period's does not, pending activates unless another is live,
 -- cancelled and expired refuse); bad input, named.

@@ -1,4 +1,4 @@
--- 60-usage-report.sql — usage_report (20251201000060): totals per day, model, user and key are
+-- 60-usage-report.sql — usage_report (20251130000010): totals per day, model, user and key are
 -- exact sums of usage_records in [since, until); the key comes from metered_requests; RLS decides
 -- what a signed-in user sees (only their own, even when naming another user or key); anon may
 -- not call it; bad group_by, inverted ranges, unknown users and keys are named errors.

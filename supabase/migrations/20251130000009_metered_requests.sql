@@ -1,8 +1,9 @@
--- 20251201000023_authorize_and_complete.sql
+-- 20251130000009_metered_requests.sql
 --
 -- The two calls around every metered LLM request (issue 11 §1), each one transaction, for an
 -- edge function calling as service_role (supabase-js rpc, or SQL over a pooled connection in
--- transaction mode: they keep no session state and need no prepared statement):
+-- transaction mode: they keep no session state and need no prepared statement). Part of the
+-- 0.1.0 baseline (CHANGELOG.md); keys, plans and subscriptions are 20251130000007…08.
 --   authorize_request(key, model, max_tokens, request_id, input_tokens, ttl_seconds)
 --     key valid → model allowed → the key's live subscription (row locked) active, unexpired,
 --     within its quotas → route → the most the call can cost (input_tokens + max_tokens at the
@@ -22,7 +23,7 @@
 -- row → subscription row → balance row (reserve_credit / settle_usage, last) → api_key_spend.
 -- Idempotent: a request_id authorizes once (a retry gets the stored authorization and route,
 -- replayed = true) and completes once (the stored result, replayed = true); a retry that
--- differs in any argument the row keeps is 409, naming it (record_usage's rule, 20251201000007).
+-- differs in any argument the row keeps is 409, naming it (record_usage's rule, 20251130000004).
 -- Error codes → HTTP (PostgREST: PTnnn → nnn; 22023 → 400):
 --   22023 invalid_argument 400 · PT401 invalid_api_key / expired_api_key / revoked_api_key 401 ·
 --   PT403 model_not_allowed / subscription_inactive 403 · PT402 insufficient_balance 402 ·

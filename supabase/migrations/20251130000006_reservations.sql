@@ -1,35 +1,71 @@
--- 20251018000009_create_reservation_functions.sql
+-- 20251130000006_reservations.sql
 --
 -- Credit reservations: hold an estimate before the provider call (reserve_credit), then either
 -- charge the real usage and release the hold (settle_usage) or just release it after a failed
--- call (release_reservation). available = balance − unexpired holds. An expired hold stops
--- counting by itself (every reader filters expires_at > now()): a crashed caller can never leak
--- a hold for longer than its ttl, and no cleanup job is needed.
+-- call (release_reservation). Part of the 0.1.0 baseline (CHANGELOG.md).
+-- available = balance − unexpired holds. An expired hold stops counting by itself (every reader
+-- filters expires_at > now()): a crashed caller can never leak a hold for longer than its ttl,
+-- and no cleanup job is needed.
 -- Concurrency: reserve_credit locks the user's balance row (FOR UPDATE) while it computes
--- available and inserts the hold, so N concurrent reservations can never overshoot the balance.
--- Error codes: see the catalog at the top of 20251018000005_create_pricing_functions.sql.
--- This file raises: 22023 invalid_amount / invalid_argument / invalid_usage, PT402
--- insufficient_balance, PT404 user_not_found / reservation_not_found, PT409
--- idempotency_conflict, PT422 (settle_usage: as record_usage), 42501 forbidden.
+-- available and inserts the hold, so N concurrent reservations can never overshoot the balance;
+-- a retry racing its still-uncommitted original looks the hold up again once it has the lock
+-- (READ COMMITTED: that statement sees what the original committed) and is replayed or refused.
+-- Every path of settle_usage closes the hold (held → settled, closed_at) in the same
+-- transaction, also when the usage of its request_id was already recorded (private.record_one).
+-- Error codes (catalog: 20251018000003): 22023 invalid_amount / invalid_argument /
+-- invalid_usage, PT402 insufficient_balance, PT404 user_not_found / reservation_not_found,
+-- PT409 idempotency_conflict, PT422 (settle_usage: as record_usage), 42501 forbidden.
 
--- ── Private helpers ───────────────────────────────────────────────────────────────────────
+-- ── credit_reservations: hold before the provider call, settle or release after ─────────────
+create table public.credit_reservations (
+  id bigint generated always as identity primary key,
+  user_id uuid not null references auth.users (id) on delete cascade,
+  request_id text not null,
+  amount numeric(24,12) not null,
+  -- Optional: lets settle_usage() omit the model it was reserved for.
+  provider_id text,
+  model_id text,
+  -- 'held' rows count against the balance only while expires_at > now(): an expired hold stops
+  -- counting by itself, no job needed.
+  status text not null default 'held',
+  expires_at timestamptz not null,
+  created_at timestamptz not null default now(),
+  closed_at timestamptz,
+  constraint credit_reservations_request_id_key unique (request_id),
+  constraint credit_reservations_request_id_length check (length(request_id) between 1 and 255),
+  constraint credit_reservations_amount_range check (amount > 0 and amount < 1e12),
+  constraint credit_reservations_status_valid check (status in ('held', 'settled', 'released')),
+  constraint credit_reservations_closed_at_set check ((status = 'held') = (closed_at is null))
+);
+create index credit_reservations_user_id_held_idx
+  on public.credit_reservations (user_id, expires_at) where status = 'held';
+
+-- ── Row level security and policies ───────────────────────────────────────────────────────
+alter table public.credit_reservations enable row level security;
+create policy "Users read their own credit reservations" on public.credit_reservations
+  for select to authenticated using ((select auth.uid()) = user_id);
+
+-- ── Functions ─────────────────────────────────────────────────────────────────────────────
 -- private.reservation_result(r) → {reservation_id, request_id, user_id, amount, provider,
 -- model, status, expires_at}; status 'expired' for a held row past its expiry.
-create function private.reservation_result(r public.credit_reservations) returns jsonb
-language sql stable set search_path = '' as $$
-  select jsonb_build_object('reservation_id', r.id, 'request_id', r.request_id,
-    'user_id', r.user_id, 'amount', private.money(r.amount), 'provider', r.provider_id,
+create function private.reservation_result(r public.credit_reservations)
+returns jsonb
+language plpgsql stable set search_path = '' as $$
+begin
+  return jsonb_build_object('reservation_id', r.id, 'request_id', r.request_id,
+    'user_id', r.user_id, 'amount', trim_scale(r.amount)::text, 'provider', r.provider_id,
     'model', r.model_id,
     'status', case when r.status = 'held' and r.expires_at <= now() then 'expired'
                    else r.status end,
-    'expires_at', r.expires_at)
+    'expires_at', r.expires_at);
+end
 $$;
 
--- ── Functions (API) ────────────────────────────────────────────────────────────────────────
 -- public.reserve_credit(user_id, request_id, amount, ttl_seconds = 600, model = null,
 -- provider = null) → reservation_result keys + {balance, held, available, replayed}.
--- Same request_id, user and amount again → the original hold (replayed = true); otherwise
--- PT409. model/provider are optional and let settle_usage omit them.
+-- Same request_id, user and amount again → the original hold (replayed = true), also when the
+-- retry raced the original; otherwise PT409. model/provider are optional and let settle_usage
+-- omit them.
 -- Who may call: service_role. DEFINER: writes reservations, which no API role may do.
 -- Raises: 42501, 22023 invalid_argument / invalid_amount, PT404 user_not_found,
 -- PT422 unknown_model / ambiguous_model / price_missing (when model is given),
@@ -68,29 +104,38 @@ begin
       select b.balance into locked_balance from public.user_balances b
       where b.user_id = reserve_credit.user_id for update;
     end if;
-    select coalesce(sum(r.amount), 0) into held_total from public.credit_reservations r
-    where r.user_id = reserve_credit.user_id and r.status = 'held' and r.expires_at > now();
-    if locked_balance - held_total < reserve_credit.amount then
-      raise exception using errcode = 'PT402', message = 'insufficient_balance',
-        detail = format('available %s is less than the requested %s',
-                        trim_scale(locked_balance - held_total), trim_scale(reserve_credit.amount));
-    end if;
-    insert into public.credit_reservations (user_id, request_id, amount, provider_id, model_id,
-                                            expires_at)
-    values (reserve_credit.user_id, reserve_credit.request_id, reserve_credit.amount,
-            reserve_credit.provider, reserve_credit.model,
-            now() + make_interval(secs => reserve_credit.ttl_seconds))
-    on conflict on constraint credit_reservations_request_id_key do nothing
-    returning * into hold;
-    if hold.id is not null then
-      return private.reservation_result(hold) || jsonb_build_object(
-        'balance', private.money(locked_balance),
-        'held', private.money(held_total + reserve_credit.amount),
-        'available', private.money(locked_balance - held_total - reserve_credit.amount),
-        'replayed', false);
-    end if;
+    -- The lock may have been held by this request's own original (a retry racing it): now that
+    -- it is granted, this new statement sees the hold the original committed. Replay it rather
+    -- than count it against the retry.
     select r.* into hold from public.credit_reservations r
     where r.request_id = reserve_credit.request_id;
+    if not found then
+      select coalesce(sum(r.amount), 0) into held_total from public.credit_reservations r
+      where r.user_id = reserve_credit.user_id and r.status = 'held' and r.expires_at > now();
+      if locked_balance - held_total < reserve_credit.amount then
+        raise exception using errcode = 'PT402', message = 'insufficient_balance',
+          detail = format('available %s is less than the requested %s',
+                          trim_scale(locked_balance - held_total),
+                          trim_scale(reserve_credit.amount));
+      end if;
+      insert into public.credit_reservations (user_id, request_id, amount, provider_id,
+                                              model_id, expires_at)
+      values (reserve_credit.user_id, reserve_credit.request_id, reserve_credit.amount,
+              reserve_credit.provider, reserve_credit.model,
+              now() + make_interval(secs => reserve_credit.ttl_seconds))
+      on conflict on constraint credit_reservations_request_id_key do nothing
+      returning * into hold;
+      if hold.id is not null then
+        return private.reservation_result(hold) || jsonb_build_object(
+          'balance', private.money(locked_balance),
+          'held', private.money(held_total + reserve_credit.amount),
+          'available', private.money(locked_balance - held_total - reserve_credit.amount),
+          'replayed', false);
+      end if;
+      -- Another user's reservation took this request_id meanwhile: conflict below.
+      select r.* into hold from public.credit_reservations r
+      where r.request_id = reserve_credit.request_id;
+    end if;
   end if;
 
   if hold.user_id <> reserve_credit.user_id or hold.amount <> reserve_credit.amount then
@@ -171,6 +216,9 @@ end
 $$;
 
 -- ── Grants ─────────────────────────────────────────────────────────────────────────────────
+revoke all on public.credit_reservations from public, anon, authenticated, service_role;
+grant select on public.credit_reservations to authenticated, service_role;
+
 revoke execute on function private.reservation_result(public.credit_reservations) from public;
 revoke execute on function public.reserve_credit(uuid, text, numeric, integer, text, text)
   from public, anon, authenticated;

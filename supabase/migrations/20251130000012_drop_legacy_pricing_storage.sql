@@ -1,12 +1,12 @@
--- 20251101000008_drop_legacy_pricing_storage.sql
+-- 20251130000012_drop_legacy_pricing_storage.sql — the last migration of the 0.1.0 baseline
 --
 -- What: the last step of the consolidation plan (shared seed 004, phase 3). Drops the legacy
 -- price storage — the columns models.pricing_prompt / pricing_completion / pricing_image /
 -- pricing_request and the unused pricing_tiers table — so model_pricing is the only place a
 -- price can live.
--- Why a separate, LAST pricing migration: 20251101000002 defines populate_model_pricing(),
--- pricing_consolidation_report() and private.assert_consolidation_safe(), and 20251101000003…7
--- leave the legacy storage alone, so a team in the legacy state can run
+-- Why a separate, LAST migration: 20251130000011 defines populate_model_pricing(),
+-- pricing_consolidation_report() and private.assert_consolidation_safe(), and no baseline
+-- migration before this one touches the legacy storage, so a team in the legacy state can run
 -- scripts/verify_pricing_migration.py and `select populate_model_pricing();` against a database
 -- that still has its legacy prices, and only then apply this file (docs/pricing.md,
 -- "Consolidation").
@@ -18,7 +18,7 @@
 -- run with `psql -f` outside a transaction.
 -- On a fresh database (no legacy column, no pricing_tiers) it is a no-op: both end in the same
 -- schema. Re-runnable: after the rollback SQL of docs/pricing.md it consolidates again.
--- Error codes (catalog: 20251018000005): P0001 consolidation_would_lose_prices.
+-- Error codes (catalog: 20251018000003): P0001 consolidation_would_lose_prices.
 
 do $$
 begin

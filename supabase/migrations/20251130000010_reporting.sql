@@ -1,5 +1,6 @@
--- 20251201000060_usage_report.sql — usage_report(): spend and tokens per day, model, user or
--- API key over a time range, aggregated in SQL (`tokenmeter usage report`, issue 13).
+-- 20251130000010_reporting.sql — usage_report(): spend and tokens per day, model, user or API
+-- key over a time range, aggregated in SQL (`tokenmeter usage report`, issue 13). Part of the
+-- 0.1.0 baseline (CHANGELOG.md).
 --
 -- SECURITY INVOKER on purpose: the caller's RLS decides what is summed. service_role (which
 -- bypasses RLS) sees every user; a signed-in user (authenticated) sees only their own

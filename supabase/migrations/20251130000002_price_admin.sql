@@ -1,13 +1,67 @@
--- 20251101000004_price_admin_functions.sql
+-- 20251130000002_price_admin.sql
 --
--- Writing prices and aliases, reading a model's price history:
---   set_model_price()     creates a price VERSION effective from a time (default now); the same
---                         price again is a no-op (no version, no audit row)
+-- Writing prices, aliases and default providers, reading a model's price history, and the audit
+-- trail of every such change. Part of the 0.1.0 baseline (CHANGELOG.md).
+--   set_model_price()       creates a price VERSION effective from a time (default now); the
+--                           same price again is a no-op (no version, no audit row)
 --   set_model_alias() / remove_model_alias()
---   price_history()       every version of a model, newest first, with effective_until
--- Every change lands in public.price_audit through the tables' trigger (migration 1).
--- Error codes (catalog: 20251018000005): 22023 invalid_amount, invalid_argument,
+--   set_default_provider()  picks the provider a bare model name charges (models.is_default)
+--   price_history()         every version of a model, newest first, with effective_until
+-- The audit: triggers on model_pricing, model_aliases and models.is_default write every change
+-- to public.price_audit (20251018000001) — who (role, user id), when, old → new — so a change
+-- made through the SQL editor is audited like one made through these functions. They are
+-- created here, after the default price list (20251018000002), which is therefore not in the
+-- audit; the implicit default of a name's first provider is not logged separately (the price
+-- insert that created it is).
+-- Error codes (catalog: 20251018000003): 22023 invalid_amount, invalid_argument,
 -- invalid_currency, alias_loop; PT422 unknown_model; 42501 forbidden.
+
+-- ── The audit trail ────────────────────────────────────────────────────────────────────────
+-- private.audit_price_change(): AFTER INSERT/UPDATE/DELETE on model_pricing and model_aliases,
+-- AFTER UPDATE OF is_default on models. SECURITY DEFINER because the audit table is not
+-- writable by any API role (service_role only reads it), so the log cannot be forged or erased
+-- through the API. Caller check: it refuses to run outside a row trigger on those tables.
+create function private.audit_price_change() returns trigger
+language plpgsql security definer set search_path = '' as $$
+declare
+  actor_user uuid;
+  row_data jsonb := to_jsonb(coalesce(new, old));
+begin
+  if tg_level <> 'ROW' or tg_when <> 'AFTER' or tg_table_schema <> 'public'
+     or tg_table_name not in ('model_pricing', 'model_aliases', 'models') then
+    raise exception using errcode = '42501', message = 'forbidden',
+      detail = 'audit_price_change runs only as the audit trigger of the price tables';
+  end if;
+  if tg_op = 'UPDATE' and to_jsonb(new) - 'updated_at' - 'last_updated'
+                          = to_jsonb(old) - 'updated_at' - 'last_updated' then
+    return null;  -- nothing changed: nothing to audit
+  end if;
+  begin
+    actor_user := auth.uid();
+  exception when others then
+    actor_user := null;  -- a malformed sub claim must not block the change
+  end;
+  insert into public.price_audit (actor_role, actor_user_id, provider_id, model_id, action,
+                                  old, new)
+  values (coalesce(nullif(current_setting('role', true), 'none'), session_user::text),
+          actor_user,
+          coalesce(row_data ->> 'provider_id', row_data ->> 'target_provider_id'),
+          coalesce(row_data ->> 'model_id', row_data ->> 'alias'),
+          lower(tg_op),
+          case when tg_op <> 'INSERT' then to_jsonb(old) end,
+          case when tg_op <> 'DELETE' then to_jsonb(new) end);
+  return null;
+end
+$$;
+
+create trigger model_pricing_audit after insert or update or delete on public.model_pricing
+  for each row execute function private.audit_price_change();
+create trigger model_aliases_audit after insert or update or delete on public.model_aliases
+  for each row execute function private.audit_price_change();
+-- Only a change of the default is a price decision; other catalog edits are not audited.
+create trigger models_default_audit after update of is_default on public.models
+  for each row when (old.is_default is distinct from new.is_default)
+  execute function private.audit_price_change();
 
 -- ── Private helpers ───────────────────────────────────────────────────────────────────────
 -- private.check_currency(currency) → the code; 22023 invalid_currency unless it is one of the
@@ -45,23 +99,27 @@ $$;
 
 -- private.price_json(p) → the JSON of one price version (money as exact decimal strings).
 create function private.price_json(p public.model_pricing) returns jsonb
-language sql immutable set search_path = '' as $$
-  select jsonb_build_object('version_id', p.id, 'provider', p.provider_id, 'model', p.model_id,
-    'price_per_input_token', private.money(p.price_per_input_token),
-    'price_per_output_token', private.money(p.price_per_output_token),
-    'price_per_cached_input_token', private.money(p.price_per_cached_input_token),
-    'price_per_request', private.money(p.price_per_request),
-    'price_per_image', private.money(p.price_per_image),
+language plpgsql immutable set search_path = '' as $$
+begin
+  return jsonb_build_object('version_id', p.id, 'provider', p.provider_id, 'model', p.model_id,
+    'price_per_input_token', trim_scale(p.price_per_input_token)::text,
+    'price_per_output_token', trim_scale(p.price_per_output_token)::text,
+    'price_per_cached_input_token', trim_scale(p.price_per_cached_input_token)::text,
+    'price_per_request', trim_scale(p.price_per_request)::text,
+    'price_per_image', trim_scale(p.price_per_image)::text,
     'currency', p.currency, 'pricing_type', p.pricing_type,
     'pricing_source', p.pricing_source, 'source_detail', p.source_detail,
     'effective_from', p.effective_from,
     'long_context_threshold', p.long_context_threshold,
-    'price_per_input_token_above_threshold', private.money(p.price_per_input_token_above_threshold),
+    'price_per_input_token_above_threshold',
+      trim_scale(p.price_per_input_token_above_threshold)::text,
     'price_per_output_token_above_threshold',
-      private.money(p.price_per_output_token_above_threshold),
-    'last_updated', p.last_updated)
+      trim_scale(p.price_per_output_token_above_threshold)::text,
+    'last_updated', p.last_updated);
+end
 $$;
 
+-- ── Prices ────────────────────────────────────────────────────────────────────────────────
 -- ── public.set_model_price(...) → jsonb ────────────────────────────────────────────────────
 -- The version {version_id, provider, model, price_per_*, currency, pricing_type, pricing_source,
 -- source_detail, effective_from, long_context_threshold, price_per_*_above_threshold,
@@ -253,6 +311,51 @@ begin
 end
 $$;
 
+-- ── Default providers ─────────────────────────────────────────────────────────────────────
+-- public.set_default_provider(model, provider) → {model, provider, previous_provider, changed}:
+-- makes `provider` the default provider of the model name `model`; changed = false when it
+-- already was. The (provider, model) must have a price (any version, any pricing_type).
+-- Takes the name's bucket lock (hashtext(model) mod 1024, as the models trigger of
+-- 20251018000001 does), so the two exclude each other for the same name.
+-- Who may call: service_role, postgres (SECURITY DEFINER: uses private helpers and takes the
+-- per-name lock; checks its caller first). Raises: 42501 forbidden, 22023 invalid_argument
+-- (blank names), PT422 unknown_model (no price for that provider and model).
+create function public.set_default_provider(model text, provider text)
+returns jsonb
+language plpgsql security definer set search_path = '' as $$
+declare
+  previous text;
+begin
+  perform private.assert_service_role();
+  perform private.check_text('model', set_default_provider.model);
+  perform private.check_text('provider', set_default_provider.provider);
+  if not exists (select 1 from public.model_pricing p
+                 where p.provider_id = set_default_provider.provider
+                   and p.model_id = set_default_provider.model) then
+    raise exception using errcode = 'PT422', message = 'unknown_model',
+      detail = format('no price for model %s at provider %s; price it before making it the default',
+                      set_default_provider.model, set_default_provider.provider);
+  end if;
+  -- the bucket lock default_first_provider takes for the same name
+  perform pg_advisory_xact_lock(hashtext('tokenmeter.default_provider'),
+                                abs(hashtext(set_default_provider.model) % 1024));
+  select m.provider_id into previous from public.models m
+  where m.model_id = set_default_provider.model and m.is_default;
+  if previous is distinct from set_default_provider.provider then
+    -- unset first: the partial unique index allows one default per name at every moment
+    update public.models m set is_default = false
+    where m.model_id = set_default_provider.model and m.is_default;
+    update public.models m set is_default = true
+    where m.model_id = set_default_provider.model
+      and m.provider_id = set_default_provider.provider;
+  end if;
+  return jsonb_build_object('model', set_default_provider.model,
+    'provider', set_default_provider.provider, 'previous_provider', previous,
+    'changed', previous is distinct from set_default_provider.provider);
+end
+$$;
+
+-- ── History ───────────────────────────────────────────────────────────────────────────────
 -- ── public.price_history(provider, model) → setof jsonb ─────────────────────────────────────
 -- Every version of (provider, model), newest first: price_json keys + effective_until (NULL
 -- for the last one) + in_effect (the version price_for would use now). Exact key, no alias
@@ -272,9 +375,11 @@ language sql stable security definer set search_path = '' as $$
 $$;
 
 -- ── Grants ─────────────────────────────────────────────────────────────────────────────────
+revoke execute on function private.audit_price_change() from public;
 revoke execute on function private.check_currency(text) from public;
 revoke execute on function private.check_price(text, numeric, boolean) from public;
 revoke execute on function private.price_json(public.model_pricing) from public;
+
 revoke execute on function public.set_model_price(text, text, numeric, numeric, numeric, numeric,
   numeric, text, timestamptz, text, text, bigint, numeric, numeric) from public, anon,
   authenticated;
@@ -282,10 +387,13 @@ revoke execute on function public.set_model_alias(text, text, text, text)
   from public, anon, authenticated;
 revoke execute on function public.remove_model_alias(text, text)
   from public, anon, authenticated;
+revoke execute on function public.set_default_provider(text, text)
+  from public, anon, authenticated;
 revoke execute on function public.price_history(text, text) from public;
 grant execute on function public.set_model_price(text, text, numeric, numeric, numeric, numeric,
   numeric, text, timestamptz, text, text, bigint, numeric, numeric) to service_role;
 grant execute on function public.set_model_alias(text, text, text, text) to service_role;
 grant execute on function public.remove_model_alias(text, text) to service_role;
+grant execute on function public.set_default_provider(text, text) to service_role;
 grant execute on function public.price_history(text, text)
   to anon, authenticated, service_role;

@@ -1,23 +1,26 @@
--- 20251101000002_pricing_consolidation_functions.sql
+-- 20251130000011_pricing_consolidation.sql
 --
--- Consolidation plan (shared seed 004), phase 3: model_pricing is the ONLY source of prices.
--- This file defines the tools of the consolidation and changes no data and no legacy storage:
---   * public.populate_model_pricing(): copies the legacy prices (models.pricing_prompt /
---     pricing_completion / pricing_image / pricing_request, and single pricing_tiers rows as
+-- Consolidation plan (shared seed 004): model_pricing is the ONLY source of prices. A database
+-- in the legacy state has `models` with the legacy price columns pricing_prompt /
+-- pricing_completion / pricing_image / pricing_request and an unused pricing_tiers table. This
+-- file defines the tools of the consolidation and changes no data and no legacy storage:
+--   * public.populate_model_pricing(): copies the legacy prices (and single pricing_tiers rows as
 --     the long-context tier) into model_pricing; idempotent;
 --   * public.pricing_consolidation_report(): the checks of scripts/verify_pricing_migration.py,
 --     runnable from the SQL editor;
 --   * private.assert_consolidation_safe(): aborts naming every model that would lose a price;
 --   * the plan's views, all reading the version of a price in effect now.
 -- Everything here works with AND without the legacy storage (dynamic SQL, checked at run time),
--- because the storage stays in place until the LAST pricing migration,
--- 20251101000008_drop_legacy_pricing_storage.sql, which runs populate itself, verifies with
+-- because the storage stays in place until the LAST baseline migration,
+-- 20251130000012_drop_legacy_pricing_storage.sql, which runs populate itself, verifies with
 -- private.assert_consolidation_safe() and only then drops it. In between, a team in the legacy
 -- state runs the verification script and populate_model_pricing() (docs/pricing.md,
--- "Consolidation"). Every statement is re-runnable (create or replace).
+-- "Consolidation": push up to this file with `tokenmeter db push --up-to 20251130000011`).
+-- Every statement is re-runnable (create or replace). Part of the 0.1.0 baseline
+-- (CHANGELOG.md).
 -- Legacy units: pricing_prompt / pricing_completion are per token (like model_pricing),
 -- pricing_image per image, pricing_request per request; NULL image/request means 0.
--- Error codes (catalog: 20251018000005): 42501 forbidden; P0001 consolidation_would_lose_prices.
+-- Error codes (catalog: 20251018000003): 42501 forbidden; P0001 consolidation_would_lose_prices.
 
 -- ── Helpers ───────────────────────────────────────────────────────────────────────────────
 -- private.has_legacy_pricing() → whether models still carries ALL legacy price columns.
@@ -36,6 +39,10 @@ returns table (provider_id text, model_id text, input numeric, output numeric, i
                request numeric)
 -- rows: the planner must expect a catalog-sized result (hash joins, not 100k index probes).
 language plpgsql stable rows 100000 set search_path = '' as $$
+  -- @plpgsql_check_options: extra_warnings = false
+  -- (plpgsql_check cannot see which columns RETURN QUERY EXECUTE fills, so it would warn that
+  -- every OUT column is "maybe unmodified": the SQL is dynamic because the legacy columns may
+  -- be gone.)
 begin
   if not private.has_legacy_pricing() then
     return;
@@ -54,6 +61,10 @@ create or replace function private.legacy_tiers()
 returns table (id bigint, provider_id text, model_id text, min_input_tokens bigint,
                input numeric, output numeric)
 language plpgsql stable rows 10000 set search_path = '' as $$
+  -- @plpgsql_check_options: extra_warnings = false
+  -- (plpgsql_check cannot see which columns RETURN QUERY EXECUTE fills, so it would warn that
+  -- every OUT column is "maybe unmodified": the SQL is dynamic because the legacy columns may
+  -- be gone.)
 begin
   if to_regclass('public.pricing_tiers') is null then
     return;
@@ -361,7 +372,7 @@ $$;
 
 -- private.assert_consolidation_safe(): raises P0001 consolidation_would_lose_prices naming
 -- every model whose legacy price or tier is not (identically) in model_pricing. The DO block
--- of 20251101000008_drop_legacy_pricing_storage.sql calls it right before dropping the legacy
+-- of 20251130000012_drop_legacy_pricing_storage.sql calls it right before dropping the legacy
 -- storage.
 create or replace function private.assert_consolidation_safe() returns void
 language plpgsql stable set search_path = '' as $$
@@ -384,12 +395,11 @@ begin
 end
 $$;
 
-comment on table public.model_pricing is
-  'SINGLE SOURCE OF TRUTH for model prices: one row per price version. Look a price up '
-  'through public.price_for() only.';
-
 -- ── Views (security_invoker: the caller's grants and RLS apply) ─────────────────────────
 -- models_with_pricing: every catalog model with the price version in effect now (or NULLs).
+-- The version's columns are listed, not v.*: a view stores the expansion of * as of its
+-- creation, and this one has always carried the 19 columns model_pricing had before the per-1K
+-- columns (the fold keeps the stored view identical; docs/pricing.md).
 create or replace view public.models_with_pricing with (security_invoker = true) as
 select m.id, m.provider_id, m.model_id, m.display_name, m.capabilities, m.context_length,
        m.is_active, m.metadata, m.created_at, m.updated_at,
@@ -399,7 +409,14 @@ select m.id, m.provider_id, m.model_id, m.display_name, m.capabilities, m.contex
        p.long_context_threshold, p.price_per_input_token_above_threshold,
        p.price_per_output_token_above_threshold, p.last_updated
 from public.models m
-left join lateral (select v.* from public.model_pricing v
+left join lateral (select v.id, v.provider_id, v.model_id, v.price_per_input_token,
+                          v.price_per_output_token, v.price_per_cached_input_token,
+                          v.price_per_request, v.price_per_image, v.currency, v.pricing_type,
+                          v.pricing_source, v.last_updated, v.created_at, v.updated_at,
+                          v.effective_from, v.long_context_threshold,
+                          v.price_per_input_token_above_threshold,
+                          v.price_per_output_token_above_threshold, v.source_detail
+                   from public.model_pricing v
                    where v.provider_id = m.provider_id and v.model_id = m.model_id
                      and v.effective_from <= now()
                    order by v.effective_from desc limit 1) p on true;
