@@ -12,9 +12,10 @@
 --     default (alert_settings). The effective one is copied onto the user's balance row
 --     (user_balances.low_balance_threshold), so the check in the charging transaction is a
 --     trigger WHEN clause comparing columns of the row being updated: no function call, no
---     lookup, unless an alert is due. low_balance_alerted remembers that this descent has
---     alerted: a balance going below the threshold alerts once (not once per request below it),
---     and again only after it has been back at or above the threshold. Concurrent charges of
+--     lookup, unless an alert is due (an AFTER trigger: private.low_balance_alert says why).
+--     low_balance_alerted remembers that this descent has alerted: a balance going below the
+--     threshold alerts once (not once per request below it), and again only after it has been
+--     back at or above the threshold. Concurrent charges of
 --     one user update the same row one after another (row lock), each trigger seeing the
 --     previous one's flag: exactly one of them alerts. Changing a user's effective threshold
 --     re-arms the alert (the next charge below the new threshold alerts).
@@ -119,27 +120,35 @@ language sql immutable set search_path = '' as $$
 $$;
 
 -- ── Trigger functions ─────────────────────────────────────────────────────────────────────
--- private.low_balance_alert(): BEFORE UPDATE OF balance on user_balances, only when the WHEN
--- clause sees a descent below the threshold not yet alerted, or a recovery to re-arm.
+-- private.low_balance_alert(): AFTER UPDATE OF balance on user_balances, only when the WHEN
+-- clause sees a descent below the threshold not yet alerted, or a recovery to re-arm: it
+-- records that on the row (an UPDATE of low_balance_alerted alone, which does not fire it
+-- again) and, for a descent, writes the alert. The row is still locked by the charge, so the
+-- next charge of the user sees the flag. AFTER, not BEFORE: a BEFORE row trigger makes every
+-- UPDATE lock the row before changing it, whatever its WHEN clause says (bench/
+-- alert_trigger_cost.py); an AFTER trigger's WHEN clause is checked on the old and new rows the
+-- UPDATE has in hand, and queues nothing when false.
 -- SECURITY DEFINER: alert_outbox is writable by no API role. Refuses to run outside it.
 create function private.low_balance_alert() returns trigger
 language plpgsql security definer set search_path = '' as $$
 begin
-  if tg_level <> 'ROW' or tg_when <> 'BEFORE' or tg_op <> 'UPDATE'
+  if tg_level <> 'ROW' or tg_when <> 'AFTER' or tg_op <> 'UPDATE'
      or tg_table_schema <> 'public' or tg_table_name <> 'user_balances' then
     raise exception using errcode = '42501', message = 'forbidden',
       detail = 'low_balance_alert runs only as the trigger of user_balances';
   end if;
   if new.balance >= new.low_balance_threshold then
-    new.low_balance_alerted := false;
-  elsif not new.low_balance_alerted and new.balance < old.balance then
-    new.low_balance_alerted := true;
+    update public.user_balances b set low_balance_alerted = false
+    where b.user_id = new.user_id;
+  else
+    update public.user_balances b set low_balance_alerted = true
+    where b.user_id = new.user_id;
     perform private.enqueue_alert('low_balance', new.user_id, jsonb_build_object(
       'user_id', new.user_id, 'threshold', trim_scale(new.low_balance_threshold)::text,
       'balance', trim_scale(new.balance)::text,
       'previous_balance', trim_scale(old.balance)::text, 'currency', new.currency));
   end if;
-  return new;
+  return null;
 end
 $$;
 
@@ -216,7 +225,7 @@ $$;
 
 -- ── Triggers ──────────────────────────────────────────────────────────────────────────────
 -- The charge's cost: evaluating this WHEN clause on the balance row's old and new versions.
-create trigger user_balances_low_balance_alert before update of balance on public.user_balances
+create trigger user_balances_low_balance_alert after update of balance on public.user_balances
   for each row
   when ((new.balance < new.low_balance_threshold and new.balance < old.balance
          and not new.low_balance_alerted)

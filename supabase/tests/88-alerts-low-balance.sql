@@ -32,7 +32,7 @@ select public.top_up(u, 10, 'low-fixture-' || u)
 from unnest(array['88888888-0000-4000-8000-00000000000a', '88888888-0000-4000-8000-00000000000b',
                   '88888888-0000-4000-8000-00000000000c']::uuid[]) u;
 
-select ok((select pg_get_triggerdef(t.oid) ~ 'BEFORE UPDATE OF balance .* WHEN .*low_balance_threshold'
+select ok((select pg_get_triggerdef(t.oid) ~ 'AFTER UPDATE OF balance .* WHEN .*low_balance_threshold'
            from pg_trigger t where t.tgname = 'user_balances_low_balance_alert'),
   'the charge reaches the alert function only when its WHEN clause (old and new balance row) says so');
 
