@@ -113,7 +113,7 @@ def test_record_usage_sixteen_threads_with_retries_charges_each_request_once(
     assert (
         scalar(
             db,
-            "select count(distinct reference) from public.ledger_entries"
+            "select count(distinct reference) from public.balance_movements"
             " where user_id = %s and kind = 'usage'",
             user_id,
         )
@@ -122,7 +122,7 @@ def test_record_usage_sixteen_threads_with_retries_charges_each_request_once(
     assert (
         scalar(
             db,
-            "select count(*) from public.ledger_entries where user_id = %s and kind = 'usage'",
+            "select count(*) from public.balance_movements where user_id = %s and kind = 'usage'",
             user_id,
         )
         == requests

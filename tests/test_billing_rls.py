@@ -103,10 +103,17 @@ def test_user_reads_own_balance_usage_ledger_and_holds_only(signed_up_user, serv
     usage = alice_client.table("usage_records").select("user_id,request_id,cost::text").execute()
     assert [(r["user_id"], r["request_id"]) for r in usage.data] == [(alice, alice_request)]
     assert usage.data[0]["cost"] == "0.000210000000"  # 1000 × 0.15/1M + 100 × 0.60/1M
-    ledger = alice_client.table("ledger_entries").select("user_id,kind").order("id").execute()
+    # Every movement of the balance: ledger entries and usage charges (20261129200001).
+    ledger = (
+        alice_client.table("balance_movements")
+        .select("user_id,kind,amount::text")
+        .order("created_at")
+        .order("source")
+        .execute()
+    )
     assert ledger.data == [
-        {"user_id": alice, "kind": "top_up"},
-        {"user_id": alice, "kind": "usage"},
+        {"user_id": alice, "kind": "top_up", "amount": "2.000000000000"},
+        {"user_id": alice, "kind": "usage", "amount": "-0.000210000000"},
     ]
     holds = alice_client.table("credit_reservations").select("user_id,status").execute().data
     assert holds == [{"user_id": alice, "status": "held"}]

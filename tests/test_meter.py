@@ -153,8 +153,8 @@ def ledger(db: psycopg.Connection, user_id: str) -> list[tuple[str, Decimal, str
     return [
         tuple(r)
         for r in db.execute(  # type: ignore[misc]
-            "select kind, amount, reference from public.ledger_entries where user_id = %s"
-            " order by id",
+            "select kind, amount, reference from public.balance_movements where user_id = %s"
+            " order by created_at, source, id",
             (user_id,),
         ).fetchall()
     ]

@@ -82,10 +82,10 @@ def changed(base: dict[str, Any], field: str, value: Any) -> dict[str, Any]:
 
 
 def usage_rows(db: psycopg.Connection, request_id: str) -> tuple[int, int]:
-    """(usage rows, ledger rows) of a request."""
+    """(usage rows, balance movements) of a request."""
     row = db.execute(
         "select (select count(*) from public.usage_records where request_id = %s),"
-        " (select count(*) from public.ledger_entries where reference = %s)",
+        " (select count(*) from public.balance_movements where reference = %s)",
         (request_id, request_id),
     ).fetchone()
     assert row is not None

@@ -40,7 +40,7 @@ def make_user(admin: psycopg.Connection) -> str:
 
 def rows_of(admin: psycopg.Connection, uid: str) -> dict[str, int]:
     counts = {}
-    for table in ("usage_records", "ledger_entries", "user_balances"):
+    for table in ("usage_records", "balance_movements", "user_balances"):
         row = admin.execute(f"select count(*) from public.{table} where user_id = %s", (uid,))
         counts[table] = row.fetchone()[0]  # type: ignore[index]
     return counts
@@ -174,9 +174,9 @@ def test_deleting_a_user_through_the_auth_api_deletes_their_usage_and_ledger(
     uid = make_user(admin)
     record_usage(db, uid, free=False)
     record_batch(db, uid, free=True)
-    assert rows_of(admin, uid) == {"usage_records": 3, "ledger_entries": 2, "user_balances": 1}
+    assert rows_of(admin, uid) == {"usage_records": 3, "balance_movements": 2, "user_balances": 1}
     new_client(service_key).auth.admin.delete_user(uid)
-    assert rows_of(admin, uid) == {"usage_records": 0, "ledger_entries": 0, "user_balances": 0}
+    assert rows_of(admin, uid) == {"usage_records": 0, "balance_movements": 0, "user_balances": 0}
     assert admin.execute("select count(*) from public.balance_audit()").fetchone()[0] == 0  # type: ignore[index]
 
 
@@ -198,7 +198,7 @@ def test_a_user_deleted_while_their_usage_is_written_keeps_no_row(
             writing.commit()
             thread.join(30)
             assert not thread.is_alive() and not errors
-    assert rows_of(admin, uid) == {"usage_records": 0, "ledger_entries": 0, "user_balances": 0}
+    assert rows_of(admin, uid) == {"usage_records": 0, "balance_movements": 0, "user_balances": 0}
 
 
 @pytest.mark.parametrize("writer", list(WRITERS))
@@ -218,4 +218,4 @@ def test_usage_written_for_a_user_being_deleted_fails_and_writes_nothing(
             assert not thread.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], psycopg.Error), errors
     assert errors[0].sqlstate in ("PT404", "23503"), errors[0]
-    assert rows_of(admin, uid) == {"usage_records": 0, "ledger_entries": 0, "user_balances": 0}
+    assert rows_of(admin, uid) == {"usage_records": 0, "balance_movements": 0, "user_balances": 0}

@@ -102,9 +102,9 @@ select throws_ok($$select public.record_usage('bbbbbbbb-0000-4000-8000-000000000
 -- gpt-4o: 800 uncached × 0.0000025 + 200 cached × 0.00000125 + 500 × 0.00001 = 0.00725
 select is(public.record_usage('bbbbbbbb-0000-4000-8000-00000000000a', 'gpt-4o', 1000, 500, 'rpc-u1', provider => 'openai', cached_input_tokens => 200, metadata => '{"route":"chat"}') ->> 'cost', '0.00725', 'record_usage charges the exact cost (cached tokens at the cached price)');
 select is((select u.price_per_cached_input_token from public.usage_records u where u.request_id = 'rpc-u1'), 0.00000125::numeric, 'the usage row keeps a snapshot of the unit prices');
-select is((select l.amount from public.ledger_entries l where l.kind = 'usage' and l.reference = 'rpc-u1'), -0.00725::numeric, 'the charge is a usage ledger entry referenced by request_id');
+select is((select l.amount from public.balance_movements l where l.kind = 'usage' and l.reference = 'rpc-u1'), -0.00725::numeric, 'the charge is a usage line (the usage record, 20261129200001) referenced by request_id');
 select results_eq($$select r ->> 'replayed', r ->> 'cost' from public.record_usage('bbbbbbbb-0000-4000-8000-00000000000a', 'gpt-4o', 1000, 500, 'rpc-u1', provider => 'openai', cached_input_tokens => 200, metadata => '{"route":"chat"}') r$$, $$values ('true', '0.00725')$$, 'the same request_id again returns the original record (replayed)');
-select is((select count(*)::int from public.ledger_entries l where l.reference = 'rpc-u1'), 1, 'a replay does not charge twice');
+select is((select count(*)::int from public.balance_movements l where l.reference = 'rpc-u1'), 1, 'a replay does not charge twice');
 select throws_ok($$select public.record_usage('bbbbbbbb-0000-4000-8000-00000000000a', 'gpt-4o', 1000, 501, 'rpc-u1', provider => 'openai', cached_input_tokens => 200)$$, 'PT409', 'idempotency_conflict', 'the same request_id with other token counts raises PT409');
 select throws_ok($$select public.record_usage('bbbbbbbb-0000-4000-8000-00000000000b', 'gpt-4o', 1000, 500, 'rpc-u1', provider => 'openai', cached_input_tokens => 200)$$, 'PT409', 'idempotency_conflict', 'the same request_id for another user raises PT409');
 select throws_ok($$select public.record_usage('bbbbbbbb-0000-4000-8000-00000000000a', 'no-such-model', 1, 1, 'rpc-bad-1')$$, 'PT422', 'unknown_model', 'an unknown model raises PT422 unknown_model, never a $0 charge');
@@ -118,7 +118,7 @@ select throws_ok($$select public.record_usage('bbbbbbbb-0000-4000-8000-000000000
 select throws_ok($$select public.record_usage('bbbbbbbb-0000-4000-8000-00000000000a', 'gpt-4o-mini', 1, 1, 'rpc-bad-8', occurred_at => 'infinity')$$, '22023', 'invalid_usage', 'an infinite occurred_at raises 22023 invalid_usage');
 select throws_ok($$select public.record_usage('bbbbbbbb-0000-4000-8000-0000000000ff', 'gpt-4o-mini', 1, 1, 'rpc-bad-9')$$, 'PT404', 'user_not_found', 'an unknown user raises PT404 user_not_found');
 select is_empty($$select 1 from public.usage_records where request_id like 'rpc-bad-%'$$, 'failed calls wrote nothing');
-select results_eq($$select r ->> 'cost', (select count(*)::int from public.ledger_entries l where l.reference = 'rpc-free') from public.record_usage('bbbbbbbb-0000-4000-8000-00000000000a', 'meta-llama/llama-3.3-70b-instruct:free', 5000, 5000, 'rpc-free') r$$, $$values ('0', 0)$$, 'a free model costs exactly 0 and moves no money');
+select results_eq($$select r ->> 'cost', (select count(*)::int from public.balance_movements l where l.reference = 'rpc-free') from public.record_usage('bbbbbbbb-0000-4000-8000-00000000000a', 'meta-llama/llama-3.3-70b-instruct:free', 5000, 5000, 'rpc-free') r$$, $$values ('0', 0)$$, 'a free model costs exactly 0 and moves no money');
 select ok((public.record_usage('bbbbbbbb-0000-4000-8000-00000000000a', 'gpt-4.5-preview', 1000, 0, 'rpc-deprecated') ->> 'cost')::numeric = 0.075, 'a deprecated model is still charged at its price');
 select results_eq($$select r ->> 'balance', (r ->> 'negative_balance')::boolean from public.record_usage('bbbbbbbb-0000-4000-8000-00000000000b', 'claude-opus-4', 0, 100000, 'rpc-negative') r$$, $$values ('-7.5', true)$$, 'usage is never dropped: the balance goes negative and the result says so');
 
@@ -199,7 +199,7 @@ select is((public.refund_usage('rpc-deprecated', 'full refund') ->> 'amount'), '
 -- ── The ledger invariant ──────────────────────────────────────────────────────────────────
 select is_empty($$select * from public.balance_audit()$$, 'balance_audit is empty: every balance equals the sum of its ledger');
 reset role;
-select throws_ok($$update public.ledger_entries set amount = 1 where reference = 'rpc-u1'$$, '55000', 'immutable_row', 'ledger entries are never updated, not even by the owner');
+select throws_ok($$update public.ledger_entries set amount = 1 where reference = 'rpc-deprecated'$$, '55000', 'immutable_row', 'ledger entries are never updated, not even by the owner');
 update public.user_balances set balance = balance + 1 where user_id = 'bbbbbbbb-0000-4000-8000-00000000000a';
 set local role service_role;
 set local "request.jwt.claims" to '{"role":"service_role"}';

@@ -35,7 +35,7 @@ select results_eq($$select a ->> 'replayed', b ->> 'replayed' from public.record
 select is(public.reserve_credit('eeeeeeee-0000-4000-8000-00000000000a', 'fixes-s1', 0.1, model => 'gpt-4o-mini', provider => 'openai') ->> 'status', 'held', 'hold for the settle retry check');
 select is(public.settle_usage('fixes-s1', 100, 50) ->> 'replayed', 'false', 'settle records the usage with the reserved model');
 select throws_ok($$select public.settle_usage('fixes-s1', 100, 50, model => 'gpt-4o')$$, 'PT409', 'idempotency_conflict', 'a settle retry naming another model raises PT409');
-select is((select count(*)::int from public.ledger_entries where reference in ('fixes-r1', 'fixes-r2', 'fixes-s1')), 3, 'conflicting retries charged nothing more');
+select is((select count(*)::int from public.balance_movements where reference in ('fixes-r1', 'fixes-r2', 'fixes-s1')), 3, 'conflicting retries charged nothing more');
 reset role;
 select is(private.usage_mismatch((select u from public.usage_records u where u.request_id = 'fixes-r1'), 'eeeeeeee-0000-4000-8000-00000000000a', null, 'gpt-4o', 100, 50, 0, '{}', now(), null, 'success'), 'model', 'the identity (same_usage, now usage_mismatch: 20251201000007) names another model, never NULL');
 select is(private.usage_mismatch((select u from public.usage_records u where u.request_id = 'fixes-r1'), 'eeeeeeee-0000-4000-8000-00000000000a', 'anthropic', 'gpt-4o-mini', 100, 50, 0, '{}', now(), null, 'success'), 'provider', 'the identity names another provider, never NULL');
@@ -48,7 +48,7 @@ select is(public.record_usage('eeeeeeee-0000-4000-8000-00000000000a', 'gpt-4o', 
 select results_eq($$select r ->> 'replayed', r ->> 'reservation_status', r ->> 'cost' from public.settle_usage('fixes-s2', 10, 10) r$$, $$values ('true', 'settled', '0.000125')$$, 'settle of a recorded request replays the usage and settles the hold');
 select results_eq($$select status, closed_at is not null from public.credit_reservations where request_id = 'fixes-s2'$$, $$values ('settled'::text, true)$$, 'the hold row is closed');
 select is(public.check_balance('eeeeeeee-0000-4000-8000-00000000000a') ->> 'held', '0', 'no hold counts after settle_usage returned');
-select is((select count(*)::int from public.ledger_entries where reference = 'fixes-s2'), 1, 'charged once');
+select is((select count(*)::int from public.balance_movements where reference = 'fixes-s2'), 1, 'charged once');
 select is(public.settle_usage('fixes-s2', 10, 10) ->> 'reservation_status', 'settled', 'settling again is idempotent');
 select is(public.reserve_credit('eeeeeeee-0000-4000-8000-00000000000a', 'fixes-s3', 0.5) ->> 'status', 'held', 'hold to release');
 select is((public.release_reservation('fixes-s3') ->> 'released')::boolean and public.settle_usage('fixes-s3', 10, 10, model => 'gpt-4o') ->> 'reservation_status' = 'released', true, 'a released hold stays released when its usage is settled (the usage is still recorded)');

@@ -69,7 +69,7 @@ set local "request.jwt.claims" to '{"role":"service_role"}';
 select is(public.record_usage('26262626-0000-4000-8000-00000000000a', 'idn-model', 0, 0, 'img-replay', provider => 'idn-co', metadata => '{"images": "1"}') ->> 'cost', '0.01', 'one image at 0.01');
 select is(pg_temp.refusal($$select public.record_usage('26262626-0000-4000-8000-00000000000a', 'idn-model', 0, 0, 'img-replay', metadata => '{"images": "500"}')$$),
   'PT409 idempotency_conflict: request_id img-replay was already recorded with another payload (metadata differs)', 'the same request_id with 500 images is a conflict, not a replay at the 1-image cost');
-select is((select count(*)::int from public.ledger_entries where reference = 'img-replay'), 1, 'charged once');
+select is((select count(*)::int from public.balance_movements where reference = 'img-replay'), 1, 'charged once');
 
 -- ── 1b. record_usage: every argument, one at a time ────────────────────────────────────────
 select is(public.record_usage('26262626-0000-4000-8000-00000000000a', 'idn-model', 100, 50, 'idn-r1', provider => 'idn-co', cached_input_tokens => 10,
@@ -108,7 +108,7 @@ select is(pg_temp.refusal('select public.record_usage(' || a.call || ')'),
   'record_usage: a retry with ' || a.arg || ' ' || a.how || ' is a conflict naming it')
 from r1_args a order by a.n;
 select is((select count(*)::int from public.usage_records where request_id = 'idn-r1'), 1, 'record_usage: no conflicting retry wrote a usage row');
-select is((select count(*)::int from public.ledger_entries where reference = 'idn-r1'), 1, 'record_usage: no conflicting retry charged');
+select is((select count(*)::int from public.balance_movements where reference = 'idn-r1'), 1, 'record_usage: no conflicting retry charged');
 
 -- occurred_at left out: "when recorded"; it matches an original that also left it out.
 select is(public.record_usage('26262626-0000-4000-8000-00000000000a', 'idn-model', 10, 0, 'idn-r2', provider => 'idn-co') ->> 'replayed', 'false', 'recorded without occurred_at');
@@ -140,7 +140,7 @@ select is(pg_temp.refusal('select public.settle_usage(' || a.call || ')'),
   format('PT409 idempotency_conflict: request_id idn-s1 was already recorded with another payload (%s differs)', a.arg),
   'settle_usage: a retry with another ' || a.arg || ' is a conflict naming it')
 from s1_args a order by a.n;
-select is((select count(*)::int from public.ledger_entries where reference = 'idn-s1'), 1, 'settle_usage: charged once');
+select is((select count(*)::int from public.balance_movements where reference = 'idn-s1'), 1, 'settle_usage: charged once');
 -- record_usage recorded it, settle retries it under another user's hold: user_id differs.
 select is(public.record_usage('26262626-0000-4000-8000-00000000000a', 'idn-model', 1, 1, 'idn-s2', provider => 'idn-co') ->> 'replayed', 'false', 'usage recorded by record_usage');
 select is(public.reserve_credit('26262626-0000-4000-8000-00000000000b', 'idn-s2', 1) ->> 'status', 'held', 'a hold of another user on the same request_id');
@@ -193,7 +193,7 @@ select is(b.r -> 'results' -> (a.i + 1) -> 'error' ->> 'detail',
   format('request_id idn-b2 was already recorded with another payload (%s differs)', a.arg),
   'batch, earlier in the batch: another ' || a.arg || ' is a conflict naming it')
 from batches b, b1_args a where b.n = 3 and a.i > 0 order by a.i;
-select is((select count(*)::int from public.ledger_entries where reference in ('idn-b1', 'idn-b2')), 2, 'batch: each request charged once');
+select is((select count(*)::int from public.balance_movements where reference in ('idn-b1', 'idn-b2')), 2, 'batch: each request charged once');
 -- occurred_at left out in the batch too ("when recorded").
 insert into batches select 4, public.record_usage_batch('[{"user_id": "26262626-0000-4000-8000-00000000000a", "provider": "idn-co", "model": "idn-model", "input_tokens": 1, "output_tokens": 0, "request_id": "idn-b3"}, {"user_id": "26262626-0000-4000-8000-00000000000a", "provider": "idn-co", "model": "idn-model", "input_tokens": 1, "output_tokens": 0, "request_id": "idn-b3"}]');
 select results_eq($$select (r ->> 'recorded')::int, (r ->> 'replayed')::int from batches where n = 4$$, $$values (1, 1)$$, 'batch: occurred_at left out twice is the same request');
