@@ -251,8 +251,11 @@ $$;
 -- Who may call: service_role, postgres (pg_cron). DEFINER: reads the private state and
 -- pg_locks, writes usage_summaries, which no API role may write.
 -- Raises: 42501 forbidden, 22023 invalid_argument (max_rows < 1).
+-- Generic plans: a run's statements are planned once per session, not per run (planning the
+-- rollup statement costs more than running it on a few hundred rows).
 create function public.rollup_usage(max_rows integer default 1000000) returns jsonb
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = '' set plan_cache_mode = force_generic_plan
+as $$
 declare
   st private.usage_rollup_state;
   sequence_name text;
