@@ -9,7 +9,8 @@ select tables_are('public', array['model_pricing', 'billing_settings', 'user_bal
   'ledger_entries', 'usage_records', 'credit_reservations', 'signup_errors',
   'models', 'model_aliases', 'audit_logs', 'api_keys', 'upstreams', 'plans', 'plan_routes',
   'subscriptions', 'metered_requests', 'api_key_spend',
-  'alert_outbox', 'alert_settings', 'low_balance_thresholds'],
+  'alert_outbox', 'alert_settings', 'low_balance_thresholds',
+  'usage_summaries', 'usage_summary_adjustments'],
   'public holds exactly the billing, pricing and metering tables (pricing: see 40-pricing-schema.sql)');
 select ok((select c.relrowsecurity from pg_class c where c.oid = ('public.' || t)::regclass),
           'RLS is enabled on public.' || t)
@@ -96,7 +97,7 @@ select functions_are('public', array['price_for', 'check_balance', 'my_balance',
   'list_key_models', 'set_subscription_status', 'usage_report', 'settle_lapsed_requests',
   'set_low_balance_threshold', 'set_default_low_balance_threshold', 'claim_alerts',
   'record_alert_attempt', 'requeue_alert',
-  'ensure_usage_partitions', 'usage_partitions'],
+  'ensure_usage_partitions', 'usage_partitions', 'rollup_usage', 'usage_rolled_up_to'],
   'public exposes exactly the billing and pricing API functions');
 
 create temporary table expected_function_privs (fn text, args text[], roles text[]);
@@ -159,18 +160,19 @@ select is(
      and p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)),
   array['adjust_balance', 'audit_balance_movement', 'audit_price_change', 'audit_row_change',
         'authorize_request', 'check_balance', 'claim_alerts',
-        'complete_request', 'create_api_key', 'delete_user_usage', 'ensure_usage_partitions',
+        'complete_request', 'create_api_key', 'delete_user_summaries', 'delete_user_usage',
+        'ensure_usage_partitions',
         'estimate_cost', 'fill_low_balance_threshold',
         'handle_new_user', 'import_model_prices', 'list_api_keys', 'list_key_models',
         'low_balance_alert', 'populate_model_pricing',
         'price_history', 'pricing_consolidation_report', 'quota_alert', 'record_alert_attempt',
         'record_usage', 'record_usage_batch',
         'refund_usage', 'release_reservation', 'remove_model_alias', 'repair_missing_balances',
-        'reprice_usage', 'requeue_alert', 'reserve_credit', 'revoke_api_key',
+        'reprice_usage', 'requeue_alert', 'reserve_credit', 'revoke_api_key', 'rollup_usage',
         'set_default_low_balance_threshold', 'set_default_provider', 'set_low_balance_threshold',
         'set_model_alias', 'set_model_price', 'set_subscription_status', 'settle_lapsed_requests',
         'settle_usage', 'top_up',
-        'usage_partitions', 'user_id_for_email'],
+        'usage_partitions', 'usage_rolled_up_to', 'user_id_for_email'],
   'SECURITY DEFINER is used by exactly the writers, the readers of private data and triggers');
 select is_empty($$
   select p.oid::regprocedure::text from pg_proc p
