@@ -135,7 +135,9 @@ def test_stack_start_restarts_a_dashboard_that_died(stack: Stack, dashboard_url:
 # ── Pages ─────────────────────────────────────────────────────────────────────────────────────
 
 
-@pytest.mark.parametrize("path", ["/", "/users", "/models", "/keys", "/audit", "/sql"])
+@pytest.mark.parametrize(
+    "path", ["/", "/users", "/models", "/models?report=1", "/keys", "/audit", "/sql"]
+)
 def test_dashboard_page_renders_for_the_service_key(web: httpx.Client, path: str):
     response = web.get(path)
     assert response.status_code == 200

@@ -245,6 +245,9 @@ def test_models_page_shows_prices_history_aliases_and_consolidation(
 ):
     tab, watch = page
     visit(tab, watch, "/models?model=gpt-4o", screenshots / "models.png")
+    tab.get_by_test_id("run-consolidation").click()
+    tab.get_by_test_id("consolidation").wait_for()
+    assert watch.problems == []
     provider, per_1m = db.execute(
         "select w.provider_id, w.price_per_input_token * 1000000 from public.models_with_pricing w "
         "join public.models m on m.id = w.id where w.model_id = 'gpt-4o' and m.is_default"

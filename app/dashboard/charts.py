@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import io
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from datetime import date
 from decimal import Decimal
 
@@ -27,8 +30,34 @@ def warm_up() -> None:
     import matplotlib.figure  # noqa: F401
 
 
+# Drawing takes matplotlib most of a second on a busy machine: the overview keeps the last few
+# charts by their data, so reloading a page whose numbers did not change skips the drawing.
+_CACHE_SIZE = 8
+_cache: OrderedDict[Hashable, str] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
 def spend_svg(days: list[date], by_model: dict[str, dict[date, Decimal]], currency: str) -> str:
-    """A stacked bar chart of `by_model` (model → day → cost, largest model first) over `days`."""
+    """A stacked bar chart of `by_model` (model → day → cost, largest model first) over `days`,
+    drawn once per distinct data."""
+    key = (
+        tuple(days),
+        currency,
+        tuple((model, tuple(sorted(per_day.items()))) for model, per_day in by_model.items()),
+    )
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    svg = _draw(days, by_model, currency)
+    with _cache_lock:
+        _cache[key] = svg
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return svg
+
+
+def _draw(days: list[date], by_model: dict[str, dict[date, Decimal]], currency: str) -> str:
     import matplotlib
     from matplotlib.figure import Figure
 

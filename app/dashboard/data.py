@@ -439,7 +439,12 @@ async def aliases(conn: AsyncConnection[Any]) -> list[Row]:
     )
 
 
+# The consolidation report reads every usage record (its usage_without_price check).
+REPORT_TIMEOUT_MS = 60_000
+
+
 async def consolidation_report(conn: AsyncConnection[Any]) -> dict[str, Any]:
+    await conn.execute(f"set local statement_timeout = {REPORT_TIMEOUT_MS}")
     found = await rows(conn, "select public.pricing_consolidation_report() as report")
     report: dict[str, Any] = found[0]["report"]
     return report

@@ -347,11 +347,18 @@ async def user_detail(request: Request) -> Response:
 async def models(request: Request) -> Response:
     search = request.query_params.get("q", "").strip() or None
     model = request.query_params.get("model", "").strip() or None
+    # The consolidation report checks every usage record for a price (seconds on millions of
+    # rows: ~30 s for 2 million here), so it runs when asked, with a longer timeout of its own.
+    run_report = request.query_params.get("report") == "1"
     async with page_transaction(request) as conn:
         prices = await data.section(conn, lambda: data.current_prices(conn, search))
         history = await data.section(conn, lambda: data.price_history(conn, model))
         alias_rows = await data.section(conn, lambda: data.aliases(conn))
-        report = await data.section(conn, lambda: data.consolidation_report(conn))
+        report = (
+            await data.section(conn, lambda: data.consolidation_report(conn))
+            if run_report
+            else data.Section()
+        )
     more = len(prices.rows) > 200
     prices.rows = prices.rows[:200]
     return render(
@@ -362,6 +369,8 @@ async def models(request: Request) -> Response:
         history=history,
         aliases=alias_rows,
         report=report,
+        run_report=run_report,
+        report_timeout_s=data.REPORT_TIMEOUT_MS // 1000,
         search=search or "",
         model=model or "",
     )
