@@ -7,6 +7,7 @@ signed-in user reads only their own statistics through the REST API.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -20,7 +21,9 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
+from typer.testing import CliRunner
 
+from app.cli import app
 from supabase import Client
 
 TIMEOUT = 120  # seconds for a whole concurrent run: far above normal, below hanging
@@ -222,7 +225,7 @@ def test_rollup_record_committed_after_a_later_id_is_counted_once(db, db_url):
         )
         first = scalar(db, "select public.rollup_usage()")
         assert first["rolled_up_to"] < late_id, "the rollup went past an id still in flight"
-        assert first["pending_to"] >= late_id + 1
+        assert first["pending_to"] >= late_id, "the id in flight waits as the checkpoint"
         late.commit()
     finally:
         late.close()
@@ -278,3 +281,42 @@ def test_usage_statistics_views_signed_in_user_reads_only_own_rows(
     assert sum(row["total_tokens"] for row in stats) == 1110
     summaries = client.table("usage_summaries").select("user_id").execute().data
     assert {row["user_id"] for row in summaries} == {me}
+
+
+def test_usage_rollup_cli_catches_up_and_reports_json(db):
+    users = make_users(db, 1)
+    db.execute(
+        "select public.record_usage(%s, 'gpt-4o-mini', 100, 10, %s)",
+        (users[0], f"rollup-cli-{uuid.uuid4().hex}"),
+    )
+    usage_id = scalar(db, "select max(id) from public.usage_records where user_id = %s", users[0])
+    result = CliRunner().invoke(app, ["usage", "rollup", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["behind"] == 0 and report["rolled_up_to"] >= usage_id
+    assert scalar(db, "select sum(requests) from public.usage_summaries "
+                  "where user_id = %s and period = 'hour'", users[0]) == 1  # fmt: skip
+
+
+def test_usage_rollup_cli_unreachable_database_exits_2_with_one_line():
+    result = CliRunner().invoke(
+        app, ["usage", "rollup", "--db-url", "postgresql://postgres:postgres@127.0.0.1:1/postgres"]
+    )
+    assert result.exit_code == 2
+    assert "cannot reach the database" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_stack_rollup_worker_folds_new_usage_without_being_called(db):
+    users = make_users(db, 1)
+    db.execute(
+        "select public.record_usage(%s, 'gpt-4o-mini', 100, 10, %s)",
+        (users[0], f"rollup-worker-{uuid.uuid4().hex}"),
+    )
+    usage_id = scalar(db, "select max(id) from public.usage_records where user_id = %s", users[0])
+    deadline = time.monotonic() + 60  # the worker runs every 10 s
+    while scalar(db, "select public.usage_rolled_up_to()") < usage_id:
+        assert time.monotonic() < deadline, "the stack's rollup worker did not roll the record up"
+        time.sleep(0.5)
+    assert scalar(db, "select sum(requests) from public.usage_summaries "
+                  "where user_id = %s and period = 'day'", users[0]) == 1  # fmt: skip

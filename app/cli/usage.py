@@ -16,6 +16,7 @@ from rich.table import Table
 from app.cli.common import JSON_HELP, USER_HELP, meter_session, resolve_user
 from app.cli.output import console, err_console, fail, handle_errors, money, print_json
 from app.cli.partitions import partitions_app, usage_archive
+from app.cli.rollups import usage_rollup
 from app.client import close_client, service_client
 from app.config import Settings
 from app.meter import Meter
@@ -43,6 +44,8 @@ usage_app = typer.Typer(no_args_is_help=True, help="Record, list and report mete
 # Monthly partitions and the archive (issue 12 §2): app/cli/partitions.py.
 usage_app.add_typer(partitions_app, name="partitions")
 usage_app.command("archive")(usage_archive)
+# Rollups (issue 12 §3): app/cli/rollups.py.
+usage_app.command("rollup")(usage_rollup)
 
 
 def usage_table(rows: list[UsageRecord] | list[UsageResult], title: str = "usage") -> Table:

@@ -20,7 +20,7 @@ import httpx
 
 from app.config import ConfigError
 from app.dashboard import process as dashboard
-from app.stack import alerts_worker, processes
+from app.stack import alerts_worker, processes, rollup_worker
 from app.stack import keys as stack_keys
 from app.stack.mail import process as mail_catcher
 from app.stack.paths import StackPaths
@@ -104,6 +104,11 @@ class Stack:
         except (alerts_worker.AlertsWorkerError, ConfigError) as exc:
             raise StackError(str(exc)) from None
         try:
+            if rollup_worker.enabled():
+                rollup_worker.start(self.paths, progress)
+        except (rollup_worker.RollupWorkerError, ConfigError) as exc:
+            raise StackError(str(exc)) from None
+        try:
             if mail_catcher.enabled(self.paths):
                 mail_catcher.start(self.paths, progress)
         except (mail_catcher.MailCatcherError, ValueError) as exc:
@@ -126,6 +131,7 @@ class Stack:
 
     def stop(self) -> None:
         alerts_worker.stop(self.paths)
+        rollup_worker.stop(self.paths)
         dashboard.stop(self.paths)
         mail_catcher.stop(self.paths)
         self._stop_gateway()
@@ -273,6 +279,7 @@ class Stack:
             ("postgres", self.paths.postgres_log),
             ("gateway", self.paths.gateway_log),
             ("alerts", alerts_worker.log_file(self.paths)),
+            ("rollups", rollup_worker.log_file(self.paths)),
             ("mail", mail_catcher.log_file(self.paths)),
             ("dashboard", dashboard.log_file(self.paths)),
         ):

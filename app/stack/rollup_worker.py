@@ -1,0 +1,118 @@
+"""Start and stop the usage rollup worker with the local stack: `python -m app.rollups` in its
+own session, with a pid file and a log in the stack's state folder, as the alerts worker has.
+
+`stack start` runs it unless TOKENMETER_ROLLUP_INTERVAL=0; `stack stop` stops it. Hosted
+Supabase runs rollup_usage() from pg_cron instead (the migration schedules it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from app.rollups import interval_from_env
+from app.stack import processes
+from app.stack.paths import StackPaths
+
+MODULE = "app.rollups"
+
+
+class RollupWorkerError(RuntimeError):
+    """The worker exited at once; the message says where its log is."""
+
+
+def pid_file(paths: StackPaths) -> Path:
+    return paths.state / "rollups.pid"
+
+
+def log_file(paths: StackPaths) -> Path:
+    return paths.logs / "rollups.log"
+
+
+def enabled() -> bool:
+    """Not turned off. Raises ConfigError when TOKENMETER_ROLLUP_INTERVAL is not valid."""
+    return interval_from_env() > 0
+
+
+def _pid(paths: StackPaths) -> int | None:
+    """The pid in the pid file when that process is alive and is this stack's worker."""
+    try:
+        pid = int(pid_file(paths).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not processes.alive(pid):
+        return None
+    cmd = processes.command(pid)
+    if cmd is not None and MODULE not in cmd:
+        return None
+    env = processes.environment(pid)
+    if env is not None and env.get("TOKENMETER_STATE_DIR") != str(paths.state):
+        return None
+    return pid
+
+
+def running(paths: StackPaths) -> bool:
+    return _pid(paths) is not None
+
+
+def start(paths: StackPaths, progress: Callable[[str], None] = lambda _msg: None) -> None:
+    """Start the worker unless it runs already (idempotent). Raises RollupWorkerError when it
+    exits within its first half second."""
+    if running(paths):
+        return
+    progress("starting usage rollup worker")
+    env = dict(os.environ)
+    env.update(
+        TOKENMETER_PROJECT_DIR=str(paths.root),
+        TOKENMETER_STATE_DIR=str(paths.state),
+        TOKENMETER_API_PORT=str(paths.api_port),
+        TOKENMETER_DB_PORT=str(paths.db_port),
+    )
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(log_file(paths), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        pid = os.posix_spawn(
+            sys.executable,
+            [sys.executable, "-m", MODULE],
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(log_fd)
+    pid_file(paths).write_text(str(pid))
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        exited, status = os.waitpid(pid, os.WNOHANG)
+        if exited:
+            pid_file(paths).unlink(missing_ok=True)
+            raise RollupWorkerError(
+                f"usage rollup worker exited with code {os.waitstatus_to_exitcode(status)}; "
+                f"log: {log_file(paths)}"
+            )
+        time.sleep(0.05)
+
+
+def stop(paths: StackPaths) -> None:
+    """Stop this stack's worker (its process group); forget a stale pid file."""
+    pid = _pid(paths)
+    if pid is not None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + 5.0
+            while processes.alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not processes.alive(pid):
+                break
+    pid_file(paths).unlink(missing_ok=True)
