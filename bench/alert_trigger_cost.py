@@ -10,6 +10,7 @@ funded users as bench/record_usage_cost.py (pgbench, 8 clients, record_usage per
   no thresholds    the trigger on, no threshold anywhere (the WHEN clause sees NULL)
   thresholds set   the trigger on, every user with a threshold below their balance (the WHEN
                    clause compares, finds no crossing)
+  as BEFORE        the same trigger as BEFORE UPDATE (the first design, rejected): thresholds set
 
 Reported: server CPU µs per record_usage (the stack's postmaster and backends, /proc) and tps,
 medians of --runs; and, because a difference below a microsecond drowns in that noise on a
@@ -41,13 +42,28 @@ from app.stack.postgres import find_binaries
 TRIGGER = "user_balances_low_balance_alert"
 
 
+# The same check as a BEFORE trigger (the first design): thresholds set, never crossed.
+BEFORE_TRIGGER = """
+create trigger bench_low_balance_before before update of balance on public.user_balances
+  for each row
+  when ((new.balance < new.low_balance_threshold and new.balance < old.balance
+         and not new.low_balance_alerted)
+        or (new.low_balance_alerted and new.balance >= new.low_balance_threshold))
+  execute function private.low_balance_alert()
+"""
+
+
 def configure(dsn: str, name: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        if name == "trigger off":
+        conn.execute("drop trigger if exists bench_low_balance_before on public.user_balances")
+        if name in ("trigger off", "as BEFORE"):
             conn.execute(f"alter table public.user_balances disable trigger {TRIGGER}")
-            return
-        conn.execute(f"alter table public.user_balances enable trigger {TRIGGER}")
-        threshold = "1" if name == "thresholds set" else "null"
+            if name == "trigger off":
+                return
+            conn.execute(BEFORE_TRIGGER)
+        else:
+            conn.execute(f"alter table public.user_balances enable trigger {TRIGGER}")
+        threshold = "null" if name == "no thresholds" else "1"
         conn.execute(
             f"update public.user_balances b set low_balance_threshold = {threshold}, "
             "low_balance_alerted = false from bench.users u where u.id = b.user_id"
@@ -92,7 +108,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--transactions", type=int, default=1000, help="per client, CPU part")
     parser.add_argument("--seconds", type=float, default=6.0, help="tps part, per point")
-    parser.add_argument("--updates", type=int, default=20000, help="per UPDATE-loop point")
+    parser.add_argument("--updates", type=int, default=10000, help="per UPDATE-loop point")
+    parser.add_argument("--micro-rounds", type=int, default=15, help="UPDATE-loop points each")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -110,7 +127,7 @@ def main() -> None:
             8, transactions,
         )  # fmt: skip
 
-    names = ("trigger off", "no thresholds", "thresholds set")
+    names = ("trigger off", "no thresholds", "thresholds set", "as BEFORE")
     cpu: dict[str, list[float]] = {n: [] for n in names}
     tps: dict[str, list[float]] = {n: [] for n in names}
     loop: dict[str, list[float]] = {n: [] for n in names}
@@ -119,7 +136,7 @@ def main() -> None:
     try:
         for run in range(args.runs):
             # Rotated, so no configuration always runs first (warm caches, autovacuum).
-            for name in names[run % 3 :] + names[: run % 3]:
+            for name in names[run % 4 :] + names[: run % 4]:
                 console.log(f"run {run + 1}/{args.runs}: {name}")
                 configure(dsn, name)
                 cpu[name].append(
@@ -128,6 +145,9 @@ def main() -> None:
                     )  # fmt: skip
                 )
                 tps[name].append(usage(seconds=args.seconds))
+        for run in range(args.micro_rounds):
+            for name in names[run % 4 :] + names[: run % 4]:
+                configure(dsn, name)
                 loop[name].append(update_micros(dsn, args.updates))
     finally:
         configure(dsn, "no thresholds")
@@ -151,13 +171,15 @@ def main() -> None:
             ", ".join(f"{v:,.0f}" for v in tps[name]),
         )
     Console().print(table)
-    table = Table("configuration", "on-CPU µs per balance UPDATE (median)", "runs",
+    loop_min = {n: min(v) for n, v in loop.items()}
+    table = Table("configuration", "on-CPU µs per UPDATE: min", "median", "runs",
                   title=f"the UPDATE alone, one backend, {args.updates:,} per point")  # fmt: skip
     for name in names:
         table.add_row(
             name,
+            f"{loop_min[name]:.2f} ({loop_min[name] - loop_min['trigger off']:+.2f})",
             f"{loop_med[name]:.2f} ({loop_med[name] - loop_med['trigger off']:+.2f})",
-            ", ".join(f"{v:.2f}" for v in loop[name]),
+            ", ".join(f"{v:.1f}" for v in sorted(loop[name])),
         )
     Console().print(table)
 
