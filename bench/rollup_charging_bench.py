@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 from billing_bench import RECORD_USAGE_SCRIPT, batch_worker, pgbench, prepare, timed
@@ -121,6 +124,45 @@ def nothing() -> Iterator[None]:
     yield
 
 
+def backend_cpu_seconds(conn: psycopg.Connection) -> float:
+    """user + system CPU seconds of this connection's server process so far (Linux /proc)."""
+    pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_micros(dsn: str, users: list[str], charges: int, trigger: bool) -> tuple[float, float]:
+    """One client, `charges` record_usage calls (each its own transaction), then one
+    rollup_usage() over them on another connection: (µs of the charging backend's CPU per charge,
+    µs of the rollup backend's CPU per charge). Only those two server processes are counted, so
+    the load of other sessions on the machine hardly moves it (unlike whole-server CPU)."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(SKIP_TO_NOW)
+        admin.execute(INSTALL_TRIGGER if trigger else DROP_TRIGGER)
+    try:
+        with (
+            psycopg.connect(dsn, autocommit=True) as conn,
+            psycopg.connect(dsn, autocommit=True) as roller,
+        ):
+            conn.execute("select 1")
+            before = backend_cpu_seconds(conn)
+            for n in range(charges):
+                conn.execute(
+                    "select public.record_usage(%s, 'gpt-4o-mini', 1000, 200, %s)",
+                    (users[n % len(users)], f"cpu-{uuid.uuid4().hex}"),
+                )
+            charging = backend_cpu_seconds(conn) - before
+            roller.execute("select 1")
+            before = backend_cpu_seconds(roller)
+            if not trigger:
+                roller.execute("select public.rollup_usage()")
+            rolling = backend_cpu_seconds(roller) - before
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(DROP_TRIGGER)
+    return charging * 1e6 / charges, rolling * 1e6 / charges
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -128,6 +170,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="per throughput point")
     parser.add_argument("--interval", type=float, default=1.0, help="(b): seconds between runs")
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--backend-charges", type=int, default=2000, help="per-backend CPU part")
+    parser.add_argument("--backend-only", action="store_true", help="only the per-backend CPU")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -145,6 +189,18 @@ def main() -> None:
             f.write(text)
         scripts[name] = f.name
     postmaster = int((paths.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    backend: dict[str, list[tuple[float, float]]] = {"(a)": [], "(b)": []}
+    for run in range(args.runs):
+        console.log(f"run {run + 1}/{args.runs}: per-backend CPU")
+        backend["(a)"].append(backend_micros(dsn, users, args.backend_charges, trigger=True))
+        backend["(b)"].append(backend_micros(dsn, users, args.backend_charges, trigger=False))
+    backend_medians = {
+        c: (statistics.median(v[0] for v in got), statistics.median(v[1] for v in got))
+        for c, got in backend.items() if got
+    }  # fmt: skip
+    if args.backend_only:
+        print(json.dumps({"backend_micros_per_charge": backend, "medians": backend_medians}))
+        return
 
     def charges(script: str) -> Callable[[int], float]:
         return lambda transactions: pgbench(
@@ -191,7 +247,7 @@ def main() -> None:
 
     medians = {c: {m: statistics.median(v) for m, v in got.items()} for c, got in results.items()}
     if args.json:
-        print(json.dumps({"medians": medians, "runs": results}, indent=2))
+        print(json.dumps({"medians": medians, "runs": results, "backend": backend}, indent=2))
         return
     table = Table("configuration", *metrics,
                   title=f"{args.runs} runs, 8 clients; (b) every {args.interval:g} s")  # fmt: skip
@@ -200,6 +256,14 @@ def main() -> None:
                  for m in metrics]  # fmt: skip
         table.add_row(config, *cells)
     Console().print(table)
+    per_backend = Table("configuration", "charging backend CPU µs / charge",
+                        "rollup backend CPU µs / charge", "total",
+                        title=f"one client, {args.backend_charges:,} charges, medians")  # fmt: skip
+    for config, (charging, rolling) in backend_medians.items():
+        per_backend.add_row(
+            config, f"{charging:,.0f}", f"{rolling:,.1f}", f"{charging + rolling:,.0f}"
+        )
+    Console().print(per_backend)
 
 
 if __name__ == "__main__":
