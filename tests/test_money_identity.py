@@ -5,10 +5,10 @@ two SQL sessions.
    under a stored request_id that differs in any argument the stored row keeps is a 409
    idempotency_conflict naming it, in its own transaction (each HTTP call is one), so an
    occurred_at left out means "when the call is recorded" and is compared as such
-   (migration 20251201000007).
+   (migration 20251130000004).
 2. Re-pricing never credits refunded usage: a refunded request's net charge stays what the
    refund left, whichever order refund and re-prices come in, also when they race
-   (20251201000008).
+   (20251130000004).
 Every test ends with `balance_audit()` empty.
 """
 

@@ -1,5 +1,5 @@
 """The user of every usage record and ledger entry, without per-row foreign keys
-(migration 20251201000004): checked once per insert statement, deleted with the user, and no
+(migration 20251018000003): checked once per insert statement, deleted with the user, and no
 orphan left when a user is deleted while their usage is being recorded, in either order.
 
 The races run on two real connections: one records usage in an open transaction, the other

@@ -185,7 +185,7 @@ select has_trigger('auth', 'users', 'on_auth_user_created', 'auth.users has the 
 select trigger_is('auth', 'users', 'on_auth_user_created', 'private', 'handle_new_user',
   'the signup trigger calls private.handle_new_user()');
 
--- ── Users of usage records and ledger entries (20251201000004) ────────────────────────────
+-- ── Users of usage records and ledger entries (20251018000003) ────────────────────────────
 -- Checked per statement, not by foreign keys; deleted with their user by a trigger that must
 -- fire after the foreign keys' cascades (row triggers fire in name order).
 select hasnt_fk('public', 'usage_records', 'usage_records has no per-row foreign key');
@@ -205,7 +205,7 @@ select is((select c.reloptions from pg_class c where c.oid = 'public.user_balanc
         'autovacuum_vacuum_scale_factor=0.05'],
   'user_balances leaves room for in-place balance updates');
 
--- ── Metered endpoint (20251201000020…23) ──────────────────────────────────────────────────
+-- ── Metered endpoint (20251130000007…09) ──────────────────────────────────────────────────
 select ok((select c.relrowsecurity from pg_class c where c.oid = t::regclass),
           'RLS is enabled on ' || t)
 from unnest(array['public.api_keys', 'public.upstreams', 'public.plans', 'public.plan_routes',

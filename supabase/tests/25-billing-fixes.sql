@@ -1,4 +1,5 @@
--- 25-billing-fixes.sql — regression checks for 20251201000001_fix_replay_and_settle.sql:
+-- 25-billing-fixes.sql — regression checks for the fixes of 20251201000001_fix_replay_and_settle.sql
+-- (before 0.1.0; now in 20251130000004 and 20251130000006):
 --   1. a retry naming another model / provider is a conflict, never a replay (same_usage NULL)
 --   2. settling a request whose usage is already recorded closes the hold
 --   3. reserve_credit looks the hold up again after the balance-row lock (the race itself needs
@@ -37,7 +38,7 @@ select is(public.settle_usage('fixes-s1', 100, 50) ->> 'replayed', 'false', 'set
 select throws_ok($$select public.settle_usage('fixes-s1', 100, 50, model => 'gpt-4o')$$, 'PT409', 'idempotency_conflict', 'a settle retry naming another model raises PT409');
 select is((select count(*)::int from public.balance_movements where reference in ('fixes-r1', 'fixes-r2', 'fixes-s1')), 3, 'conflicting retries charged nothing more');
 reset role;
-select is(private.usage_mismatch((select u from public.usage_records u where u.request_id = 'fixes-r1'), 'eeeeeeee-0000-4000-8000-00000000000a', null, 'gpt-4o', 100, 50, 0, '{}', now(), null, 'success'), 'model', 'the identity (same_usage, now usage_mismatch: 20251201000007) names another model, never NULL');
+select is(private.usage_mismatch((select u from public.usage_records u where u.request_id = 'fixes-r1'), 'eeeeeeee-0000-4000-8000-00000000000a', null, 'gpt-4o', 100, 50, 0, '{}', now(), null, 'success'), 'model', 'the identity (usage_mismatch) names another model, never NULL');
 select is(private.usage_mismatch((select u from public.usage_records u where u.request_id = 'fixes-r1'), 'eeeeeeee-0000-4000-8000-00000000000a', 'anthropic', 'gpt-4o-mini', 100, 50, 0, '{}', now(), null, 'success'), 'provider', 'the identity names another provider, never NULL');
 set local role service_role;
 set local "request.jwt.claims" to '{"role":"service_role"}';

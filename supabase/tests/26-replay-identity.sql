@@ -1,9 +1,9 @@
 -- 26-replay-identity.sql — money paths of issue 9 (1.):
 --   1. a replay is the same request: record_usage, settle_usage and record_usage_batch refuse a
 --      stored request_id whose call differs in ANY argument the stored row keeps (PT409, the
---      detail naming it), and replay an identical one (20251201000007_replay_identity.sql);
+--      detail naming it), and replay an identical one (20251130000004_usage_and_charging.sql);
 --   2. re-pricing never credits refunded usage: a refunded request's net charge stays what its
---      refund left, whatever order refund and re-prices come in (20251201000008).
+--      refund left, whatever order refund and re-prices come in (20251130000004).
 -- One transaction, so now() is one instant here: an omitted occurred_at across transactions is
 -- tested through the API in tests/test_money_identity.py.
 BEGIN;
