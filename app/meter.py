@@ -34,6 +34,7 @@ from app.client import rpc_params as _params
 from app.config import Settings
 from app.models import (
     BalanceCheck,
+    BalanceMovement,
     BatchItem,
     BatchResult,
     CostEstimate,
@@ -51,6 +52,8 @@ USAGE_COLUMNS = (
     "id,request_id,user_id,provider_id,model_id,input_tokens,output_tokens,"
     "cached_input_tokens,cost::text,currency,status,occurred_at,metadata"
 )
+
+MOVEMENT_COLUMNS = "source,id,user_id,kind,amount::text,currency,reference,description,created_at"
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,10 @@ def _usage_rows(data: Any) -> list[UsageRecord]:
     return [UsageRecord.model_validate(row) for row in data]
 
 
+def _movement_rows(data: Any) -> list[BalanceMovement]:
+    return [BalanceMovement.model_validate(row) for row in data]
+
+
 class Meter(_Operations):
     """Synchronous facade. Methods take keyword arguments and raise `app.errors` types:
     InvalidUsage/InvalidInput (bad input; nothing written), UnknownModel/PriceMissing,
@@ -310,6 +317,23 @@ class Meter(_Operations):
         )
         return _usage_rows(response.data)
 
+    def movements(self, *, user_id: str, limit: int = 50) -> list[BalanceMovement]:
+        """The user's most recent balance movements (ledger entries and usage charges), newest
+        first."""
+        response = call(
+            lambda: (
+                self.client.table("balance_movements")
+                .select(MOVEMENT_COLUMNS)
+                .eq("user_id", user_id)
+                .order("created_at", desc=True)
+                .order("source", desc=True)
+                .order("id", desc=True)
+                .limit(limit)
+                .execute()
+            )
+        )
+        return _movement_rows(response.data)
+
 
 class AsyncMeter(_Operations):
     """The same API as `Meter`, for asyncio code (`await meter.record_usage(...)`)."""
@@ -374,6 +398,21 @@ class AsyncMeter(_Operations):
             )
         )
         return _usage_rows(response.data)
+
+    async def movements(self, *, user_id: str, limit: int = 50) -> list[BalanceMovement]:
+        response = await acall(
+            lambda: (
+                self.client.table("balance_movements")
+                .select(MOVEMENT_COLUMNS)
+                .eq("user_id", user_id)
+                .order("created_at", desc=True)
+                .order("source", desc=True)
+                .order("id", desc=True)
+                .limit(limit)
+                .execute()
+            )
+        )
+        return _movement_rows(response.data)
 
 
 __all__ = ["AsyncMeter", "Meter"]

@@ -108,6 +108,22 @@ class Reservation(_Result):
     released: bool | None = None
 
 
+class BalanceMovement(_Result):
+    """A row of public.balance_movements: a ledger entry (source 'ledger') or a usage charge
+    (source 'usage': the usage record is its charge's line, amount = −the cost it charged).
+    A user's amounts add up to their balance."""
+
+    source: str
+    id: int
+    user_id: str
+    kind: str
+    amount: Decimal
+    currency: str
+    reference: str
+    description: str | None = None
+    created_at: datetime
+
+
 class UsageRecord(_Result):
     """A row of usage_records as stored."""
 

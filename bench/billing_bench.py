@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -289,6 +290,7 @@ def main() -> None:
             8, args.seconds, gateway_worker(paths.api_url, keys.service_role_key, users)
         ),
     }
+    load_start = os.getloadavg()[0]
     results: dict[str, list[float]] = {name: [] for name in scenarios}
     for run in range(args.runs):
         for name, scenario in scenarios.items():
@@ -301,11 +303,21 @@ def main() -> None:
         "A' ratio, same client as the reference": medians[names[2]] / medians[names[1]],
         "B ratio (≥ 0.9 target)": medians[names[3]] / medians[names[4]],
     }
+    load = {"start": load_start, "end": os.getloadavg()[0]}
     if args.json:
-        print(json.dumps({"medians": medians, "ratios": ratios, "runs": results}, indent=2))
+        print(
+            json.dumps(
+                {"medians": medians, "ratios": ratios, "runs": results, "load_average": load},
+                indent=2,
+            )
+        )
         return
     table = Table(
-        "scenario", "median", "runs", title=f"{args.runs} runs × {args.seconds:g} s, 8 clients"
+        "scenario",
+        "median",
+        "runs",
+        title=f"{args.runs} runs × {args.seconds:g} s, 8 clients, "
+        f"load average {load['start']:.1f} → {load['end']:.1f}",
     )
     for name, value in medians.items():
         table.add_row(name, f"{value:,.0f}", ", ".join(f"{v:,.0f}" for v in results[name]))

@@ -7,13 +7,15 @@ transactions, divided by that number (Linux /proc; other clusters on the machine
 counted). All three scripts run through pgbench, the reference's own C client, 8 clients:
 
   record_usage  public.record_usage(...) for one of 1,000 funded users (as billing_bench A')
-  bare writes   the three writes record_usage exists for and nothing else: insert the usage row,
-                insert its ledger row, update the balance (no validation, no price lookup, no
-                idempotency probe, no result JSON), in one PL/pgSQL function
+  bare writes   the writes record_usage exists for and nothing else: insert the usage row (and,
+                before 20261129200001, its ledger row), update the balance (no validation, no
+                price lookup, no idempotency probe, no result JSON), in one PL/pgSQL function
   floor         the least any metering design writes, as record_usage would (one function call):
                 one row keyed by a unique request id, and the balance update, in two bare tables
                 with no other index, no CHECK, no trigger
   pgbench -N    the reference: update one account, read it, insert one history row
+  batch         record_usage_batch with 1,000 records built in the server (one per user), as
+                CPU per record (its inverse bounds the records/s two cores can charge)
 
 Then throughput at 1, 2, 4 and 8 clients, record_usage over pgbench -N: at 1 client both wait
 on round trips and commits (pgbench -N makes five round trips, record_usage one); at 8 clients
@@ -41,9 +43,19 @@ from rich.table import Table
 from app.stack.paths import StackPaths
 from app.stack.postgres import find_binaries
 
+# Before 20261129200001 a charge also wrote a 'usage' ledger row; from then on the usage record
+# is the charge's line. The bare writes follow the schema they run on.
 BARE_WRITES = """
+do $do$
+declare
+  ledger_row text := case when to_regclass('public.balance_movements') is null then
+    $l$insert into public.ledger_entries (user_id, kind, amount, reference)
+       values (bare_writes.user_id, 'usage', -0.00027, bare_writes.request_id);$l$
+    else '' end;
+begin
+  execute format($f$
 create or replace function bench.bare_writes(user_id uuid, request_id text) returns numeric
-language plpgsql security definer set search_path = '' as $$
+language plpgsql security definer set search_path = '' as $b$
 declare
   new_balance numeric;
 begin
@@ -52,13 +64,14 @@ begin
     price_per_cached_input_token, price_per_request, cost)
   values (bare_writes.user_id, bare_writes.request_id, 'openai', 'gpt-4o-mini', 1000, 200, 0,
     0.00000015, 0.0000006, 0.000000075, 0, 0.00027);
-  insert into public.ledger_entries (user_id, kind, amount, reference)
-  values (bare_writes.user_id, 'usage', -0.00027, bare_writes.request_id);
+  %s
   update public.user_balances b set balance = b.balance - 0.00027, updated_at = now()
   where b.user_id = bare_writes.user_id returning b.balance into new_balance;
   return new_balance;
 end
-$$;
+$b$$f$, ledger_row);
+end
+$do$;
 """
 FLOOR_WRITES = """
 drop table if exists bench.floor_usage;
@@ -83,6 +96,13 @@ $$;
 FLOOR_WRITES_SCRIPT = """\\set u random(1, 1000)
 select bench.floor_writes((select id from bench.users where n = :u), gen_random_uuid()::text);
 """
+# One record_usage_batch of 1,000 records (one per bench user), built in the server: the CPU
+# per record of the set-based path, without JSON travelling from a client.
+BATCH_SCRIPT = """select public.record_usage_batch((select jsonb_agg(jsonb_build_object(
+  'user_id', u.id, 'model', 'gpt-4o-mini', 'input_tokens', 1000, 'output_tokens', 200,
+  'request_id', gen_random_uuid()::text)) from bench.users u));
+"""
+BATCH_RECORDS = 1000
 BARE_WRITES_SCRIPT = """\\set u random(1, 1000)
 select bench.bare_writes((select id from bench.users where n = :u), gen_random_uuid()::text);
 """
@@ -120,6 +140,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    load_start = os.getloadavg()[0]
     paths = StackPaths.from_env()
     bindir = find_binaries().bindir
     prepare(paths, bindir)
@@ -128,7 +149,8 @@ def main() -> None:
         conn.execute(FLOOR_WRITES)
     scripts = {}
     scripts_text = (
-        ("usage", RECORD_USAGE_SCRIPT), ("bare", BARE_WRITES_SCRIPT), ("floor", FLOOR_WRITES_SCRIPT)
+        ("usage", RECORD_USAGE_SCRIPT), ("bare", BARE_WRITES_SCRIPT), ("floor", FLOOR_WRITES_SCRIPT),
+        ("batch", BATCH_SCRIPT),
     )  # fmt: skip
     for name, text in scripts_text:
         with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
@@ -152,7 +174,8 @@ def main() -> None:
                        transactions=transactions)  # fmt: skip
 
     cpu: dict[str, list[float]] = {
-        "record_usage": [], "bare writes": [], "floor": [], "pgbench -N": []
+        "record_usage": [], "bare writes": [], "floor": [], "pgbench -N": [],
+        "record_usage_batch, per record": [],
     }  # fmt: skip
     sweep: dict[int, list[float]] = {1: [], 2: [], 4: [], 8: []}
     postmaster = int((paths.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
@@ -163,23 +186,30 @@ def main() -> None:
         cpu["bare writes"].append(server_micros_per_tx(script("bare"), n, pm))
         cpu["floor"].append(server_micros_per_tx(script("floor"), n, pm))
         cpu["pgbench -N"].append(server_micros_per_tx(lambda t: reference(transactions=t), n, pm))
+        batches = max(1, n // 200)  # per client: 8 × 5 × 1,000 records for the default 1,000
+        cpu["record_usage_batch, per record"].append(
+            server_micros_per_tx(script("batch"), batches, pm) / BATCH_RECORDS
+        )
         for clients in sweep:
             console.log(f"run {run + 1}/{args.runs}: {clients} client(s)")
             ratio = usage(clients, args.seconds) / reference(clients, args.seconds)
             sweep[clients].append(ratio)
 
+    load = os.getloadavg()[0]
     cpu_medians = {name: statistics.median(v) for name, v in cpu.items()}
     sweep_medians = {clients: statistics.median(v) for clients, v in sweep.items()}
     if args.json:
         print(json.dumps({"server_micros_per_tx": cpu, "ratio_by_clients": sweep,
-                          "medians": {"cpu": cpu_medians, "ratio": sweep_medians}}, indent=2))  # fmt: skip
+                          "medians": {"cpu": cpu_medians, "ratio": sweep_medians},
+                          "load_average": {"start": load_start, "end": load}}, indent=2))  # fmt: skip
         return
-    table = Table("transaction", "server CPU µs (median)", "runs", "vs pgbench -N",
-                  title=f"server CPU per transaction, 8 clients × {args.transactions}")  # fmt: skip
+    table = Table("transaction", "server CPU µs (median)", "runs", "vs pgbench -N", "× floor",
+                  title=f"server CPU per transaction, 8 clients × {args.transactions}, "
+                        f"load average {load_start:.1f} → {load:.1f}")  # fmt: skip
     for name, value in cpu_medians.items():
         ratio = cpu_medians["pgbench -N"] / value
         table.add_row(name, f"{value:,.0f}", ", ".join(f"{v:,.0f}" for v in cpu[name]),
-                      f"{ratio:.2f}× the rate")  # fmt: skip
+                      f"{ratio:.2f}× the rate", f"{value / cpu_medians['floor']:.2f}×")  # fmt: skip
     Console().print(table)
     sweep_table = Table("clients", "record_usage / pgbench -N (median)", "runs",
                         title=f"throughput ratio, {args.seconds:g} s per point")  # fmt: skip

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from app.cli.common import JSON_HELP, USER_HELP, decimal_arg, meter_session, resolve_user
 from app.cli.output import console, money, print_json
-from app.models import BalanceCheck
+from app.models import BalanceCheck, BalanceMovement
 
 balance_app = typer.Typer(no_args_is_help=True, help="Show and top up prepaid balances.")
 
@@ -63,3 +63,32 @@ def balance_top_up(
         f"topped up {money(movement.amount, movement.currency)}; "
         f"balance {money(movement.balance, movement.currency)}{note}"
     )
+
+
+def movements_table(rows: list[BalanceMovement]) -> Table:
+    table = Table("when", "kind", "amount", "reference", "description")
+    for row in rows:
+        table.add_row(
+            row.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            row.kind,
+            money(row.amount, row.currency),
+            row.reference,
+            row.description or "",
+        )
+    return table
+
+
+@balance_app.command("history")
+def balance_history(
+    user: str = typer.Argument(..., help=USER_HELP),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=1000, help="How many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Every movement of a balance, newest first: top-ups, adjustments, refunds and the charges
+    (each usage record is its own charge's line)."""
+    with meter_session() as meter:
+        rows = meter.movements(user_id=resolve_user(meter, user), limit=limit)
+    if as_json:
+        print_json(rows)
+    else:
+        console.print(movements_table(rows))
