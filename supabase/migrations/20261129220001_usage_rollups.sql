@@ -40,7 +40,8 @@
 -- rollup_usage() runs from pg_cron every 10 s where the database has pg_cron (hosted Supabase;
 -- scheduled below), else from `tokenmeter usage rollup` (the local stack runs it).
 -- Deleting a user deletes their summaries and adjustments (as their usage records).
--- Error codes: 42501 forbidden (not service_role / postgres), 22023 invalid_argument.
+-- Error codes: 42501 forbidden (not service_role / postgres), 22023 invalid_argument, 55000
+-- sequence_cached (usage_records' id sequence must keep CACHE 1, as identity columns have).
 
 -- ── Tables ────────────────────────────────────────────────────────────────────────────────
 create table public.usage_summaries (
@@ -250,7 +251,7 @@ $$;
 -- ids taken but not rolled up yet (in flight, or beyond max_rows: call again).
 -- Who may call: service_role, postgres (pg_cron). DEFINER: reads the private state and
 -- pg_locks, writes usage_summaries, which no API role may write.
--- Raises: 42501 forbidden, 22023 invalid_argument (max_rows < 1).
+-- Raises: 42501 forbidden, 22023 invalid_argument (max_rows < 1), 55000 sequence_cached.
 -- Generic plans: a run's statements are planned once per session, not per run (planning the
 -- rollup statement costs more than running it on a few hundred rows).
 create function public.rollup_usage(max_rows integer default 1000000) returns jsonb
@@ -282,6 +283,12 @@ begin
   -- The last id first, the writers after: a transaction that took an id <= last_id held its
   -- write lock before that, so it is among the writers unless it has already ended.
   sequence_name := pg_catalog.pg_get_serial_sequence('public.usage_records', 'id');
+  -- A backend that caches ids could use one <= last_id in a later transaction, unseen here.
+  if (select s.seqcache from pg_catalog.pg_sequence s
+      where s.seqrelid = sequence_name::regclass) <> 1 then
+    raise exception using errcode = '55000', message = 'sequence_cached',
+      detail = format('%s must have CACHE 1 for rollup_usage() to see every id', sequence_name);
+  end if;
   last_id := coalesce(pg_catalog.pg_sequence_last_value(sequence_name::regclass), 0);
   writers := private.usage_writers();
   if writers = '{}' then

@@ -5,7 +5,7 @@
 -- already; a failed metered request counts as a failure without cost; max_rows rolls up in
 -- chunks; deleting a user deletes their summaries. Concurrent charging: tests/test_usage_rollups.py.
 BEGIN;
-SELECT plan(43);
+SELECT plan(44);
 
 -- ── Fixtures, as postgres ──────────────────────────────────────────────────────────────────
 insert into auth.users (id, email) values
@@ -181,6 +181,18 @@ select is((public.rollup_usage(max_rows => 5) ->> 'behind')::int, 0, 'the next r
 select * from pg_temp.matches('after chunks');
 select throws_ok($$select public.rollup_usage(max_rows => 0)$$, '22023', 'invalid_argument',
   'max_rows below 1 is refused');
+
+-- ── A cached id sequence is refused ──────────────────────────────────────────────────────
+-- With CACHE > 1 a backend could later use an id at most the sequence's last value in a
+-- transaction the rollup never saw as a writer.
+do $$ begin
+  execute format('alter sequence %s cache 20', pg_get_serial_sequence('public.usage_records', 'id'));
+end $$;
+select throws_ok($$select public.rollup_usage()$$, '55000', 'sequence_cached',
+  'a cached usage id sequence is refused (ids could be used out of the rollup''s sight)');
+do $$ begin
+  execute format('alter sequence %s cache 1', pg_get_serial_sequence('public.usage_records', 'id'));
+end $$;
 
 -- ── Callers ───────────────────────────────────────────────────────────────────────────────
 set local role authenticated;
