@@ -26,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -288,7 +289,9 @@ def one_run(
         assert balance == funded - cost and open_holds == 0, (balance, funded, cost, open_holds)
     assert count == served, f"{served} requests served, {count} charged"
     out["money"] = {"served": served, "charged": count}
-    out["budget"] = budget_phase(conn, upstream_url, next(iter(gateways.values())), streamed)
+    out["budget"] = budget_phase(
+        conn, upstream_url, gateways.get("sql") or next(iter(gateways.values())), streamed
+    )
     return out
 
 
@@ -339,6 +342,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--transports", default="sql,rpc")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run the gateway and functions of this commit (sql transport), in the same run",
+    )
     args = parser.parse_args()
     global CLIENTS
     CLIENTS = args.clients
@@ -355,6 +363,26 @@ def main() -> None:
     gateways: dict[str, FunctionGateway] = {}
     load_before = os.getloadavg()
     try:
+        if args.baseline:
+            # The earlier commit's gateway (app/) and functions, over the same database.
+            checkout = Path(tempfile.mkdtemp(prefix="tokenmeter-baseline-"))
+            archive = subprocess.run(
+                [
+                    "git",
+                    "archive",
+                    args.baseline,
+                    "app",
+                    "supabase/functions",
+                    "supabase/config.toml",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                check=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(checkout)], input=archive, check=True)
+            gateways[f"sql@{args.baseline}"] = FunctionGateway(
+                {"FAKE_UPSTREAM_KEY": API_KEY, "OPENAI_DB_ACCESS": "sql"}, root=checkout
+            )
         for transport in args.transports.split(","):
             gateways[transport] = FunctionGateway(
                 {"FAKE_UPSTREAM_KEY": API_KEY, "OPENAI_DB_ACCESS": transport}

@@ -40,6 +40,17 @@ if ! .venv/bin/python -c "import app, pytest, openai" >/dev/null 2>&1 \
   touch .venv/.installed
 fi
 
+# PgBouncer, for tests/test_openai_endpoint.py: the openai function's database through a
+# transaction-mode pooler, as Supabase has edge functions connect.
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing PgBouncer (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+  else
+    echo "PgBouncer is needed by the tests: sudo apt-get install pgbouncer" >&2
+  fi
+fi
+
 # plpgsql_check, for `supabase db lint` (tests/test_supabase_cli.py), for the newest server
 # installed (the one the local stack picks).
 pg_newest=$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sed 's|/usr/lib/postgresql/||; s|/.*||' \

@@ -9,6 +9,8 @@ next to a copy of supabase/config.toml (which the gateway reads for verify_jwt).
 
 `DbProxy` stands between such a gateway (and so its functions' SUPABASE_DB_URL) and the
 database, and can be cut and restored: the database becoming unreachable mid-request.
+`TransactionPooler` is PgBouncer in transaction mode in the same place, as Supabase's pooler
+stands between an edge function and the database.
 """
 
 from __future__ import annotations
@@ -99,16 +101,81 @@ class DbProxy:
         self.listener.close()
 
 
+class TransactionPooler:
+    """PgBouncer (`pool_mode = transaction`, `server_pool_size` server connections per user and
+    database) on a free port in front of the database: consecutive transactions of one client
+    connection run on different server connections, so a prepared statement or session setting
+    kept between calls breaks. Run as the database's OS user when we are root (PgBouncer
+    refuses to run as root)."""
+
+    def __init__(self, db_port: int, server_pool_size: int = 2) -> None:
+        from app.stack.postgres import server_user
+
+        self.folder = Path(tempfile.mkdtemp(prefix="tokenmeter-pooler-"))
+        self.port = free_port()
+        (self.folder / "userlist.txt").write_text('"postgres" "postgres"\n')
+        (self.folder / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"postgres = host=127.0.0.1 port={db_port} dbname=postgres\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            "auth_type = plain\n"
+            f"auth_file = {self.folder / 'userlist.txt'}\n"
+            "pool_mode = transaction\n"
+            f"default_pool_size = {server_pool_size}\nmin_pool_size = 0\n"
+            "max_client_conn = 500\n"
+            "ignore_startup_parameters = extra_float_digits\n"
+            f"logfile = {self.folder / 'pgbouncer.log'}\n"
+        )
+        user = server_user()
+        kwargs: dict = {}
+        if user is not None:
+            for path in (self.folder, *self.folder.iterdir()):
+                os.chown(path, user.pw_uid, user.pw_gid)
+            kwargs.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        self.process = subprocess.Popen(
+            [binary, str(self.folder / "pgbouncer.ini")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **kwargs,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited: {self.log_text()}")
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("pgbouncer did not listen within 10 s")
+
+    def log_text(self) -> str:
+        path = self.folder / "pgbouncer.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 class FunctionGateway:
-    def __init__(self, secrets: dict[str, str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, secrets: dict[str, str], env: dict[str, str] | None = None, root: Path = ROOT
+    ) -> None:
+        """`root`: the checkout whose gateway (app/) and functions run; another one than this
+        lets the benchmark run an earlier commit beside the current one."""
         self.folder = Path(tempfile.mkdtemp(prefix="tokenmeter-fngw-"))
         functions = self.folder / "functions"
         functions.mkdir()
-        for entry in FUNCTIONS.iterdir():
+        for entry in (root / "supabase" / "functions").iterdir():
             if entry.is_dir():
                 (functions / entry.name).symlink_to(entry, target_is_directory=True)
         (functions / ".env").write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
-        shutil.copy(ROOT / "supabase" / "config.toml", self.folder / "config.toml")
+        shutil.copy(root / "supabase" / "config.toml", self.folder / "config.toml")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(
@@ -120,7 +187,7 @@ class FunctionGateway:
         self.log = open(self.folder / "gateway.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.stack.gateway"],
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -29,7 +29,7 @@ import openai
 import psycopg
 import pytest
 from fake_upstream import API_KEY, FakeUpstream
-from function_gateway import DbProxy, FunctionGateway
+from function_gateway import DbProxy, FunctionGateway, TransactionPooler
 
 from app.stack.manager import Stack
 
@@ -243,6 +243,37 @@ def test_chat_completion_stream_sdk_charges_usage_chunk(
     (row,) = metered_rows(db, acct.user_id)
     assert row[1:5] == ("completed", 200, expected, False)
     assert balance(db, acct.user_id) == before - expected
+
+
+def test_chat_completion_stream_passes_events_as_they_come_not_buffered(
+    endpoint: str, account: Callable[..., Account], db: psycopg.Connection
+):
+    """SSE goes through chunk by chunk: the first word reaches the client while the upstream is
+    still writing the rest (10 words, 400 ms apart), not once the answer is complete."""
+    acct = account()
+    arrivals: list[float] = []
+    with (
+        httpx.Client(timeout=60) as http,
+        http.stream(
+            "POST",
+            f"{endpoint}/chat/completions",
+            headers={"Authorization": f"Bearer {acct.key}"},
+            json={
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "words:10 delay:400"}],
+                "stream": True,
+            },
+        ) as response,
+    ):
+        started = time.monotonic()
+        for line in response.iter_lines():
+            if '"content":"word' in line or '"content":" word' in line:
+                arrivals.append(time.monotonic() - started)
+    assert len(arrivals) == 10
+    # The upstream needs 4 s for the whole answer: the first word arrives seconds before.
+    assert arrivals[-1] - arrivals[0] > 2.5, arrivals
+    (row,) = metered_rows(db, acct.user_id)
+    assert row[1:3] == ("completed", 200)
 
 
 def test_chat_completion_stream_without_include_usage_still_charged_no_usage_chunk(
@@ -836,3 +867,43 @@ def test_stream_database_unreachable_at_complete_charged_when_back(
     assert row[2:5] == (200, 12 * per_in + 5 * per_out, False)
     assert balance(db, acct.user_id) == Decimal(10) - row[3]
     assert_audit_clean(db)
+
+
+def test_sql_transport_through_transaction_pooler_charges_every_request(
+    stack: Stack, account: Callable[..., Account], db: psycopg.Connection
+):
+    """SUPABASE_DB_URL through PgBouncer in transaction mode, as Supabase tells edge functions to
+    connect: 60 concurrent calls (streamed and not) share 2 server connections, so a prepared
+    statement or session setting kept between calls would fail them; every one is charged."""
+    pooler = TransactionPooler(stack.paths.db_port, server_pool_size=2)
+    pooled = f"postgresql://postgres:postgres@127.0.0.1:{pooler.port}/postgres"
+    gw = FunctionGateway(
+        {"FAKE_UPSTREAM_KEY": API_KEY}, env={"TOKENMETER_FUNCTIONS_DB_URL": pooled}
+    )
+    try:
+        url = f"{gw.url}/functions/v1/openai/v1/chat/completions"
+        accounts = [account() for _ in range(4)]
+        hi = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+        plain = json.dumps(hi).encode()
+        streamed = json.dumps({**hi, "stream": True}).encode()
+
+        async def everyone() -> list[list[tuple[int, str | None]]]:
+            return await asyncio.gather(
+                *(
+                    _post_many(url, a.key, [streamed if i % 2 else plain] * 15, bool(i % 2))
+                    for i, a in enumerate(accounts)
+                )
+            )
+
+        results = asyncio.run(everyone())
+        assert all(r == (200, None) for rs in results for r in rs), (results, pooler.log_text())
+        per_in, per_out = price(db)
+        for acct in accounts:
+            rows = metered_rows(db, acct.user_id)
+            assert len(rows) == 15
+            assert {r[1:5] for r in rows} == {("completed", 200, 11 * per_in + 5 * per_out, False)}
+            assert balance(db, acct.user_id) == Decimal(10) - 15 * (11 * per_in + 5 * per_out)
+        assert_audit_clean(db)
+    finally:
+        gw.stop()
+        pooler.stop()

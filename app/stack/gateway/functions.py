@@ -287,7 +287,14 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     supabase_env = dict(
         zip(
             SUPABASE_ENV,
-            (paths.api_url, config.keys.anon_key, config.keys.service_role_key, paths.db_url()),
+            (
+                paths.api_url,
+                config.keys.anon_key,
+                config.keys.service_role_key,
+                # What functions connect to, e.g. a transaction-mode pooler in front of the
+                # database, as Supabase advises for edge functions; the database by default.
+                os.environ.get("TOKENMETER_FUNCTIONS_DB_URL") or paths.db_url(),
+            ),
             strict=True,
         )
     )
