@@ -124,10 +124,9 @@ $$;
 -- clause sees a balance below the threshold not yet alerted, or a recovery to re-arm: it
 -- records that on the row (an UPDATE of low_balance_alerted alone, which does not fire it
 -- again) and, for a descent, writes the alert. The row is still locked by the charge, so the
--- next charge of the user sees the flag. AFTER, not BEFORE: a BEFORE row trigger makes every
--- UPDATE fetch and lock the row before changing it, whatever its WHEN clause says; an AFTER
--- trigger's WHEN clause on the new row is checked on the row the UPDATE has in hand and queues
--- nothing when false (bench/alert_trigger_cost.py).
+-- next charge of the user sees the flag. When its WHEN clause is false an AFTER trigger queues
+-- nothing; measured, it costs a charge the same as a BEFORE trigger with the same clause
+-- (bench/alert_trigger_cost.py, docs/benchmarks.md), and it leaves NEW to the charge.
 -- SECURITY DEFINER: alert_outbox is writable by no API role. Refuses to run outside it.
 create function private.low_balance_alert() returns trigger
 language plpgsql security definer set search_path = '' as $$
