@@ -23,6 +23,10 @@ from app.meter import Meter
 from app.report import exact
 from app.stack.manager import Stack
 
+# httpx's default 5 s is too short on a shared CI machine for the first chart after a restart
+# (matplotlib's import and first draw); a page that hangs still fails.
+TIMEOUT = 30.0
+
 
 @pytest.fixture(scope="module")
 def dashboard_url(stack: Stack) -> str:
@@ -34,7 +38,9 @@ def dashboard_url(stack: Stack) -> str:
 @pytest.fixture()
 def web(dashboard_url: str, service_key: str) -> Iterator[httpx.Client]:
     """A client that presents the service_role key, as a script would."""
-    with httpx.Client(base_url=dashboard_url, headers={"apikey": service_key}) as client:
+    with httpx.Client(
+        base_url=dashboard_url, headers={"apikey": service_key}, timeout=TIMEOUT
+    ) as client:
         yield client
 
 
@@ -51,23 +57,28 @@ def result_cells(page: str) -> list[str]:
 
 
 def test_dashboard_page_without_session_redirects_to_sign_in(dashboard_url: str):
-    response = httpx.get(f"{dashboard_url}/users?q=x")
+    response = httpx.get(f"{dashboard_url}/users?q=x", timeout=TIMEOUT)
     assert response.status_code == 303
     assert response.headers["location"] == "/login?next=/users%3Fq%3Dx"
-    assert httpx.post(f"{dashboard_url}/sql", data={"query": "select 1"}).status_code == 401
+    assert (
+        httpx.post(f"{dashboard_url}/sql", timeout=TIMEOUT, data={"query": "select 1"}).status_code
+        == 401
+    )
 
 
 def test_dashboard_sign_in_with_wrong_key_is_refused(dashboard_url: str, anon_key: str):
-    response = httpx.post(f"{dashboard_url}/login", data={"key": anon_key, "next": "/"})
+    response = httpx.post(
+        f"{dashboard_url}/login", timeout=TIMEOUT, data={"key": anon_key, "next": "/"}
+    )
     assert response.status_code == 401
     assert "not this stack&#39;s service_role key" in response.text
     assert "set-cookie" not in response.headers
-    wrong_header = httpx.get(f"{dashboard_url}/", headers={"apikey": anon_key})
+    wrong_header = httpx.get(f"{dashboard_url}/", timeout=TIMEOUT, headers={"apikey": anon_key})
     assert wrong_header.status_code == 303
 
 
 def test_dashboard_sign_in_with_service_key_opens_a_session(dashboard_url: str, service_key: str):
-    with httpx.Client(base_url=dashboard_url) as browser:
+    with httpx.Client(base_url=dashboard_url, timeout=TIMEOUT) as browser:
         response = browser.post("/login", data={"key": service_key, "next": "/models?q=gpt"})
         assert response.status_code == 303
         assert response.headers["location"] == "/models?q=gpt"
@@ -80,7 +91,9 @@ def test_dashboard_sign_in_with_service_key_opens_a_session(dashboard_url: str, 
 
 def test_dashboard_sign_in_next_to_another_site_goes_home(dashboard_url: str, service_key: str):
     for target in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
-        response = httpx.post(f"{dashboard_url}/login", data={"key": service_key, "next": target})
+        response = httpx.post(
+            f"{dashboard_url}/login", timeout=TIMEOUT, data={"key": service_key, "next": target}
+        )
         assert response.headers["location"] == "/"
 
 
@@ -129,7 +142,7 @@ def test_stack_start_restarts_a_dashboard_that_died(stack: Stack, dashboard_url:
     stack.start()
     assert dashboard.running(stack.paths)
     assert dashboard.running_pid(stack.paths) != pid
-    assert httpx.get(f"{dashboard_url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{dashboard_url}/health", timeout=TIMEOUT).json() == {"status": "ok"}
 
 
 # ── Pages ─────────────────────────────────────────────────────────────────────────────────────
