@@ -74,21 +74,34 @@ def _children(pid: int) -> list[int]:
 
 @dataclass
 class Processes:
-    """Where the CPU goes: the processes of one scenario, by role."""
+    """Where the CPU goes: the processes of one scenario, by role. The database's backends and
+    the workers are looked up at each reading, so that connections opened during a scenario
+    count (from zero) too."""
 
-    groups: dict[str, list[int]]
+    gateway: FunctionGateway | None
+    upstream_pid: int
+    postmaster: int
 
     @classmethod
     def of(cls, gateway: FunctionGateway | None, upstream_pid: int, postmaster: int) -> Processes:
-        groups = {"upstream": [upstream_pid], "client": [os.getpid()]}
-        if gateway is not None:
-            groups["gateway"] = [gateway.process.pid]
-            groups["deno"] = _children(gateway.process.pid)
-            groups["postgres"] = [postmaster, *_children(postmaster)]
-        return cls(groups)
+        return cls(gateway, upstream_pid, postmaster)
 
-    def ticks(self) -> dict[str, int]:
-        return {name: sum(_cpu_ticks(p) for p in pids) for name, pids in self.groups.items()}
+    def ticks(self) -> dict[str, dict[int, int]]:
+        groups = {"upstream": [self.upstream_pid], "client": [os.getpid()]}
+        if self.gateway is not None:
+            groups["gateway"] = [self.gateway.process.pid]
+            groups["deno"] = _children(self.gateway.process.pid)
+            groups["postgres"] = [self.postmaster, *_children(self.postmaster)]
+        return {name: {p: _cpu_ticks(p) for p in pids} for name, pids in groups.items()}
+
+    @staticmethod
+    def spent(
+        before: dict[str, dict[int, int]], after: dict[str, dict[int, int]]
+    ) -> dict[str, int]:
+        return {
+            name: sum(t - before.get(name, {}).get(p, 0) for p, t in pids.items())
+            for name, pids in after.items()
+        }
 
 
 @dataclass
@@ -168,8 +181,8 @@ def drive(
         thread.join()
     result.elapsed = time.monotonic() - started
     if processes:
-        after = processes.ticks()
-        result.cpu = {k: (after[k] - before[k]) / HZ * 1000 / max(result.ok, 1) for k in after}
+        spent = Processes.spent(before, processes.ticks())
+        result.cpu = {k: v / HZ * 1000 / max(result.ok, 1) for k, v in spent.items()}
     return result
 
 

@@ -377,6 +377,34 @@ def test_stream_cut_by_upstream_charges_streamed_tokens_estimated(
     assert_audit_clean(db)
 
 
+def test_stream_finished_without_usage_chunk_charges_streamed_tokens_estimated(
+    sdk: Callable[[str], openai.OpenAI],
+    endpoint: str,
+    account: Callable[..., Account],
+    db: psycopg.Connection,
+):
+    """An upstream that ends its stream properly but never sends the usage chunk: charged from
+    the words streamed, counted, flagged; the client still gets [DONE]."""
+    acct = account()
+    chunks = list(
+        sdk(acct.key).chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "words:4 nousage"}],
+            stream=True,
+            max_tokens=100,
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        "word0 word1 word2 word3"
+    )
+    record = usage_record(db, wait_completed(db, acct.user_id)[0])
+    assert record["usage_estimated"] is True and record["http_status"] == 200
+    # "word0 word1 word2 word3" is 8 tokens in o200k_base (gpt-4o-mini's encoding).
+    assert record["output_tokens"] == 8 and record["input_tokens"] > 0
+    assert 0 < record["cost"] < record["reserved"]
+    assert_audit_clean(db)
+
+
 def test_stream_client_gone_charges_streamed_tokens_estimated(
     endpoint: str, account: Callable[..., Account], db: psycopg.Connection
 ):
