@@ -7,8 +7,10 @@ One run, against the running local stack (TOKENMETER_* env for ports and state):
   - 8 concurrent clients (threads, one keep-alive httpx client each) for `--seconds` per
     scenario: direct, function/sql, function/rpc; non-streamed and streamed (latency = until
     `data: [DONE]`). Added latency = function percentile − direct percentile, throughput ratio =
-    function req/s ÷ direct req/s, and the function's own Server-Timing medians (authorize,
-    upstream headers, complete).
+    function req/s ÷ direct req/s (each within a run, then the median over runs), the function's
+    own Server-Timing medians (authorize, upstream headers, complete), and the CPU per served
+    request of each process (client, upstream, gateway, deno worker, postgres backends);
+  - `--baseline REF`: an earlier commit's gateway and functions beside the current ones, same run.
   - money check in the same run: every 200 is one usage record, the balance fell by exactly
     their cost; then a budget phase — a balance covering 40 holds, 8 clients streaming until
     refused — must end with the balance ≥ 0, charges = admitted requests, no hold left open and
