@@ -84,7 +84,7 @@ create function private.usage_outside_partitions(created_at timestamptz, request
 returns void
 language plpgsql set search_path = '' as $$
 begin
-  raise warning using message = 'usage_outside_partitions',
+  raise warning 'usage_outside_partitions' using
     detail = format('usage %s (created %s) was stored in private.usage_records_default: no '
       'partition covers %s', request_id, created_at,
       to_char(created_at at time zone 'UTC', 'YYYY-MM')),
@@ -164,7 +164,7 @@ $$;
 -- `tokenmeter usage partitions ensure` and `tokenmeter stack start` otherwise.
 -- Who may call: service_role (and the owner, pg_cron's job). DEFINER: it creates tables in the
 -- private schema, which service_role cannot use.
--- Raises: 42501 forbidden; 22023 invalid_input (months_ahead outside 0..60).
+-- Raises: 42501 forbidden; 22023 invalid_argument (months_ahead outside 0..60).
 create function public.ensure_usage_partitions(months_ahead integer default 3)
 returns table (partition text, month date, created boolean, moved bigint)
 language plpgsql security definer set search_path = '' as $$
@@ -174,7 +174,7 @@ declare
 begin
   perform private.assert_service_role();
   if months_ahead is null or months_ahead not between 0 and 60 then
-    raise exception using errcode = '22023', message = 'invalid_input',
+    raise exception using errcode = '22023', message = 'invalid_argument',
       detail = format('months_ahead must be between 0 and 60, got %s',
         coalesce(months_ahead::text, 'null'));
   end if;

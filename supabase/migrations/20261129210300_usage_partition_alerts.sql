@@ -13,7 +13,7 @@ language plpgsql set search_path = '' as $$
 declare
   month text := to_char(created_at at time zone 'UTC', 'YYYY-MM');
 begin
-  raise warning using message = 'usage_outside_partitions',
+  raise warning 'usage_outside_partitions' using
     detail = format('usage %s (created %s) was stored in private.usage_records_default: no '
       'partition covers %s', request_id, created_at, month),
     hint = 'run `tokenmeter usage partitions ensure` (or select public.ensure_usage_partitions())';
@@ -25,7 +25,7 @@ begin
           'action', 'tokenmeter usage partitions ensure'),
         format('usage_outside_partitions:%s', to_char(now() at time zone 'UTC', 'YYYY-MM-DD')));
     exception when others then
-      raise warning using message = 'usage_outside_partitions_not_enqueued', detail = sqlerrm;
+      raise warning 'usage_outside_partitions_not_enqueued' using detail = sqlerrm;
     end;
   end if;
 end

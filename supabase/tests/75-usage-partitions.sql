@@ -160,10 +160,10 @@ select is((select sum(cost) from private.usage_records_2041_05), 0.75::numeric,
 set local role service_role;
 select is((select count(*)::int from public.ensure_usage_partitions(2) where created), 0,
   'ensure_usage_partitions is idempotent');
-select throws_ok($$select * from public.ensure_usage_partitions(61)$$, '22023', 'invalid_input',
+select throws_ok($$select * from public.ensure_usage_partitions(61)$$, '22023', 'invalid_argument',
   'months_ahead above 60 is refused');
 select throws_ok($$select * from public.ensure_usage_partitions(null)$$, '22023',
-  'invalid_input', 'a null months_ahead is refused');
+  'invalid_argument', 'a null months_ahead is refused');
 reset role;
 
 -- ── Denied callers ────────────────────────────────────────────────────────────────────────
