@@ -378,6 +378,19 @@ def test_update_user_email_double_confirm_needs_both_links(
     assert [i.identity_data["email"] for i in changed.identities] == [new]
 
 
+def test_email_change_to_address_taken_meanwhile_returns_422_email_exists(
+    client: Client, admin: Client
+):
+    new = random_email()
+    client.auth.sign_up({"email": random_email(), "password": PASSWORD})
+    client.auth.update_user({"email": new})
+    code = inbox.code_in(inbox.wait_for(new)[0])
+    admin.auth.admin.create_user({"email": new, "password": PASSWORD, "email_confirm": True})
+    with pytest.raises(AuthApiError) as caught:
+        client.auth.verify_otp({"email": new, "token": code, "type": "email_change"})
+    assert (caught.value.status, caught.value.code) == (422, "email_exists")
+
+
 def test_email_sent_over_project_limit_returns_429_and_creates_no_user(
     stack: object, client_on: Callable[[str], Client], db: psycopg.Connection
 ):

@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from app.stack.gateway.auth import links, mailer
 from app.stack.gateway.auth.caller import check_api_key, current_user
 from app.stack.gateway.auth.config import settings_of
-from app.stack.gateway.auth.errors import AuthError, validation_failed
+from app.stack.gateway.auth.errors import AuthError, email_exists, validation_failed
 from app.stack.gateway.auth.ratelimit import rate_limits_of
 from app.stack.gateway.auth.sessions import issue_session, sign_up_email
 from app.stack.gateway.auth.store import USER_COLUMNS, user_by
@@ -406,15 +406,19 @@ async def _verify(request: Request, params: _Params, *, by_hash: bool) -> dict[s
     settings = settings_of(request)
     async with request.app.state.auth_pool.connection() as conn:
         async with conn.cursor(row_factory=dict_row) as cur:
-            async with conn.transaction():
-                if by_hash:
-                    user = await _find_by_hash(cur, params, settings)
-                else:
-                    user = await _find_by_code(cur, params, settings)
-                applied = await _apply(request, cur, user, params)
-                if applied is None:
-                    return None
-                return await issue_session(request, cur, applied, "otp")
+            try:
+                async with conn.transaction():
+                    if by_hash:
+                        user = await _find_by_hash(cur, params, settings)
+                    else:
+                        user = await _find_by_code(cur, params, settings)
+                    applied = await _apply(request, cur, user, params)
+                    if applied is None:
+                        return None
+                    return await issue_session(request, cur, applied, "otp")
+            except psycopg.errors.UniqueViolation:
+                # The new address of an email change was taken since the mail went out.
+                raise email_exists() from None
 
 
 async def verify_post(request: Request) -> Response:
