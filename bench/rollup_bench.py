@@ -61,7 +61,8 @@ select gen_random_uuid(), u.id, 'b0000000-0000-4000-8000-0000000000f1', 'bench k
        'tm_rb' || lpad(u.n::text, 6, '0')
 from bench.rollup_users u;
 """
-# Row g: user g % users, model g % 5, time evenly spread over `days` (newest first).
+# Row g: user g % users, model (g / users) % 5 (each user uses all five), time evenly spread
+# over `days` (newest first).
 CHUNK = """
 insert into public.usage_records (user_id, request_id, provider_id, model_id, input_tokens,
   output_tokens, cached_input_tokens, price_per_input_token, price_per_output_token,
@@ -70,12 +71,14 @@ select u.id, 'rb-' || g, 'openai', m.model, 100 + g %% 3000, 10 + g %% 700, 0,
        m.input, m.output, m.input, 0, (100 + g %% 3000) * m.input + (10 + g %% 700) * m.output,
        50 + g %% 2000, case when g %% 33 = 0 then 'error' else 'success' end,
        %(now)s - (g::double precision / %(rows)s) * %(days)s * interval '1 day'
-from generate_series(%(first)s, %(last)s) g
+from generate_series(%(first)s::bigint, %(last)s::bigint) g
 join bench.rollup_users u on u.n = g %% %(users)s
 join (values (0, 'gpt-4o', 0.0000025, 0.00001), (1, 'gpt-4o-mini', 0.00000015, 0.0000006),
              (2, 'claude-3-5-sonnet', 0.000003, 0.000015), (3, 'gemini-1.5-pro', 0.00000125, 0.000005),
-             (4, 'o1-mini', 0.0000011, 0.0000044)) as m (k, model, input, output) on m.k = g %% 5
+             (4, 'o1-mini', 0.0000011, 0.0000044)) as m (k, model, input, output)
+  on m.k = (g / %(users)s) %% 5
 """
+# Every user's 10th record through their key (not every 10th user's records).
 METERED = """
 insert into public.metered_requests (request_id, user_id, api_key_id, subscription_id, upstream,
   requested_model, model, max_tokens, max_input_tokens, reserved, currency, status, http_status,
@@ -86,7 +89,8 @@ from public.usage_records r
 join public.api_keys k on k.user_id = r.user_id and k.name = 'bench key'
 join public.subscriptions s on s.user_id = r.user_id
   and s.plan_id = 'b0000000-0000-4000-8000-0000000000f1'
-where r.id between %(lo)s and %(hi)s and r.id %% 10 = 0
+where r.id between %(lo)s and %(hi)s
+  and (substr(r.request_id, 4)::bigint / %(users)s / 5) %% 10 = 0  -- request_id = 'rb-' || g
 """
 REPORT = "select * from public.usage_report(%s, %s, %s, null, 'day')"
 EVERYONE = "select * from public.usage_report(%s, %s, null, null, 'day')"
@@ -138,7 +142,7 @@ def main() -> None:
                 console.log(f"generated {last + 1:,} rows")
             end_id = conn.execute("select max(id) from public.usage_records").fetchone()[0]
             for lo in range(start_id + 1, end_id + 1, args.chunk):
-                conn.execute(METERED, {"lo": lo, "hi": lo + args.chunk - 1})
+                conn.execute(METERED, {"lo": lo, "hi": lo + args.chunk - 1, "users": args.users})
             conn.execute("set session_replication_role = origin")
             results["generate_s"] = round(time.perf_counter() - began, 1)
             began = time.perf_counter()
