@@ -145,6 +145,8 @@ CODE_TO_ERROR: dict[str, type[TokenmeterError]] = {
     # audit trail and alerts (migrations 20261129230001-11)
     "append_only": Conflict,
     "alert_not_found": NotFound,
+    # usage rollups (migration 20261129220001): the id sequence was given a CACHE, an operator's fix
+    "sequence_cached": Unavailable,
 }
 
 # SQLSTATE → error type, for errors raised by PostgreSQL itself rather than our functions.

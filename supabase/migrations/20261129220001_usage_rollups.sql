@@ -80,7 +80,11 @@ create table public.usage_summaries (
   constraint usage_summaries_counts_range check (requests >= 0 and error_requests >= 0
     and failed_requests >= 0 and input_tokens >= 0 and cached_input_tokens >= 0
     and output_tokens >= 0 and images >= 0 and latency_ms_sum >= 0 and latency_count >= 0),
-  constraint usage_summaries_money_range check (cost >= 0 and refunded >= 0)
+  -- cost is >= 0 after every run (a sum of current costs), but not CHECKed so: INSERT … ON
+  -- CONFLICT checks the row it proposes before finding the conflict, and a run that folds only
+  -- a lower re-price proposes a negative difference.
+  constraint usage_summaries_money_range
+    check (cost > -1e12 and cost < 1e12 and refunded >= 0 and refunded < 1e12)
 );
 comment on table public.usage_summaries is
   'Hourly, daily and monthly usage totals per user, model, key and subscription, kept by '

@@ -5,7 +5,7 @@
 -- already; a failed metered request counts as a failure without cost; max_rows rolls up in
 -- chunks; deleting a user deletes their summaries. Concurrent charging: tests/test_usage_rollups.py.
 BEGIN;
-SELECT plan(44);
+SELECT plan(49);
 
 -- ── Fixtures, as postgres ──────────────────────────────────────────────────────────────────
 insert into auth.users (id, email) values
@@ -152,6 +152,12 @@ select is((public.rollup_usage() ->> 'adjustments')::int, 2,
 select * from pg_temp.matches('after a re-price');
 select is((select cost from public.usage_summaries where user_id = '81818181-0000-4000-8000-00000000000a' and model_id = 're-old' and period = 'month'),
   0.016::numeric, 're-priced cost counted once: 0.004 + 0.012, not 0.028');
+-- A lower price: the run folds only negative differences into rows that exist.
+select public.set_model_price('rlp-co', 're-old', 0.000002, 0, effective_from => now() - interval '8 days');
+select is(public.reprice_usage(now() - interval '5 days', now(), model => 're-old') ->> 'total_delta',
+  '-0.008', 're-priced lower: 1000 and 3000 tokens at -0.000002');
+select is((public.rollup_usage() ->> 'adjustments')::int, 2, 'the rollup folds both lower differences');
+select * from pg_temp.matches('after a lower re-price');
 
 -- ── A failed metered request ─────────────────────────────────────────────────────────────
 insert into public.metered_requests (request_id, user_id, api_key_id, subscription_id, upstream,
