@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from function_gateway import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -356,7 +357,7 @@ def other_schema_gateway(fid: str, tmp_path_factory: pytest.TempPathFactory) -> 
     assert "fid_other" in config
     (project / "supabase" / "config.toml").write_text(config)
     shutil.copytree(ROOT / "supabase" / "functions", project / "supabase" / "functions")
-    port = int(os.environ["TOKENMETER_API_PORT"]) + 8
+    port = free_port()
     env = dict(os.environ, TOKENMETER_PROJECT_DIR=str(project), TOKENMETER_API_PORT=str(port))
     log = open(project / "gateway.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
@@ -605,5 +606,7 @@ def test_missing_default_fills_absent_keys_with_column_defaults(fid, service_key
     # Without it, a key absent from one row of a bulk insert is NULL there, as PostgREST.
     c, d = _fresh_id(), _fresh_id()
     rows = [{"id": c, "name": "c"}, {"id": d, "name": "d", "qty": 3}]
-    assert httpx.post(f"{fid}/fid_items", json=rows, headers=_headers(service_key)).status_code == 201
+    assert (
+        httpx.post(f"{fid}/fid_items", json=rows, headers=_headers(service_key)).status_code == 201
+    )
     assert _row(db_url, c) == ("c", None)
