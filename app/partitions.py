@@ -11,7 +11,9 @@ gzip), with a sidecar manifest `<file>.manifest.json` holding the file's sha256,
 sum of their costs per month. The file is read back and checked against the database (rows and
 cost sums per month, sha256) before anything is dropped; the partitions are locked (SHARE: reads
 and charging go on, their rows cannot change) from the export until the drop, in one
-transaction, so what was verified is exactly what is dropped.
+transaction, so what was verified is exactly what is dropped. A usage record being its charge's
+ledger line (balance = ledger entries + usage costs), each archived month leaves one
+`adjustment` ledger entry per user and currency carrying its charges, in the same transaction.
 
 CSV, not Parquet: PostgreSQL's own COPY text of every value (numeric and timestamps exact, jsonb
 as JSON), readable by any tool (`COPY ... FROM`, DuckDB, pandas), and no new dependency (pyarrow
@@ -88,6 +90,7 @@ class MonthArchive:
     cost_sum: Decimal
     first_id: int | None
     last_id: int | None
+    ledger_entries: int = 0  # adjustments carrying the month's charges (written on archive)
 
 
 @dataclass
@@ -322,10 +325,10 @@ def archive(
             _export(conn, partial, columns, result, progress)
             progress("verify", result.rows, result.rows)
             result.sha256, result.bytes = _verify(partial, columns, result)
+            _drop(conn, result)
             manifest = _manifest(result, columns, to)
             partial_manifest.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
             _fsync(partial_manifest)
-            _drop(conn, result)
             os.replace(partial, to)
             os.replace(partial_manifest, manifest_path(to))
             _fsync_dir(to.parent)
@@ -460,6 +463,7 @@ def _manifest(result: ArchiveResult, columns: list[str], to: Path) -> dict[str, 
                 "cost_sum": str(m.cost_sum),
                 "first_id": m.first_id,
                 "last_id": m.last_id,
+                "ledger_adjustments": m.ledger_entries,
             }
             for m in result.months
         ],
@@ -467,11 +471,29 @@ def _manifest(result: ArchiveResult, columns: list[str], to: Path) -> dict[str, 
 
 
 def _drop(conn: psycopg.Connection, result: ArchiveResult) -> None:
-    """Free the archived rows' request ids, then detach and drop their partitions (in the
-    caller's transaction). Raises PartitionError when usage_records stays locked."""
+    """Carry the archived charges into the ledger, free the rows' request ids, then detach and
+    drop their partitions (in the caller's transaction). Raises PartitionError when
+    usage_records stays locked."""
     try:
         for m in result.months:
             name = sql.Identifier(m.partition)
+            # A usage record is its charge's ledger line (balance = ledger + usage, 20261129200001):
+            # the month's charges leave with their rows, so one adjustment per user and currency
+            # takes their place and balance_audit() stays empty.
+            cur = conn.execute(
+                sql.SQL(
+                    "insert into public.ledger_entries (user_id, kind, amount, currency, reference,"
+                    " description)"
+                    " select u.user_id, 'adjustment', -sum(coalesce(u.original_cost, u.cost)),"
+                    " u.currency, format('usage-archive:%%s:%%s:%%s', %(month)s::text, u.user_id,"
+                    " u.currency), format('usage of %%s archived to %%s (%%s records)',"
+                    " %(month)s::text, %(file)s::text, count(*))"
+                    " from private.{} u group by u.user_id, u.currency"
+                    " having sum(coalesce(u.original_cost, u.cost)) <> 0"
+                ).format(name),
+                {"month": m.month, "file": Path(result.file).name},
+            )
+            m.ledger_entries = cur.rowcount
             conn.execute(
                 sql.SQL(
                     "delete from private.usage_request_ids r using private.{} u"

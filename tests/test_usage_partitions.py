@@ -60,7 +60,22 @@ def ensure_partition(db: psycopg.Connection, month: date) -> None:
 
 def insert_row(db: psycopg.Connection, user_id: str, request_id: str, at: datetime,
                cost: str = "0.00021", input_tokens: int = 1000) -> None:  # fmt: skip
+    """A usage row as record_usage would have written it at `at`, charged: the balance moves
+    with it (balance = ledger + usage costs, so balance_audit() stays empty)."""
     db.execute(INSERT_ROW, (user_id, request_id, input_tokens, Decimal(cost), at, at))
+    charge(db, user_id, cost)
+
+
+def charge(db: psycopg.Connection, user_id: str, cost: str) -> None:
+    db.execute(
+        "update public.user_balances set balance = balance - %s where user_id = %s",
+        (Decimal(cost), user_id),
+    )
+
+
+def forget_user(db: psycopg.Connection, user_id: str) -> None:
+    """Deletes the user with their usage and ledger (the auth.users trigger)."""
+    db.execute("delete from auth.users where id = %s", (user_id,))
 
 
 def make_user(db: psycopg.Connection) -> str:
@@ -96,8 +111,12 @@ def test_record_usage_request_id_of_last_month_replays_without_second_row(
     assert result.replayed
     assert scalar(db, "select count(*) from public.usage_records where request_id = %s",
                   request_id) == 1  # fmt: skip
+    # Charged once, last month; balance_audit() agrees.
     assert scalar(db, "select balance from public.user_balances where user_id = %s",
-                  user_id) == Decimal(10)  # fmt: skip
+                  user_id) == Decimal("9.99979")  # fmt: skip
+    assert (
+        scalar(db, "select count(*) from public.balance_audit() where user_id = %s", user_id) == 0
+    )
 
 
 def test_record_usage_retry_while_last_months_original_uncommitted_waits_then_replays(
@@ -180,6 +199,7 @@ def test_partitions_row_outside_partitions_is_kept_warned_then_moved_by_ensure(
         db.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         cur.execute(INSERT_ROW, (user_id, request_id, 1, Decimal("0.5"),
                                  datetime(2046, 7, 9, tzinfo=UTC), datetime(2046, 7, 9, tzinfo=UTC)))  # fmt: skip
+    charge(db, user_id, "0.5")
     assert "usage_outside_partitions" in notices
     # The alert reaches the outbox once a day (the webhook worker delivers it).
     assert scalar(db, "select count(*) from public.alert_outbox where kind ="
@@ -248,7 +268,9 @@ def archive_months(db: psycopg.Connection) -> Iterator[dict[str, Any]]:
         " values (%s, %s, 'openai', 'gpt-4o-mini', 1, 1, 0, 0, 0, 0, 2, %s, %s)",
         (user_id, ids[0] + "-meta", stamps[0], json.dumps({"note": 'comma, "quote"\nnew line'})),
     )
+    charge(db, user_id, "2")
     yield {"user_id": user_id, "request_ids": [*ids, ids[0] + "-meta"]}
+    forget_user(db, user_id)
     for month in ("2001_01", "2001_02"):
         if scalar(db, "select to_regclass(%s) is not null", f"private.usage_records_{month}"):
             db.execute(
@@ -288,6 +310,21 @@ def test_usage_archive_months_before_writes_verified_file_then_drops_partitions(
     )
     assert scalar(db, "select count(*) from private.usage_request_ids where request_id = any(%s)",
                   ids) == 0  # fmt: skip
+    # The charges left with the rows: one adjustment per month carries them, the balance stays.
+    user_id = archive_months["user_id"]
+    adjustments = db.execute(
+        "select reference, amount from public.ledger_entries where user_id = %s"
+        " and kind = 'adjustment' order by reference",
+        (user_id,),
+    ).fetchall()
+    assert adjustments == [
+        (f"usage-archive:2001-01:{user_id}:USD", Decimal("-125.456789012346")),
+        (f"usage-archive:2001-02:{user_id}:USD", Decimal("-1000000000.999999999999")),
+    ]
+    assert [m["ledger_adjustments"] for m in manifest["months"]] == [1, 1]
+    assert (
+        scalar(db, "select count(*) from public.balance_audit() where user_id = %s", user_id) == 0
+    )
 
 
 def test_usage_archive_file_that_does_not_verify_drops_nothing(
@@ -377,7 +414,7 @@ def test_usage_archive_rows_of_those_months_in_default_partition_refused(
         assert "default partition" in result.output and "ensure" in result.output
         assert list(tmp_path.iterdir()) == []
     finally:
-        db.execute("delete from public.usage_records where request_id = %s", (request_id,))
+        forget_user(db, user_id)
 
 
 def test_usage_archive_unreachable_database_exits_2(tmp_path: Path) -> None:
