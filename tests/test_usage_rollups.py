@@ -160,8 +160,9 @@ def test_rollup_concurrent_charges_retries_refunds_reprice_equal_raw_sums(db, db
         with psycopg.connect(db_url, autocommit=True) as conn:
             barrier.wait()
             time.sleep(0.5)
+            # Lower: the differences folded into rows already rolled up are negative.
             conn.execute(
-                "select public.set_model_price('rollup-co', %s, 0.000003, 0.000002, "
+                "select public.set_model_price('rollup-co', %s, 0.0000005, 0.000002, "
                 "effective_from => now() - interval '10 days')",
                 (model,),
             )
