@@ -30,7 +30,7 @@ declare
   rolled public.subscriptions;
   charged jsonb;
   spend_period text;
-  flags constant jsonb := '{"usage_estimated": true, "settled_at_hold": true}';
+  flags constant jsonb := '{"usage_estimated": true, "settled_at_hold": true}'::jsonb;
 begin
   if m.status <> 'authorized' or m.expires_at > now() then
     return 0;
