@@ -808,9 +808,13 @@ def cut_gateway(stack: Stack) -> Iterator[tuple[FunctionGateway, DbProxy]]:
     """A function gateway whose database (its functions' SUPABASE_DB_URL) is behind a proxy the
     test can cut."""
     proxy = DbProxy(stack.paths.db_port)
-    gw = FunctionGateway(
-        {"FAKE_UPSTREAM_KEY": API_KEY}, env={"TOKENMETER_DB_PORT": str(proxy.port)}
-    )
+    try:
+        gw = FunctionGateway(
+            {"FAKE_UPSTREAM_KEY": API_KEY}, env={"TOKENMETER_DB_PORT": str(proxy.port)}
+        )
+    except BaseException:
+        proxy.close()
+        raise
     try:
         yield gw, proxy
     finally:
@@ -907,9 +911,13 @@ def test_sql_transport_through_transaction_pooler_charges_every_request(
     statement or session setting kept between calls would fail them; every one is charged."""
     pooler = TransactionPooler(stack.paths.db_port, server_pool_size=2)
     pooled = f"postgresql://postgres:postgres@127.0.0.1:{pooler.port}/postgres"
-    gw = FunctionGateway(
-        {"FAKE_UPSTREAM_KEY": API_KEY}, env={"TOKENMETER_FUNCTIONS_DB_URL": pooled}
-    )
+    try:
+        gw = FunctionGateway(
+            {"FAKE_UPSTREAM_KEY": API_KEY}, env={"TOKENMETER_FUNCTIONS_DB_URL": pooled}
+        )
+    except BaseException:
+        pooler.stop()
+        raise
     try:
         url = f"{gw.url}/functions/v1/openai/v1/chat/completions"
         accounts = [account() for _ in range(4)]
