@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -376,6 +377,7 @@ def main() -> None:
     )
     upstream_url = f"http://127.0.0.1:{port}/v1"
     gateways: dict[str, FunctionGateway] = {}
+    checkout: Path | None = None
     load_before = os.getloadavg()
     try:
         if args.baseline:
@@ -414,6 +416,8 @@ def main() -> None:
             gw.stop()
         upstream.terminate()
         upstream.wait()
+        if checkout is not None:
+            shutil.rmtree(checkout, ignore_errors=True)
     report(runs, list(gateways), args, load_before, os.getloadavg())
 
 
