@@ -92,7 +92,7 @@ async def settings(request: Request) -> JSONResponse:
         {
             "external": {
                 "email": config.email_signup,
-                "phone": False,
+                "phone": config.sms_signup,
                 "anonymous_users": config.anonymous_sign_ins,
             },
             "disable_signup": not config.enable_signup,

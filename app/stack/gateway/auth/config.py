@@ -6,7 +6,8 @@ when a key is absent:
     [auth.email]  enable_signup, enable_confirmations, double_confirm_changes,
                   secure_password_change, max_frequency, otp_length, otp_expiry,
                   template.<kind>.subject / content_path
-    [auth.sms]    enable_confirmations (only decides GoTrue's answer to a repeated sign-up)
+    [auth.sms]    enable_signup (the phone provider), enable_confirmations,
+                  test_otp (number → fixed code; phone.py)
     [inbucket]    where mail goes (app/stack/mail)
 
 A second gateway started by a test overrides some with TOKENMETER_AUTH_* variables (ENV below).
@@ -38,7 +39,11 @@ ENV = {
     "TOKENMETER_AUTH_SECURE_PASSWORD_CHANGE": ("auth.email", "secure_password_change"),
     "TOKENMETER_AUTH_EMAIL_MAX_FREQUENCY": ("auth.email", "max_frequency"),
     "TOKENMETER_AUTH_EMAIL_OTP_EXPIRY": ("auth.email", "otp_expiry"),
+    "TOKENMETER_AUTH_SMS_ENABLE_SIGNUP": ("auth.sms", "enable_signup"),
+    "TOKENMETER_AUTH_SMS_ENABLE_CONFIRMATIONS": ("auth.sms", "enable_confirmations"),
 }
+# `[auth.sms.test_otp]` from the environment: "number=code,number=code".
+TEST_OTP_ENV = "TOKENMETER_AUTH_SMS_TEST_OTP"
 # The CLI's `[auth.email.template.<kind>]` names.
 TEMPLATE_KINDS = (
     "invite",
@@ -66,7 +71,9 @@ class AuthSettings:
     enable_signup: bool = True
     email_signup: bool = True
     confirmations: bool = False
+    sms_signup: bool = False
     sms_confirmations: bool = False
+    test_otp: dict[str, str] = field(default_factory=dict)
     double_confirm_changes: bool = True
     secure_password_change: bool = False
     max_frequency_seconds: float = 1.0
@@ -109,6 +116,21 @@ def parse_duration(value: Any, what: str) -> float:
     raise ValueError(f'{what} must be a duration such as "1s" or "1m30s", not {value!r}')
 
 
+def _test_otp(table: Any) -> dict[str, str]:
+    """`[auth.sms.test_otp]` keyed as GoTrue stores numbers (no "+", no spaces)."""
+    if not isinstance(table, dict):
+        raise ValueError("[auth.sms.test_otp] must map phone numbers to codes")
+    out: dict[str, str] = {}
+    for number, code in table.items():
+        digits = str(number).replace(" ", "").removeprefix("+")
+        if not digits.isdigit() or not isinstance(code, str) or not code.isdigit():
+            raise ValueError(
+                f"[auth.sms.test_otp] {number} must be a phone number with a code of digits"
+            )
+        out[digits] = code
+    return out
+
+
 def read_auth_settings(config_toml: Path, environ: Mapping[str, str]) -> AuthSettings:
     """The settings above from config.toml and the environment. Raises ValueError for a value
     of the wrong type or a template file that cannot be read."""
@@ -118,11 +140,16 @@ def read_auth_settings(config_toml: Path, environ: Mapping[str, str]) -> AuthSet
         config = {}
     auth = dict(config.get("auth", {}))
     email = dict(auth.get("email", {}))
-    sections: dict[str, dict[str, Any]] = {"auth": auth, "auth.email": email}
+    sms = dict(auth.get("sms", {}))
+    sections: dict[str, dict[str, Any]] = {"auth": auth, "auth.email": email, "auth.sms": sms}
     for variable, (section, key) in ENV.items():
         if variable in environ:
             sections[section][key] = environ[variable]
-    sms = auth.get("sms", {})
+    test_otp = _test_otp(sms.get("test_otp", {}))
+    if TEST_OTP_ENV in environ:
+        test_otp = _test_otp(
+            dict(p.split("=", 1) for p in environ[TEST_OTP_ENV].split(",") if "=" in p)
+        )
     redirects = auth.get("additional_redirect_urls", [])
     if not isinstance(redirects, list) or not all(isinstance(u, str) for u in redirects):
         raise ValueError("[auth] additional_redirect_urls must be a list of strings")
@@ -158,6 +185,8 @@ def read_auth_settings(config_toml: Path, environ: Mapping[str, str]) -> AuthSet
         confirmations=_bool(
             "auth.email", "enable_confirmations", email.get("enable_confirmations", False)
         ),
+        sms_signup=_bool("auth.sms", "enable_signup", sms.get("enable_signup", False)),
+        test_otp=test_otp,
         sms_confirmations=_bool(
             "auth.sms", "enable_confirmations", sms.get("enable_confirmations", False)
         ),

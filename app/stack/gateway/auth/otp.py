@@ -8,9 +8,9 @@ project key, and it answers 303 to the redirect URL with the session in the frag
 the error (`#error=…&error_code=…&error_description=…&sb=`). POST /verify takes the code with
 the email, or the token hash, and answers the session as JSON.
 
-Phone: the stack has no SMS provider (`[auth.sms]` sign-ups off, the CLI's default), so /otp and
-/resend with a phone answer GoTrue's phone-provider-disabled errors; POST /verify with a phone
-checks the number and answers 403 otp_expired, as GoTrue does for a code it never sent. PKCE
+Phone (phone.py): with `[auth.sms] enable_signup` off (the CLI's default) /otp and /resend with
+a phone answer GoTrue's phone-provider-disabled errors; on, the numbers of `[auth.sms.test_otp]`
+get their fixed code (nothing is sent) and POST /verify with type sms takes it. PKCE
 (`code_challenge`) is not supported: links always answer in the implicit flow's fragment.
 """
 
@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from app.stack.gateway.auth import links, mailer
+from app.stack.gateway.auth import phone as phone_auth
 from app.stack.gateway.auth.caller import check_api_key, current_user
 from app.stack.gateway.auth.config import settings_of
 from app.stack.gateway.auth.errors import AuthError, email_exists, validation_failed
@@ -111,7 +112,7 @@ async def otp(request: Request) -> Response:
     if email:
         return await _magic_link(request, email, data)
     if phone:
-        raise AuthError(400, "phone_provider_disabled", "Unsupported phone provider")
+        return await phone_auth.otp(request, phone, channel, data)
     raise validation_failed("One of email or phone must be set")
 
 
@@ -200,8 +201,13 @@ async def resend(request: Request) -> Response:
     settings = settings_of(request)
     if email and phone:
         raise validation_failed("Only an email address or phone number should be provided.")
+    if phone and kind == "sms":
+        return await phone_auth.resend(request, phone)
     if phone:
-        raise AuthError(400, "phone_provider_disabled", "Phone logins are disabled")
+        # phone_change needs a pending new number, which the stack cannot start (no provider).
+        phone_auth.check_enabled(settings, "Phone logins are disabled")
+        phone_number(phone)
+        return JSONResponse({})
     if not email:
         raise validation_failed("Missing email address or phone number")
     if not settings.email_signup:
@@ -311,10 +317,11 @@ async def _find_by_code(
             f"select {USER_COLUMNS} from auth.users where deleted_at is null and {column} = %s",
             (params.phone,),
         )
-        if await cur.fetchone() is None:
+        if await cur.fetchone() is None or params.kind != "sms":
             raise invalid
-        # No SMS is ever sent here, so no phone code can be valid.
-        raise invalid
+        user = await phone_auth.find_by_code(cur, settings, params.phone, params.token_hash)
+        _check_banned(user)
+        return user
     if params.kind == "email_change":
         await cur.execute(
             f"select {USER_COLUMNS} from auth.users where deleted_at is null and "
@@ -379,6 +386,8 @@ async def _apply(
         user = await links.confirm(cur, user)
     elif params.kind in ("magiclink", "recovery"):
         user = await links.clear_recovery(cur, user)
+    elif params.kind == "sms":
+        return await phone_auth.confirm(cur, user)
     elif params.kind == "email_change":
         if (
             settings.confirmations

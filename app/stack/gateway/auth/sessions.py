@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.stack.gateway import tokens
-from app.stack.gateway.auth import links, mailer
+from app.stack.gateway.auth import links, mailer, phone
 from app.stack.gateway.auth.caller import (
     check_api_key,
     current_user,
@@ -200,7 +200,7 @@ async def signup(request: Request) -> JSONResponse:
     if not settings.enable_signup:
         raise AuthError(422, "signup_disabled", "Signups not allowed for this instance")
     if not email_raw:
-        raise AuthError(400, "phone_provider_disabled", "Unsupported phone provider")
+        return await _phone_signup(request, body)
     if not settings.email_signup:
         raise AuthError(400, "email_provider_disabled", "Email signups are disabled")
     email = email_address(email_raw)
@@ -215,6 +215,23 @@ async def signup(request: Request) -> JSONResponse:
         redirect_to=mailer.referrer(request, settings),
     )
     return JSONResponse(answer)
+
+
+async def _phone_signup(request: Request, body: dict[str, Any]) -> JSONResponse:
+    phone.check_enabled(settings_of(request), "Phone signups are disabled")
+    password = check_password(opt_str(body, "password"))
+    metadata = opt_obj(body, "data", "user_metadata") or {}
+    user, sign_in = await phone.sign_up_phone(
+        request, opt_str(body, "phone") or "", await hash_password(password), metadata
+    )
+    async with request.app.state.auth_pool.connection() as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            async with conn.transaction():
+                user_body = await user_out(cur, user)
+                if not sign_in:
+                    return JSONResponse(user_body)
+                session_id, started, refresh = await new_session(cur, user["id"])
+    return JSONResponse(session_json(request, user, session_id, started, refresh, user_body))
 
 
 def _sanitized_user(email: str, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -368,9 +385,12 @@ async def token(request: Request) -> JSONResponse:
 
 async def _password_grant(request: Request, body: dict[str, Any]) -> JSONResponse:
     email = opt_str(body, "email", storable=False)
+    phone_raw = opt_str(body, "phone", storable=False)
     password = opt_str(body, "password", storable=False)
-    if not email or not password:
+    if not (email or phone_raw) or not password:
         raise AuthError(400, "validation_failed", "missing email or phone")
+    if not email:
+        return await _phone_password_grant(request, phone_raw or "", password)
     if (
         not is_storable(email)
         or not is_storable(password)
@@ -389,6 +409,39 @@ async def _password_grant(request: Request, body: dict[str, Any]) -> JSONRespons
                 raise AuthError(400, "user_banned", "User is banned")
             if user["email_confirmed_at"] is None:
                 raise AuthError(400, "email_not_confirmed", "Email not confirmed")
+            async with conn.transaction():
+                await cur.execute(
+                    f"update auth.users set last_sign_in_at = now(), updated_at = now() "
+                    f"where id = %s returning {USER_COLUMNS}",
+                    (user["id"],),
+                )
+                user = await cur.fetchone()
+                assert user is not None
+                session_id, started, refresh = await new_session(cur, user["id"])
+                user_body = await user_out(cur, user)
+    return JSONResponse(session_json(request, user, session_id, started, refresh, user_body))
+
+
+async def _phone_password_grant(request: Request, phone_raw: str, password: str) -> JSONResponse:
+    """GoTrue's password grant with a phone: the number must be confirmed."""
+    phone.check_enabled(settings_of(request), "Phone logins are disabled")
+    if (
+        not is_storable(phone_raw)
+        or not is_storable(password)
+        or (len(password.encode()) > MAX_PASSWORD_BYTES)
+    ):
+        raise AuthError(400, "invalid_credentials", "Invalid login credentials")
+    number = phone_raw.replace(" ", "").removeprefix("+")
+    async with request.app.state.auth_pool.connection() as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            user = await user_by(cur, "phone", number)
+            ok = await verify_password(password, user["encrypted_password"] if user else None)
+            if user is None or not ok:
+                raise AuthError(400, "invalid_credentials", "Invalid login credentials")
+            if user["banned_until"] and user["banned_until"] > datetime.now(UTC):
+                raise AuthError(400, "user_banned", "User is banned")
+            if user["phone_confirmed_at"] is None:
+                raise AuthError(400, "phone_not_confirmed", "Phone not confirmed")
             async with conn.transaction():
                 await cur.execute(
                     f"update auth.users set last_sign_in_at = now(), updated_at = now() "
