@@ -43,11 +43,12 @@ begin
   where l.kind = 'usage' and u.request_id = l.reference and u.user_id = l.user_id
     and u.currency = l.currency and l.amount = -coalesce(u.original_cost, u.cost);
   select count(*) into unmatched from public.ledger_entries l where l.kind = 'usage';
+  -- A plain message: this stops a migration run by an operator and never reaches an API client
+  -- (so it is not one of the API's error codes).
   if unmatched > 0 then
-    raise exception using errcode = '23514', message = 'usage_ledger_mismatch',
-      detail = format('%s usage ledger entries differ from their usage record''s charge; '
-                      'fix them (or turn them into adjustments) before this migration',
-                      unmatched);
+    raise exception '% usage ledger entries differ from their usage record''s charge', unmatched
+      using errcode = '23514',
+      hint = 'fix them (or turn them into adjustments) before this migration';
   end if;
 end
 $$;
