@@ -121,3 +121,15 @@ if ! have_supabase_cli; then
       "the binary for this platform (@supabase/cli-<os>-<arch>)." >&2
   fi
 fi
+
+# The stack's ports (54320-54339: the Supabase CLI's 54321-54324 and the test run's 54331-54338)
+# lie inside Linux's ephemeral range (32768-60999): any outgoing connection may be given one as
+# its local port, and a stack then fails to listen there ("could not start server"; seen on a
+# busy machine). Reserving them keeps the kernel from handing them out; explicit binds still
+# work. Needs root; a developer can run the same line with sudo.
+reserved=/proc/sys/net/ipv4/ip_local_reserved_ports
+if [ "$(id -u)" = "0" ] && [ -w "$reserved" ] && ! grep -q "54320-54339" "$reserved"; then
+  current="$(cat "$reserved")"
+  echo "${current:+$current,}54320-54339" > "$reserved" 2>/dev/null \
+    || echo "warning: could not reserve ports 54320-54339 ($reserved)" >&2
+fi
