@@ -9,8 +9,6 @@ Without a webhook, alerts wait in the outbox (`tokenmeter alerts run` delivers t
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,19 +41,7 @@ def enabled() -> bool:
 
 def _pid(paths: StackPaths) -> int | None:
     """The pid in the pid file when that process is alive and is this stack's worker."""
-    try:
-        pid = int(pid_file(paths).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    if not processes.alive(pid):
-        return None
-    cmd = processes.command(pid)
-    if cmd is not None and MODULE not in cmd:
-        return None
-    env = processes.environment(pid)
-    if env is not None and env.get("TOKENMETER_STATE_DIR") != str(paths.state):
-        return None
-    return pid
+    return processes.owned_pid(pid_file(paths), MODULE, paths.state)
 
 
 def running(paths: StackPaths) -> bool:
@@ -75,47 +61,18 @@ def start(paths: StackPaths, progress: Callable[[str], None] = lambda _msg: None
         TOKENMETER_API_PORT=str(paths.api_port),
         TOKENMETER_DB_PORT=str(paths.db_port),
     )
-    paths.logs.mkdir(parents=True, exist_ok=True)
-    log_fd = os.open(log_file(paths), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        pid = os.posix_spawn(
-            sys.executable,
-            [sys.executable, "-m", MODULE],
-            env,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                (os.POSIX_SPAWN_DUP2, log_fd, 2),
-            ],
-            setsid=True,
-        )
-    finally:
-        os.close(log_fd)
-    pid_file(paths).write_text(str(pid))
+    pid = processes.spawn_module(MODULE, env, log_file(paths), pid_file(paths))
     deadline = time.monotonic() + 0.5
     while time.monotonic() < deadline:
-        exited, status = os.waitpid(pid, os.WNOHANG)
-        if exited:
+        code = processes.exit_code(pid)
+        if code is not None:
             pid_file(paths).unlink(missing_ok=True)
             raise AlertsWorkerError(
-                f"alerts worker exited with code {os.waitstatus_to_exitcode(status)}; "
-                f"log: {log_file(paths)}"
+                f"alerts worker exited with code {code}; log: {log_file(paths)}"
             )
         time.sleep(0.05)
 
 
 def stop(paths: StackPaths) -> None:
     """Stop this stack's worker (its process group); forget a stale pid file."""
-    pid = _pid(paths)
-    if pid is not None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + 5.0
-            while processes.alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not processes.alive(pid):
-                break
-    pid_file(paths).unlink(missing_ok=True)
+    processes.stop_group(_pid(paths), pid_file(paths))

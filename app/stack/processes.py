@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -90,3 +93,68 @@ def _ps(pid: int, field: str) -> str | None:
     if out.returncode != 0:
         return None
     return out.stdout.strip() or None
+
+
+# ── processes the stack runs beside the gateway (dashboard, mail catcher, workers) ──────────
+def owned_pid(pid_file: Path, module: str, state: Path) -> int | None:
+    """The pid in `pid_file` when it is a live `python -m module` of the stack whose state
+    folder is `state`; None for a missing file, a dead pid, a zombie or a reused pid."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not alive(pid):
+        return None
+    cmd = command(pid)
+    if cmd is not None and module not in cmd:
+        return None
+    env = environment(pid)
+    if env is not None and env.get("TOKENMETER_STATE_DIR") != str(state):
+        return None
+    return pid
+
+
+def spawn_module(module: str, env: dict[str, str], log: Path, pid_file: Path) -> int:
+    """`python -m module` in a session of its own, stdin from /dev/null, stdout and stderr
+    appended to `log`, its pid written to `pid_file`. Returns the pid."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        pid = os.posix_spawn(
+            sys.executable,
+            [sys.executable, "-m", module],
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(log_fd)
+    pid_file.write_text(str(pid))
+    return pid
+
+
+def exit_code(pid: int) -> int | None:
+    """The exit code of our child `pid` once it has exited (reaping it), else None."""
+    exited, status = os.waitpid(pid, os.WNOHANG)
+    return os.waitstatus_to_exitcode(status) if exited else None
+
+
+def stop_group(pid: int | None, pid_file: Path) -> None:
+    """SIGTERM the process group of `pid` (an owned_pid), SIGKILL after 5 s; then forget the
+    pid file, stale or not."""
+    if pid is not None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + 5.0
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not alive(pid):
+                break
+    pid_file.unlink(missing_ok=True)

@@ -8,8 +8,6 @@ setting says (one started before the setting was turned off must not be left beh
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,19 +43,7 @@ def enabled(paths: StackPaths) -> bool:
 
 def _pid(paths: StackPaths) -> int | None:
     """The pid in the pid file when that process is alive and is this stack's catcher."""
-    try:
-        pid = int(pid_file(paths).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    if not processes.alive(pid):
-        return None
-    cmd = processes.command(pid)
-    if cmd is not None and "app.stack.mail" not in cmd:
-        return None
-    env = processes.environment(pid)
-    if env is not None and env.get("TOKENMETER_STATE_DIR") != str(paths.state):
-        return None
-    return pid
+    return processes.owned_pid(pid_file(paths), "app.stack.mail", paths.state)
 
 
 def answers(paths: StackPaths) -> bool:
@@ -84,29 +70,13 @@ def start(paths: StackPaths, progress: Callable[[str], None] = lambda _msg: None
         TOKENMETER_API_PORT=str(paths.api_port),
         TOKENMETER_INBUCKET_PORT=str(paths.inbucket_port),
     )
-    paths.logs.mkdir(parents=True, exist_ok=True)
-    log_fd = os.open(log_file(paths), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        pid = os.posix_spawn(
-            sys.executable,
-            [sys.executable, "-m", "app.stack.mail"],
-            env,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                (os.POSIX_SPAWN_DUP2, log_fd, 2),
-            ],
-            setsid=True,
-        )
-    finally:
-        os.close(log_fd)
-    pid_file(paths).write_text(str(pid))
+    pid = processes.spawn_module("app.stack.mail", env, log_file(paths), pid_file(paths))
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        exited, status = os.waitpid(pid, os.WNOHANG)
-        if exited:
+        code = processes.exit_code(pid)
+        if code is not None:
             raise MailCatcherError(
-                f"mail catcher exited with code {os.waitstatus_to_exitcode(status)} "
+                f"mail catcher exited with code {code} "
                 f"(is port {paths.inbucket_port} in use?); log: {log_file(paths)}"
             )
         if answers(paths):
@@ -120,16 +90,4 @@ def start(paths: StackPaths, progress: Callable[[str], None] = lambda _msg: None
 
 def stop(paths: StackPaths) -> None:
     """Stop this stack's catcher (its process group); forget a stale pid file."""
-    pid = _pid(paths)
-    if pid is not None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + 5.0
-            while processes.alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not processes.alive(pid):
-                break
-    pid_file(paths).unlink(missing_ok=True)
+    processes.stop_group(_pid(paths), pid_file(paths))
