@@ -321,7 +321,9 @@ def test_sql_editor_shows_a_bad_query_error_at_its_position(page, demo: Demo, sc
     position = script.index("public") + 1  # `frm` reads as an alias; the error is after it
     assert "42601: syntax error at or near" in error.inner_text()
     assert text(tab, "sql-error-position") == (f"at line 3, column 7 (character {position})")
-    # The editor puts the text cursor on the error.
+    # The editor puts the text cursor on the error (editor.js, which may run a moment after
+    # the error box is visible: wait for the page's load event before reading the cursor).
+    tab.wait_for_load_state("load")
     assert tab.evaluate("document.getElementById('query').selectionStart") == position - 1
     tab.screenshot(path=str(screenshots / "sql-editor-error.png"), full_page=True)
     assert watch.problems == []
