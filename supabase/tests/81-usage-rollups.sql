@@ -24,10 +24,11 @@ insert into public.api_keys (id, user_id, plan_id, name, prefix) values
 select public.top_up(u, 100, 'rlp-fixture-' || u)
 from unnest(array['81818181-0000-4000-8000-00000000000a',
                   '81818181-0000-4000-8000-00000000000b']::uuid[]) u;
--- Two hours of one day, 3 days ago (re-pricing needs a version in effect before them).
+-- Two hours of one UTC day, 3 days ago (re-pricing needs a version in effect before them):
+-- anchored at the day's start, so the two hours never fall on two days whatever the clock.
 create temporary table t as
-select date_trunc('hour', now() - interval '3 days') + interval '10 minutes' as h1,
-       date_trunc('hour', now() - interval '3 days') + interval '70 minutes' as h2;
+select date_trunc('day', now() - interval '3 days', 'UTC') + interval '10 minutes' as h1,
+       date_trunc('day', now() - interval '3 days', 'UTC') + interval '70 minutes' as h2;
 
 -- Everything earlier (other files, the suite's API tests) is rolled up first.
 select public.rollup_usage();
