@@ -10,6 +10,7 @@ is the CLI's own `tokenmeter stack start`, run as a user would, in a new process
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -25,6 +26,8 @@ from decimal import Decimal
 import httpx
 import psycopg
 import pytest
+from fake_upstream import API_KEY, FakeUpstream
+from function_gateway import FunctionGateway
 from typer.testing import CliRunner
 
 from app.cli import app
@@ -199,6 +202,178 @@ def test_record_usage_when_postmaster_killed_loses_no_acknowledged_charge(crash_
                 "/rest/v1/user_balances", params={"select": "user_id", "user_id": f"eq.{user}"}
             )
             assert response.status_code == 200 and response.json() == [{"user_id": user}]
+
+
+def make_metered_account(dsn: str, upstream: FakeUpstream) -> tuple[str, str]:
+    """A funded user with a plan routing gpt-4o-mini to `upstream` and a key: (user id, key)."""
+    (user,) = make_funded_users(dsn, 1)
+    name = f"crash-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "insert into public.upstreams (name, base_url, api_key_env)"
+            " values (%s, %s, 'FAKE_UPSTREAM_KEY')",
+            (name, upstream.base_url),
+        )
+        conn.execute("insert into public.plans (name) values (%s)", (name,))
+        conn.execute(
+            "insert into public.plan_routes (plan_id, upstream_id, model, weight)"
+            " select p.id, u.id, 'gpt-4o-mini', 1 from public.plans p, public.upstreams u"
+            " where p.name = %s and u.name = %s",
+            (name, name),
+        )
+        conn.execute(
+            "insert into public.subscriptions (user_id, plan_id, status)"
+            " select %s, id, 'active' from public.plans where name = %s",
+            (user, name),
+        )
+        row = conn.execute(
+            "select public.create_api_key('crash', %s, user_id => %s) ->> 'key'", (name, user)
+        ).fetchone()
+    assert row is not None
+    return user, row[0]
+
+
+@contextlib.contextmanager
+def metered_gateway(stack: Stack) -> Iterator[tuple[FunctionGateway, str, str]]:
+    """The openai function on a gateway over `stack`'s database, a funded account routed to a
+    fake upstream: (gateway, user id, key). The WAL writer is slowed to 10 s meanwhile, so that
+    an asynchronous commit is still only in memory when the postmaster is killed a moment
+    later (by default it would reach the disk within 0.2 s)."""
+    admin = stack.cluster.superuser_dsn()
+    upstream = FakeUpstream().start()
+    gateway = FunctionGateway(
+        {"FAKE_UPSTREAM_KEY": API_KEY},
+        env={
+            "TOKENMETER_DB_PORT": str(stack.paths.db_port),
+            "TOKENMETER_STATE_DIR": str(stack.paths.state),
+        },
+    )
+    try:
+        user, key = make_metered_account(stack.paths.db_url(), upstream)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("alter system set wal_writer_delay = '10s'")
+            conn.execute("select pg_reload_conf()")
+        yield gateway, user, key
+    finally:
+        gateway.stop()
+        upstream.stop()
+        with contextlib.suppress(psycopg.Error), psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("alter system reset wal_writer_delay")
+            conn.execute("select pg_reload_conf()")
+
+
+def ask_while_database_killed(
+    stack: Stack, gateway: FunctionGateway, user: str, key: str, stream: bool
+) -> httpx.Response:
+    """One chat completion (x-request-id crash-1) whose upstream stalls 20 s; once it is
+    authorized the postmaster is killed and the stack started again by the CLI, all within the
+    stall."""
+    answers: list[httpx.Response] = []
+
+    def ask() -> None:
+        answers.append(
+            httpx.post(
+                f"{gateway.url}/functions/v1/openai/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}", "x-request-id": "crash-1"},
+                json={
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": "stall:20 hi"}],
+                    "stream": stream,
+                },
+                timeout=90,
+            )
+        )
+
+    request = threading.Thread(target=ask)
+    request.start()
+    deadline = time.monotonic() + 30
+    with psycopg.connect(stack.paths.db_url(), autocommit=True) as conn:
+        while not conn.execute(
+            "select 1 from public.metered_requests where user_id = %s and status = 'authorized'",
+            (user,),
+        ).fetchone():
+            assert time.monotonic() < deadline, "the request was never authorized"
+            time.sleep(0.01)
+    kill_and_wait(postmaster_pid(stack))
+    stack_start_cli(stack.paths)
+    request.join(timeout=80)
+    assert not request.is_alive()
+    (answer,) = answers
+    return answer
+
+
+def money_of(dsn: str, user: str) -> dict[str, object]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return {
+            "requests": conn.execute(
+                "select status from public.metered_requests where user_id = %s", (user,)
+            ).fetchall(),
+            "holds": conn.execute(
+                "select status from public.credit_reservations where user_id = %s", (user,)
+            ).fetchall(),
+            "charged": conn.execute(
+                "select coalesce(sum(cost), 0) from public.usage_records where user_id = %s",
+                (user,),
+            ).fetchone()[0],  # type: ignore[index]
+            "balance": conn.execute(
+                "select balance from public.user_balances where user_id = %s", (user,)
+            ).fetchone()[0],  # type: ignore[index]
+            "audit": conn.execute("select * from public.balance_audit()").fetchall(),
+        }
+
+
+def test_metered_answer_when_postmaster_killed_after_async_hold_withheld_nothing_charged(
+    crash_stack: Stack,
+):
+    """A non-streamed request's hold commits asynchronously (20261130030000). The database is
+    killed while the upstream works on the answer, before that commit reached the disk: after
+    recovery the request does not exist, so its answer is withheld (503 billing_unavailable),
+    and nothing is charged, held or left to settle."""
+    dsn = crash_stack.paths.db_url()
+    with metered_gateway(crash_stack) as (gateway, user, key):
+        answer = ask_while_database_killed(crash_stack, gateway, user, key, stream=False)
+
+        assert answer.status_code == 503, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "billing_unavailable" and "restarted" in error["message"]
+        assert "word0" not in answer.text  # the upstream's answer was withheld
+        # Lost whole: no request in flight (none that never settles), no hold, no charge.
+        assert money_of(dsn, user) == {
+            "requests": [],
+            "holds": [],
+            "charged": 0,
+            "balance": FUNDING,
+            "audit": [],
+        }
+        # Nothing of it is left in the way: the same request id is served and charged once.
+        again = httpx.post(
+            f"{gateway.url}/functions/v1/openai/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}", "x-request-id": "crash-1"},
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        assert again.status_code == 200, again.text
+        money = money_of(dsn, user)
+        assert money["requests"] == [("completed",)] and money["holds"] == [("settled",)]
+        assert money["charged"] > 0 and money["balance"] == FUNDING - money["charged"]
+        assert money["audit"] == []
+
+
+def test_metered_stream_when_postmaster_killed_after_hold_keeps_durable_hold_charged(
+    crash_stack: Stack,
+):
+    """A stream's content goes out before its charge, so its hold stays durable: the same crash
+    as above loses nothing, and the stream is served and charged once the database is back."""
+    dsn = crash_stack.paths.db_url()
+    with metered_gateway(crash_stack) as (gateway, user, key):
+        answer = ask_while_database_killed(crash_stack, gateway, user, key, stream=True)
+
+        assert answer.status_code == 200, answer.text
+        assert "word0" in answer.text and "data: [DONE]" in answer.text
+        money = money_of(dsn, user)
+        assert money["requests"] == [("completed",)] and money["holds"] == [("settled",)]
+        assert money["charged"] > 0 and money["balance"] == FUNDING - money["charged"]
+        assert money["audit"] == []
 
 
 def test_stack_start_after_gateway_killed_starts_a_new_gateway(crash_stack: Stack):

@@ -10,7 +10,7 @@ select tables_are('public', array['model_pricing', 'billing_settings', 'user_bal
   'models', 'model_aliases', 'audit_logs', 'api_keys', 'upstreams', 'plans', 'plan_routes',
   'subscriptions', 'metered_requests', 'api_key_spend',
   'alert_outbox', 'alert_settings', 'low_balance_thresholds',
-  'usage_summaries', 'usage_summary_adjustments'],
+  'usage_summaries', 'usage_summary_adjustments', 'usage_model_summaries'],
   'public holds exactly the billing, pricing and metering tables (pricing: see 40-pricing-schema.sql)');
 select ok((select c.relrowsecurity from pg_class c where c.oid = ('public.' || t)::regclass),
           'RLS is enabled on public.' || t)
@@ -126,7 +126,7 @@ insert into expected_function_privs values
    'uuid'], array['authenticated', 'service_role']),
   ('list_api_keys', array['uuid'], array['authenticated', 'service_role']),
   ('revoke_api_key', array['text'], array['authenticated', 'service_role']),
-  ('authorize_request', array['text', 'text', 'bigint', 'text', 'bigint', 'integer'],
+  ('authorize_request', array['text', 'text', 'bigint', 'text', 'bigint', 'integer', 'boolean'],
    array['service_role']),
   ('complete_request', array['text', 'jsonb', 'integer', 'integer', 'text'], array['service_role']),
   ('list_key_models', array['text'], array['service_role']),

@@ -70,6 +70,9 @@ export interface Meter {
     maxTokens: number,
     requestId: string,
     inputTokens: number,
+    /** The answer is handed out only after complete_request succeeded (not a stream): the hold
+     * may commit without waiting for its flush (20261130030000). */
+    answerAfterCharge?: boolean,
   ): Promise<Authorization>;
   complete(
     requestId: string,
@@ -116,10 +119,18 @@ class SqlMeter implements Meter {
     }
   }
 
-  authorize(key: string, model: string, maxTokens: number, requestId: string, inputTokens: number) {
+  authorize(
+    key: string,
+    model: string,
+    maxTokens: number,
+    requestId: string,
+    inputTokens: number,
+    answerAfterCharge = false,
+  ) {
     return this.one<Authorization>(
       this.sql`select public.authorize_request(${key}, ${model}, ${maxTokens}::bigint,
-               ${requestId}, ${inputTokens}::bigint) as r`,
+               ${requestId}, ${inputTokens}::bigint,
+               answer_after_charge => ${answerAfterCharge}::boolean) as r`,
     );
   }
 
@@ -170,13 +181,21 @@ class RpcMeter implements Meter {
     return data as T;
   }
 
-  authorize(key: string, model: string, maxTokens: number, requestId: string, inputTokens: number) {
+  authorize(
+    key: string,
+    model: string,
+    maxTokens: number,
+    requestId: string,
+    inputTokens: number,
+    answerAfterCharge = false,
+  ) {
     return this.call<Authorization>("authorize_request", {
       key,
       model,
       max_tokens: maxTokens,
       request_id: requestId,
       input_tokens: inputTokens,
+      answer_after_charge: answerAfterCharge,
     });
   }
 

@@ -363,7 +363,11 @@ async function serveCall(req: Request, kind: Call["kind"]): Promise<Response> {
   let auth: Authorization;
   const authorizing = performance.now();
   try {
-    auth = await getMeter().authorize(call.key, call.body.model, call.maxTokens, call.meteredId, call.inputBound);
+    // A non-streamed answer is handed out only after complete_request has committed (below),
+    // so its hold may commit without waiting for its WAL flush: a crash can lose only a hold
+    // whose answer is then withheld (docs/metering.md, "Durability of the two calls"). A
+    // stream's content goes out before its charge: its hold stays durable.
+    auth = await getMeter().authorize(call.key, call.body.model, call.maxTokens, call.meteredId, call.inputBound, !call.stream);
   } catch (error) {
     if (error instanceof MeterError) return meterErrorResponse(error, headersFor(call, null));
     throw error;
@@ -436,6 +440,13 @@ async function serveCall(req: Request, kind: Call["kind"]): Promise<Response> {
     // the database refused the usage, in the background if it could not be reached.
     const latency = performance.now() - started;
     const h = headersFor(call, auth);
+    if (outcome.refused?.code === "request_not_found") {
+      // The hold was lost whole (a database crash before its asynchronous commit reached the
+      // disk): nothing is held, charged or recorded, so the answer cannot be handed out.
+      console.error("answer withheld: its hold was lost in a database restart", call.meteredId);
+      h.set("retry-after", "1");
+      return openaiError(503, "billing_unavailable", "The answer could not be billed (the metering database restarted and lost this request's authorization), so it was withheld; nothing was charged. Retry it.", { headers: h });
+    }
     if (outcome.refused) {
       await complete(call, auth, null, 502, latency, `answer withheld: its usage was refused (${outcome.refused.code}: ${outcome.refused.detail})`.slice(0, 2000));
       return openaiError(502, "upstream_error", `Upstream ${auth.upstream.name} reported usage that could not be charged; the answer was withheld and nothing was charged.`, { headers: h });
