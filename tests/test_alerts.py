@@ -376,9 +376,10 @@ def test_audit_user_action_through_api_records_forwarded_address_and_agent_reada
             "authenticated",
         )
         assert entry["actor_user_id"] == signed.user.id == entry["user_id"]
-        assert entry["ip_address"] == "198.51.100.23"
+        # The address the gateway saw, not the chain's first (claimed) one (20261130040000).
+        assert entry["ip_address"] == "127.0.0.1"
         assert entry["user_agent"] == "audit-test/2"
-        assert entry["metadata"]["forwarded_for"] == "198.51.100.23, 10.0.0.2"
+        assert entry["metadata"]["forwarded_for"] == "198.51.100.23, 10.0.0.2, 127.0.0.1"
     finally:
         http.close()
     _, other = signed_up_user()

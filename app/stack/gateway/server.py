@@ -23,6 +23,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -31,6 +32,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from app.stack import keys as stack_keys
 from app.stack.gateway import auth, functions, rest
 from app.stack.gateway.errors import ApiError
+from app.stack.gateway.forwarded import ForwardedFor
 from app.stack.paths import StackPaths
 
 
@@ -102,6 +104,8 @@ def create_app(config: GatewayConfig) -> Starlette:
         ],
         lifespan=lifespan,
         exception_handlers={ApiError: api_error},
+        # Outermost: every route sees the client's address as Supabase's gateway passes it.
+        middleware=[Middleware(ForwardedFor)],
     )
 
 
@@ -261,4 +265,9 @@ def run() -> None:
         loop="uvloop",
         http=LimitedHttpToolsProtocol,
         access_log=False,
+        # uvicorn would otherwise take the client's address from X-Forwarded-For whenever the
+        # peer is 127.0.0.1 (its default trusted proxy), that is for every local caller: the
+        # gateway is the edge, so the socket's peer is the address (forwarded.py, the auth
+        # rate limits).
+        proxy_headers=False,
     )
