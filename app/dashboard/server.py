@@ -347,8 +347,8 @@ async def user_detail(request: Request) -> Response:
 async def models(request: Request) -> Response:
     search = request.query_params.get("q", "").strip() or None
     model = request.query_params.get("model", "").strip() or None
-    # The consolidation report checks every usage record for a price (seconds on millions of
-    # rows: ~30 s for 2 million here), so it runs when asked, with a longer timeout of its own.
+    # The consolidation report runs when asked, with a longer timeout of its own: its checks
+    # read the whole price catalog (a second on a 100k-model catalog).
     run_report = request.query_params.get("report") == "1"
     async with page_transaction(request) as conn:
         prices = await data.section(conn, lambda: data.current_prices(conn, search))
