@@ -252,7 +252,7 @@ select is_empty($$select * from public.balance_audit()$$, 'balance = sum(ledger)
 
 reset role;
 select matches(pg_get_functiondef('public.refund_usage(text, text, numeric)'::regprocedure),
-  'from public\.usage_records u where u\.request_id = refund_usage\.request_id\s+for share;',
+  'from public\.usage_records u where u\.request_id = \$1 ''\s+''and u\.created_at = \$2 for share''',
   'refund_usage locks the usage row before reading its cost (serialises with reprice_usage; the race itself: tests/test_money_identity.py)');
 
 SELECT * FROM finish();
