@@ -7,6 +7,7 @@ Scenarios (8 clients each, `--seconds` each, repeated `--runs` times, medians re
   B  record_usage over psycopg, ONE user (hot row)   vs  pgbench script: update one row + insert
   C  record_usage_batch, 1,000 records per call, 1,000 users: records/s
   D  record_usage through supabase-py → gateway, 1,000 users: req/s
+usage_records gets `--history` past months of partitions first (12: 17 partitions, a year's).
 
     python bench/billing_bench.py --seconds 10 --runs 3      # against the running local stack
 """
@@ -25,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import psycopg
@@ -48,6 +50,9 @@ select public.record_usage(user_id => (select id from bench.users where n = :u),
   model => 'gpt-4o-mini', input_tokens => 1000, output_tokens => 200,
   request_id => gen_random_uuid()::text);
 """
+# A year of monthly partitions by default: every lookup of usage_records that is not pruned
+# costs in proportion to their number (docs/benchmarks.md, "Usage partitioned by month").
+HISTORY_HELP = "past months of (empty) usage_records partitions to add (default 12: 17 in all)"
 console = Console(stderr=True)
 
 
@@ -205,6 +210,23 @@ def pgbench(
     return float(match.group(1))
 
 
+def add_history(url: str, months: int) -> int:
+    """Past months' partitions (empty), as a year of use leaves usage_records (partitioned by
+    month, 20261129210100); returns how many partitions it has."""
+    today = datetime.now(UTC).date()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for back in range(1, months + 1):
+            index = today.year * 12 + today.month - 1 - back
+            conn.execute(
+                "select private.create_usage_partition(%s)", (date(index // 12, index % 12 + 1, 1),)
+            )
+        conn.execute("analyze public.usage_records")
+        row = conn.execute(
+            "select count(*) from pg_inherits where inhparent = 'public.usage_records'::regclass"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def prepare(paths: StackPaths, bindir: Path) -> tuple[list[str], list[str]]:
     """1,000 funded users (also in bench.users, numbered for pgbench scripts), one hot user, and
     a fresh `pgbench -i -s 1` database for the references: (users, [hot user])."""
@@ -249,6 +271,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--history", type=int, default=12, help=HISTORY_HELP)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -257,6 +280,7 @@ def main() -> None:
     bindir = find_binaries().bindir
     dsn = paths.db_url("supabase_admin")
     users, hot_user = prepare(paths, bindir)
+    partitions = add_history(dsn, args.history)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         script.write(HOT_ROW_SCRIPT)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as usage_script:
@@ -307,7 +331,13 @@ def main() -> None:
     if args.json:
         print(
             json.dumps(
-                {"medians": medians, "ratios": ratios, "runs": results, "load_average": load},
+                {
+                    "medians": medians,
+                    "ratios": ratios,
+                    "runs": results,
+                    "load_average": load,
+                    "partitions": partitions,
+                },
                 indent=2,
             )
         )
@@ -317,7 +347,7 @@ def main() -> None:
         "median",
         "runs",
         title=f"{args.runs} runs × {args.seconds:g} s, 8 clients, "
-        f"load average {load['start']:.1f} → {load['end']:.1f}",
+        f"load average {load['start']:.1f} → {load['end']:.1f}, {partitions} usage partitions",
     )
     for name, value in medians.items():
         table.add_row(name, f"{value:,.0f}", ", ".join(f"{v:,.0f}" for v in results[name]))

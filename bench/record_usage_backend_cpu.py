@@ -11,6 +11,9 @@ take turns round by round, so a change in the machine's load hits them alike. Ne
     .venv/bin/python bench/record_usage_backend_cpu.py old=54426 new=54422
     # two function bodies on one stack:
     .venv/bin/python bench/record_usage_backend_cpu.py cur=54422 v2=54422:bench.record_usage
+    # record_usage_batch instead: 1,000 records (one per bench user) built in the server per
+    # call, CPU per record (`--calls` batches per round):
+    .venv/bin/python bench/record_usage_backend_cpu.py old=54426 new=54422 --batch --calls 20
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ from pathlib import Path
 import psycopg
 
 TICK = os.sysconf("SC_CLK_TCK")
+BATCH_RECORDS = 1000
+# As bench/record_usage_cost.py's batch: one record per bench user, new request ids.
+BATCH_RECORDS_SQL = (
+    "(select jsonb_agg(jsonb_build_object('user_id', u.id, 'model', 'gpt-4o-mini',"
+    " 'input_tokens', 1000, 'output_tokens', 200, 'request_id', gen_random_uuid()::text))"
+    " from bench.users u)"
+)
 
 
 def backend_cpu(pid: int) -> float:
@@ -38,7 +48,9 @@ def main() -> None:
                         "public.record_usage")  # fmt: skip
     parser.add_argument("--calls", type=int, default=2000, help="per round")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--batch", action="store_true", help="record_usage_batch, per record")
     args = parser.parse_args()
+    per_call = BATCH_RECORDS if args.batch else 1
 
     connections: dict[str, tuple[psycopg.Connection, int]] = {}
     for target in args.targets:
@@ -53,11 +65,13 @@ def main() -> None:
             " where n = 1 + (i % 1000)), model => 'gpt-4o-mini', input_tokens => 1000,"
             " output_tokens => 200, request_id => gen_random_uuid()::text)"
         )
+        if args.batch:
+            call = f"perform {function or 'public.record_usage_batch'}({BATCH_RECORDS_SQL})"
         conn.execute(
             "create or replace procedure pg_temp.charge(calls int) language plpgsql as "
             f"$p$ begin for i in 1 .. calls loop {call}; commit; end loop; end $p$"
         )
-        conn.execute("call pg_temp.charge(200)")  # warm the plans and caches
+        conn.execute(f"call pg_temp.charge({2 if args.batch else 200})")  # warm plans, caches
         connections[name] = (conn, conn.execute("select pg_backend_pid()").fetchone()[0])  # type: ignore[index]
 
     micros: dict[str, list[float]] = {name: [] for name in connections}
@@ -66,8 +80,9 @@ def main() -> None:
         for name, (conn, pid) in connections.items():
             before = backend_cpu(pid)
             conn.execute(f"call pg_temp.charge({args.calls})")
-            micros[name].append((backend_cpu(pid) - before) * 1e6 / args.calls)
-    print(f"backend CPU µs per call, {args.rounds} rounds × {args.calls} calls, "
+            micros[name].append((backend_cpu(pid) - before) * 1e6 / (args.calls * per_call))
+    what = f"record of {BATCH_RECORDS}-record batches" if args.batch else "call"
+    print(f"backend CPU µs per {what}, {args.rounds} rounds × {args.calls} calls, "
           f"load average {load_start:.1f} → {os.getloadavg()[0]:.1f}")  # fmt: skip
     for name, values in micros.items():
         print(f"{name:10s} median {statistics.median(values):7.1f}   runs "

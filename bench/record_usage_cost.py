@@ -17,7 +17,8 @@ counted). All three scripts run through pgbench, the reference's own C client, 8
   batch         record_usage_batch with 1,000 records built in the server (one per user), as
                 CPU per record (its inverse bounds the records/s two cores can charge)
 
-Then throughput at 1, 2, 4 and 8 clients, record_usage over pgbench -N: at 1 client both wait
+usage_records first gets `--history` past months of (empty) partitions (default 12: 17 in
+all, a year's worth). Then throughput at 1, 2, 4 and 8 clients, record_usage over pgbench -N: at 1 client both wait
 on round trips and commits (pgbench -N makes five round trips, record_usage one); at 8 clients
 on 2 cores they wait on CPU.
 
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
-from billing_bench import RECORD_USAGE_SCRIPT, pgbench, prepare
+from billing_bench import HISTORY_HELP, RECORD_USAGE_SCRIPT, add_history, pgbench, prepare
 from rich.console import Console
 from rich.table import Table
 
@@ -137,6 +138,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--transactions", type=int, default=1000, help="per client, CPU part")
     parser.add_argument("--seconds", type=float, default=6.0, help="per sweep point")
+    parser.add_argument("--history", type=int, default=12, help=HISTORY_HELP)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -144,6 +146,7 @@ def main() -> None:
     paths = StackPaths.from_env()
     bindir = find_binaries().bindir
     prepare(paths, bindir)
+    partitions = add_history(paths.db_url("supabase_admin"), args.history)
     with psycopg.connect(paths.db_url("supabase_admin"), autocommit=True) as conn:
         conn.execute(BARE_WRITES)
         conn.execute(FLOOR_WRITES)
@@ -201,11 +204,13 @@ def main() -> None:
     if args.json:
         print(json.dumps({"server_micros_per_tx": cpu, "ratio_by_clients": sweep,
                           "medians": {"cpu": cpu_medians, "ratio": sweep_medians},
-                          "load_average": {"start": load_start, "end": load}}, indent=2))  # fmt: skip
+                          "load_average": {"start": load_start, "end": load},
+                          "partitions": partitions}, indent=2))  # fmt: skip
         return
     table = Table("transaction", "server CPU µs (median)", "runs", "vs pgbench -N", "× floor",
                   title=f"server CPU per transaction, 8 clients × {args.transactions}, "
-                        f"load average {load_start:.1f} → {load:.1f}")  # fmt: skip
+                        f"load average {load_start:.1f} → {load:.1f}, "
+                        f"{partitions} usage partitions")  # fmt: skip
     for name, value in cpu_medians.items():
         ratio = cpu_medians["pgbench -N"] / value
         table.add_row(name, f"{value:,.0f}", ", ".join(f"{v:,.0f}" for v in cpu[name]),

@@ -30,11 +30,17 @@ import shutil
 import statistics
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, date, datetime
 from pathlib import Path
 
 import psycopg
-from billing_bench import RECORD_USAGE_SCRIPT, batch_worker, make_users, pgbench, timed
+from billing_bench import (
+    RECORD_USAGE_SCRIPT,
+    add_history,
+    batch_worker,
+    make_users,
+    pgbench,
+    timed,
+)
 from record_usage_cost import server_micros_per_tx
 from rich.console import Console
 from rich.table import Table
@@ -79,22 +85,6 @@ def prepare_users(url: str) -> list[str]:
                 [(n + 1, uid) for n, uid in enumerate(users)],
             )
     return users
-
-
-def add_history(url: str, months: int) -> int:
-    """Past months' partitions (empty); returns how many partitions usage_records has."""
-    today = datetime.now(UTC).date()
-    with psycopg.connect(url, autocommit=True) as conn:
-        for back in range(1, months + 1):
-            index = today.year * 12 + today.month - 1 - back
-            conn.execute(
-                "select private.create_usage_partition(%s)", (date(index // 12, index % 12 + 1, 1),)
-            )
-        conn.execute("analyze public.usage_records")
-        row = conn.execute(
-            "select count(*) from pg_inherits where inhparent = 'public.usage_records'::regclass"
-        ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def set_claim(url: str, enabled: bool) -> None:
