@@ -533,6 +533,54 @@ def test_bad_input_answers_openai_4xx_and_charges_nothing(
     assert balance(db, acct.user_id) == Decimal(10)
 
 
+def test_sql_transport_values_with_quotes_and_backslashes_reach_the_database_verbatim(
+    endpoint: str, account: Callable[..., Account], db: psycopg.Connection
+):
+    """The sql transport sends the calls' values as literals (one round trip, not two; see
+    supabase/functions/_shared/meter.ts): a request id or model made of quotes, backslashes and
+    SQL arrives as the exact text, never as SQL; a NUL, which no text can hold, is a 400."""
+    acct = account(allowed_models=[MODEL])
+    url = f"{endpoint}/chat/completions"
+    messages = [{"role": "user", "content": "hi"}]
+    request_id = "it's\\'');select-pg_sleep(5);--\\"
+    with httpx.Client(timeout=30) as http:
+        served = http.post(
+            url,
+            headers={"Authorization": f"Bearer {acct.key}", "x-request-id": request_id},
+            json={"model": MODEL, "messages": messages},
+        )
+        assert served.status_code == 200, served.text
+        assert served.headers["x-request-id"] == request_id
+        (row,) = metered_rows(db, acct.user_id)
+        assert row[1] == "completed"
+        assert db.execute(
+            "select count(*) from public.metered_requests where request_id = %s",
+            (f"{acct.prefix}:{request_id}",),
+        ).fetchone() == (1,)
+        model = "gpt-4o-mini\\'); update public.user_balances set balance = 0; --"
+        refused = http.post(
+            url,
+            headers={"Authorization": f"Bearer {acct.key}"},
+            json={"model": model, "messages": messages},
+        )
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "model_not_allowed"
+        assert refused.json()["error"]["message"].endswith(f"may not use model {model}")
+        nul = http.post(
+            url,
+            headers={"Authorization": f"Bearer {acct.key}"},
+            json={"model": "gpt-4o-mini\u0000", "messages": messages},
+        )
+        assert nul.status_code == 400, nul.text
+        assert nul.json()["error"]["code"] == "invalid_argument"
+    assert len(metered_rows(db, acct.user_id)) == 1
+    assert (
+        balance(db, acct.user_id)
+        == Decimal(10) - usage_record(db, f"{acct.prefix}:{request_id}")["cost"]
+    )
+    assert_audit_clean(db)
+
+
 def test_key_model_balance_quota_refusals_map_to_openai_errors(
     sdk: Callable[[str], openai.OpenAI],
     endpoint: str,

@@ -84,6 +84,20 @@ export interface Meter {
   listModels(key: string): Promise<{ plan: string; models: string[] }>;
 }
 
+/** A text value as an SQL literal. E'' escapes both the quote and the backslash, so the literal
+ * is the value whatever standard_conforming_strings says; a NUL (which no text value can hold,
+ * and which would end the statement's string on the wire) is refused. */
+export function sqlText(value: string | null): string {
+  if (value === null) return "null";
+  if (value.includes("\0")) throw new MeterError(400, "invalid_argument", "text values must not contain NUL characters");
+  return `E'${value.replaceAll("\\", "\\\\").replaceAll("'", "''")}'`;
+}
+
+function sqlInteger(value: number): string {
+  if (!Number.isSafeInteger(value)) throw new MeterError(400, "invalid_argument", `not an integer: ${value}`);
+  return String(value);
+}
+
 class SqlMeter implements Meter {
   readonly transport = "sql" as const;
   private sql: postgres.Sql;
@@ -101,9 +115,13 @@ class SqlMeter implements Meter {
     });
   }
 
-  private async one<T>(query: Promise<postgres.RowList<postgres.Row[]>>): Promise<T> {
+  // Each call is one statement with its values as literals, not parameters: postgres.js sends a
+  // statement with parameters and prepare: false as Parse/Describe, waits for the parameter
+  // types, then Bind/Execute — two round trips; without parameters it is Parse/Bind/Execute in
+  // one write and one round trip (~0.3–0.8 ms less per call measured; docs/benchmarks.md).
+  private async one<T>(statement: string): Promise<T> {
     try {
-      const rows = await query;
+      const rows = await this.sql.unsafe(statement);
       const value = rows[0]?.r;
       return (typeof value === "string" ? JSON.parse(value) : value) as T;
     } catch (error) {
@@ -128,9 +146,8 @@ class SqlMeter implements Meter {
     answerAfterCharge = false,
   ) {
     return this.one<Authorization>(
-      this.sql`select public.authorize_request(${key}, ${model}, ${maxTokens}::bigint,
-               ${requestId}, ${inputTokens}::bigint,
-               answer_after_charge => ${answerAfterCharge}::boolean) as r`,
+      `select public.authorize_request(${sqlText(key)}, ${sqlText(model)}, ${sqlInteger(maxTokens)}, ` +
+        `${sqlText(requestId)}, ${sqlInteger(inputTokens)}, answer_after_charge => ${answerAfterCharge}) as r`,
     );
   }
 
@@ -141,17 +158,17 @@ class SqlMeter implements Meter {
     latencyMs: number,
     error: string | null,
   ) {
-    // ::text first: a parameter typed jsonb would be JSON-encoded again (a string).
+    // The error is the upstream's text: a NUL in it is replaced, not a reason to lose the record.
     return this.one<Completion>(
-      this.sql`select public.complete_request(${requestId},
-               ${usage === null ? null : JSON.stringify(usage)}::text::jsonb, ${status}::integer,
-               ${latencyMs}::integer, ${error}) as r`,
+      `select public.complete_request(${sqlText(requestId)}, ` +
+        `${sqlText(usage === null ? null : JSON.stringify(usage))}::jsonb, ${sqlInteger(status)}, ` +
+        `${sqlInteger(latencyMs)}, ${sqlText(error === null ? null : error.replaceAll("\0", "\uFFFD"))}) as r`,
     );
   }
 
   listModels(key: string) {
     return this.one<{ plan: string; models: string[] }>(
-      this.sql`select public.list_key_models(${key}) as r`,
+      `select public.list_key_models(${sqlText(key)}) as r`,
     );
   }
 }
