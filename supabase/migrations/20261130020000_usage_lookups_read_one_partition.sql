@@ -89,6 +89,8 @@ begin
     end if;
     cost := private.usage_cost(price, input_tokens, output_tokens, cached_input_tokens, images);
 
+    -- The row trigger claims request_id, whatever the session set (20261130020001).
+    perform set_config('tokenmeter.usage_claims', '', true);
     insert into public.usage_records (user_id, request_id, provider_id, model_id, input_tokens,
       output_tokens, cached_input_tokens, price_per_input_token, price_per_output_token,
       price_per_cached_input_token, price_per_request, price_per_image, images, long_context,

@@ -12,9 +12,33 @@
 --     concurrent call stored one meanwhile, or a request id repeats within the batch), in the
 --     range of those candidates' claims; otherwise nothing.
 -- A request id stored by a concurrent call after its claim was read is found as before: step
--- 3's insert skips it (the claim trigger) and step 4 reads it back.
+-- 3 skips it and step 4 reads it back.
+--
+-- Step 3 also claims its request ids in ONE statement (insert into private.usage_request_ids
+-- ... on conflict do nothing returning, in request_id order) and inserts the usage rows of the
+-- ids it claimed, instead of the BEFORE INSERT trigger claiming row by row: the trigger's
+-- PL/pgSQL call and its one-row INSERT per record were ~40 % of the insert step (a quarter of
+-- the whole call; docs/benchmarks.md, "After partition pruning"). The claims mean the same:
+-- taken in the same order, each waits for a concurrent holder to commit or abort, a held id
+-- is skipped. The trigger gets a WHEN: it does not fire while tokenmeter.usage_claims is
+-- 'batch', which record_usage_batch sets (transaction-local) for its step 3 statement only
+-- and clears after it (an error in between aborts the transaction, or the subtransaction
+-- that set it, which undoes the setting). The other writer of usage_records, record_one
+-- (record_usage, settle_usage, complete_request), clears it before its insert
+-- (20261130020000), so a session that sets it cannot carry it into a charge; no API role may
+-- insert into usage_records, and the owner, who may, can disable the trigger anyway. (A SET
+-- clause on the functions would scope it better, but setting a placeholder parameter there
+-- needs a privilege the migrations' role does not have on Supabase.)
 -- Replaces public.record_usage_batch (20261129200001): same signature, results, error codes
--- and order of writes.
+-- and order of writes; and the trigger usage_records_claim_request_id (20261129210100).
+
+-- ── Triggers ──────────────────────────────────────────────────────────────────────────────
+drop trigger usage_records_claim_request_id on public.usage_records;
+create trigger usage_records_claim_request_id
+  before insert on public.usage_records
+  for each row
+  when (coalesce(current_setting('tokenmeter.usage_claims', true), '') <> 'batch')
+  execute function private.claim_usage_request_id();
 
 -- ── Functions ─────────────────────────────────────────────────────────────────────────────
 -- public.record_usage_batch(records) → {results: [...], recorded, replayed, failed}, as
@@ -170,15 +194,29 @@ begin
   into items
   from priced p;
 
-  -- 3. Insert the first record of each new request_id, in request_id order (as before); each
-  -- is its charge's ledger line (20261129200001). A request_id a concurrent call committed
-  -- meanwhile is skipped here and answered in step 4.
-  with ins as (
+  -- 3. Claim, then insert, the first record of each new request_id, in request_id order (as
+  -- before); each is its charge's ledger line (20261129200001). The claims are one statement
+  -- (the per-row claim trigger skips this function's rows, see the header); only the request
+  -- ids claimed are inserted. A request_id another call holds is skipped here (the claim waits
+  -- for that call to commit, as the trigger's did) and answered in step 4. Both rows get this
+  -- transaction's now(), so the claim names the row's partition.
+  perform set_config('tokenmeter.usage_claims', 'batch', true);
+  with leaders as materialized (
+    select distinct on (i.request_id) i.* from unnest(items) as i
+    where i.error is null and (i.price).id is not null
+    order by i.request_id, i.idx
+  ), claimed as (
+    insert into private.usage_request_ids as r (request_id, created_at)
+    select l.request_id, now() from leaders l
+    order by l.request_id
+    on conflict (request_id) do nothing
+    returning r.request_id
+  ), ins as (
     insert into public.usage_records as u (user_id, request_id, provider_id, model_id,
       input_tokens, output_tokens, cached_input_tokens, price_per_input_token,
       price_per_output_token, price_per_cached_input_token, price_per_request, price_per_image,
       images, long_context, requested_model, requested_provider, pricing_id, cost, currency,
-      latency_ms, status, metadata, occurred_at)
+      latency_ms, status, metadata, occurred_at, created_at)
     select l.user_id, l.request_id, (l.price).provider_id, (l.price).model_id, l.input_tokens,
       l.output_tokens, l.cached_input_tokens, (l.price).price_per_input_token,
       (l.price).price_per_output_token,
@@ -188,15 +226,14 @@ begin
         and l.input_tokens > (l.price).long_context_threshold,
       nullif(l.model, (l.price).model_id), nullif(l.provider, (l.price).provider_id),
       (l.price).id, l.cost, (l.price).currency, l.latency_ms, l.status, l.metadata,
-      l.occurred_at
-    from (select distinct on (i.request_id) i.* from unnest(items) as i
-          where i.error is null and (i.price).id is not null
-          order by i.request_id, i.idx) l
+      l.occurred_at, now()
+    from leaders l join claimed c on c.request_id = l.request_id
     order by l.request_id
     on conflict on constraint usage_records_request_id_key do nothing
     returning u.*
   )
   select coalesce(array_agg(row(ins.*)::public.usage_records), '{}') into inserted from ins;
+  perform set_config('tokenmeter.usage_claims', '', true);
 
   -- 4. Results, in order, before any balance row is locked: a candidate not inserted was
   -- stored meanwhile (a concurrent call) or earlier in this batch: replayed when the payload is

@@ -6,7 +6,7 @@
 -- already. The stored request id lives in NEXT month's partition (created_at set by hand, as
 -- postgres), so reading "this month's" or "all of them" both show.
 BEGIN;
-SELECT plan(14);
+SELECT plan(19);
 
 -- ── Helper ──────────────────────────────────────────────────────────────────────────────────
 -- pg_temp.partitions_touched(call) → {result, partitions}: call's jsonb result and the names of
@@ -149,6 +149,38 @@ select is(jsonb_build_object('partitions', t -> 'partitions',
             'reservation_status', 'settled'),
   'settle_usage locks only this month''s partition, where it inserts')
 from pg_temp.partitions_touched($$select public.settle_usage('p76-hold', 1000, 100)$$) as t;
+
+-- (Last: these read usage_records as a whole, which locks every partition.)
+-- record_usage_batch claims its request ids in one statement, its rows skipping the row
+-- trigger while tokenmeter.usage_claims = 'batch' (20261130020001): every row it inserts is
+-- claimed with its own created_at, and the setting is cleared after the insert.
+select is(public.record_usage_batch(jsonb_build_array(
+    jsonb_build_object('user_id', '76767676-0000-4000-8000-00000000000a',
+      'model', 'gpt-4o-mini', 'input_tokens', 1000, 'output_tokens', 100,
+      'request_id', 'p76-batch-4'),
+    jsonb_build_object('user_id', '76767676-0000-4000-8000-00000000000a',
+      'model', 'gpt-4o-mini', 'input_tokens', 10, 'output_tokens', 10,
+      'request_id', 'p76-batch-5'))) ->> 'recorded', '2', 'a batch of two new requests');
+select is(coalesce(current_setting('tokenmeter.usage_claims', true), ''), '',
+  'the batch clears tokenmeter.usage_claims after its insert');
+reset role;
+select is((select count(*)::int from public.usage_records u
+           join private.usage_request_ids r
+             on r.request_id = u.request_id and r.created_at = u.created_at
+           where u.request_id in ('p76-batch-4', 'p76-batch-5')), 2,
+  'each row the batch inserted is claimed, with its created_at');
+set local role service_role;
+-- A session that sets it itself does not carry it into record_usage: the row is claimed.
+set local tokenmeter.usage_claims = 'batch';
+select is(public.record_usage('76767676-0000-4000-8000-00000000000a', 'gpt-4o-mini', 10, 10,
+  'p76-forged') ->> 'replayed', 'false', 'record_usage with tokenmeter.usage_claims = batch');
+reset role;
+select is((select count(*)::int from private.usage_request_ids r
+           where r.request_id = 'p76-forged'), 1,
+  'its row is claimed all the same (a later duplicate in another month is refused)');
+set local role service_role;
+reset tokenmeter.usage_claims;
+
 reset role;
 
 SELECT * FROM finish();
