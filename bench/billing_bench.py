@@ -280,7 +280,7 @@ def main() -> None:
     bindir = find_binaries().bindir
     dsn = paths.db_url("supabase_admin")
     users, hot_user = prepare(paths, bindir)
-    partitions = add_history(dsn, args.history)
+    partitions = add_history(paths.db_url(), args.history)  # as postgres, who owns the others
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         script.write(HOT_ROW_SCRIPT)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as usage_script:

@@ -146,7 +146,7 @@ def main() -> None:
     paths = StackPaths.from_env()
     bindir = find_binaries().bindir
     prepare(paths, bindir)
-    partitions = add_history(paths.db_url("supabase_admin"), args.history)
+    partitions = add_history(paths.db_url(), args.history)  # as postgres, who owns the others
     with psycopg.connect(paths.db_url("supabase_admin"), autocommit=True) as conn:
         conn.execute(BARE_WRITES)
         conn.execute(FLOOR_WRITES)

@@ -13,8 +13,8 @@ run so machine noise hits them alike:
                   BEFORE INSERT trigger (the cost of the uniqueness mechanism is the difference)
 
 The partitioned database gets `--history` past months of (empty) partitions besides this month
-and the three ahead, as a year of use would leave it: each lookup by request_id probes every
-partition's index. Measured, as bench/record_usage_cost.py does: server CPU µs per
+and the three ahead, as a year of use would leave it (before 20261130020000 each lookup by
+request_id probed every partition's index; since, the claim names the one to read). Measured, as bench/record_usage_cost.py does: server CPU µs per
 record_usage (pgbench, 8 clients × `--transactions`), record_usage throughput (pgbench,
 8 clients, `--seconds`), and record_usage_batch records/s (1,000 per call, 8 clients, psycopg).
 
