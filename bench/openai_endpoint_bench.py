@@ -222,6 +222,16 @@ def make_account(conn: psycopg.Connection, base_url: str, amount: Decimal) -> tu
 
 
 def money(conn: psycopg.Connection, user_id: str) -> tuple[int, Decimal, Decimal, int]:
+    # A stream whose client did not ask for usage ends before its charge commits (just after):
+    # wait until none of the user's requests is in flight.
+    deadline = time.monotonic() + 15
+    while conn.execute(
+        "select exists (select 1 from public.metered_requests where user_id = %s"
+        " and status = 'authorized')",
+        (user_id,),
+    ).fetchone() != (False,):
+        assert time.monotonic() < deadline, f"requests of {user_id} still in flight"
+        time.sleep(0.02)
     row = conn.execute(
         "select (select count(*) from public.usage_records where user_id = %(u)s),"
         " (select coalesce(sum(cost), 0) from public.usage_records where user_id = %(u)s),"

@@ -176,6 +176,15 @@ def metered_rows(db: psycopg.Connection, user_id: str) -> list[tuple[Any, ...]]:
     ).fetchall()
 
 
+def wait_settled(db: psycopg.Connection, user_id: str, timeout: float = 15) -> None:
+    """Until none of the user's requests is still in flight: a stream whose client did not ask
+    for usage ends before its charge commits (the function does not wait for it)."""
+    deadline = time.monotonic() + timeout
+    while any(row[1] == "authorized" for row in metered_rows(db, user_id)):
+        assert time.monotonic() < deadline, metered_rows(db, user_id)
+        time.sleep(0.02)
+
+
 def assert_audit_clean(db: psycopg.Connection) -> None:
     assert db.execute("select * from public.balance_audit()").fetchall() == []
 
@@ -274,6 +283,7 @@ def test_chat_completion_stream_passes_events_as_they_come_not_buffered(
     assert len(arrivals) == 10
     # The upstream needs 4 s for the whole answer: the first word arrives seconds before.
     assert arrivals[-1] - arrivals[0] > 2.5, arrivals
+    wait_settled(db, acct.user_id)
     (row,) = metered_rows(db, acct.user_id)
     assert row[1:3] == ("completed", 200)
 
@@ -292,6 +302,7 @@ def test_chat_completion_stream_without_include_usage_still_charged_no_usage_chu
     )
     assert all(c.choices for c in chunks)  # OpenAI sends no usage chunk when not asked
     per_in, per_out = price(db)
+    wait_settled(db, acct.user_id)
     (row,) = metered_rows(db, acct.user_id)
     assert row[1:5] == ("completed", 200, 11 * per_in + 5 * per_out, False)
 
@@ -664,6 +675,7 @@ def test_200_concurrent_streams_against_balance_for_50_never_overdraw(
     refused = [r for r in results if r[0] != 200]
     assert set(refused) <= {(402, "insufficient_balance")}
     assert served >= 50 and refused, results  # at least the 50 covered; never all 200
+    wait_settled(db, acct.user_id)
     charged = db.execute(
         "select count(*), coalesce(sum(cost), 0) from public.usage_records where user_id = %s",
         (acct.user_id,),
@@ -951,6 +963,46 @@ def test_stream_database_unreachable_at_complete_charged_when_back(
     assert_audit_clean(db)
 
 
+def test_stream_without_usage_requested_ends_without_waiting_for_its_charge(
+    cut_gateway: tuple[FunctionGateway, DbProxy],
+    account: Callable[..., Account],
+    db: psycopg.Connection,
+):
+    """A client that did not ask for usage receives nothing that depends on the charge, so its
+    stream ends at once, even when complete_request cannot reach the database (the function
+    retries ~3 s before giving a call up to the background); the charge lands once it is back."""
+    gw, proxy = cut_gateway
+    acct = account()
+    with httpx.Client(timeout=60) as http:
+        with http.stream(
+            "POST",
+            f"{gw.url}/functions/v1/openai/v1/chat/completions",
+            headers={"Authorization": f"Bearer {acct.key}"},
+            json={
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "words:5 delay:200"}],
+                "stream": True,
+            },
+        ) as response:
+            wait_for(db, acct.user_id, "authorized")
+            proxy.cut()
+            lines = response.iter_lines()
+            while "word4" not in next(lines):
+                pass
+            last_word = time.monotonic()
+            rest = list(lines)
+            ended = time.monotonic() - last_word
+    assert response.status_code == 200 and "data: [DONE]" in rest
+    assert ended < 1.5, ended  # the quick retries alone take 3.15 s
+    assert metered_rows(db, acct.user_id)[0][1] == "authorized"
+    proxy.restore()
+    row = wait_for(db, acct.user_id, "completed")
+    per_in, per_out = price(db)
+    assert row[2:5] == (200, 12 * per_in + 5 * per_out, False)
+    assert balance(db, acct.user_id) == Decimal(10) - row[3]
+    assert_audit_clean(db)
+
+
 def test_sql_transport_through_transaction_pooler_charges_every_request(
     stack: Stack, account: Callable[..., Account], db: psycopg.Connection
 ):
@@ -985,6 +1037,7 @@ def test_sql_transport_through_transaction_pooler_charges_every_request(
         assert all(r == (200, None) for rs in results for r in rs), (results, pooler.log_text())
         per_in, per_out = price(db)
         for acct in accounts:
+            wait_settled(db, acct.user_id)
             rows = metered_rows(db, acct.user_id)
             assert len(rows) == 15
             assert {r[1:5] for r in rows} == {("completed", 200, 11 * per_in + 5 * per_out, False)}

@@ -485,9 +485,22 @@ function streamThrough(call: Call, auth: Authorization, res: Response, abort: Ab
     })();
     return settled;
   };
+  // The client did not ask for usage: nothing more it receives depends on the charge, so the
+  // stream ends without waiting for complete_request. Its hold is durable (streams never pass
+  // answer_after_charge) and covers the request meanwhile; a charge that never lands is settled
+  // at the hold (docs/metering.md, "Requests never completed").
+  const settleAfter = (how: string | null): void => {
+    const charging = settle(how); // not inside the ?. call below: that would skip it locally
+    // deno-lint-ignore no-explicit-any
+    (globalThis as any).EdgeRuntime?.waitUntil?.(charging);
+  };
   const usageBytes = async (): Promise<Uint8Array | null> => {
+    if (!call.clientWantsUsage) {
+      settleAfter(null);
+      return null;
+    }
     const completion = await settle(null);
-    if (!usageEvent || !usage || !call.clientWantsUsage) return null;
+    if (!usageEvent || !usage) return null;
     usageEvent.usage = withCost(usage, completion);
     const bytes = encoder.encode(`data: ${JSON.stringify(usageEvent)}\n\n`);
     usageEvent = null; // sent once: before [DONE], not again when the upstream's body ends
@@ -532,7 +545,7 @@ function streamThrough(call: Call, auth: Authorization, res: Response, abort: Ab
           pending = "";
           const last = await usageBytes();
           if (last) controller.enqueue(last);
-          if (!usage) await settle("stream ended without usage");
+          if (!usage) settleAfter("stream ended without usage");
           controller.close();
           return;
         }
