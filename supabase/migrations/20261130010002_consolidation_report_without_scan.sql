@@ -231,33 +231,60 @@ begin
      and s.usage_date >= greatest(g.lo, settled_from)
      and s.usage_date + interval '24 hours' <= g.hi
     group by g.provider_id, g.model_id
-  ), segments as (
-    -- The gap's part from settled_from on, cut to its first and last day where those are not
-    -- whole days; and its part before settled_from (day null: read per user over any days).
-    select g.provider_id, g.model_id, d.day, greatest(g.lo, settled_from, d.day) as lo,
-           least(g.hi, d.day + interval '24 hours') as hi
+  ), cut_days as (
+    -- The gap's first and last day from settled_from on, where the gap cuts them.
+    select g.provider_id, g.model_id, greatest(g.lo, settled_from, d.day) as lo,
+           least(g.hi, d.day + interval '24 hours') as hi, d.day
     from gaps g
     cross join lateral (
       select distinct x as day
       from unnest(array[date_trunc('day', greatest(g.lo, settled_from), 'UTC'),
                         date_trunc('day', g.hi, 'UTC')]) as x
       where isfinite(x)) d
+  ), cut as (
+    select c.* from cut_days c
+    where c.lo < c.hi and not (c.lo = c.day and c.hi = c.day + interval '24 hours')
+  ), whole_hours as (
+    -- A cut day's whole hours: the users' hourly summaries (an index range per cut day).
+    select c.provider_id, c.model_id, sum(n.records) as records
+    from cut c
+    cross join lateral (
+      select sum(s.requests) as records from public.usage_summaries s
+      where s.period = 'hour' and s.period_start >= c.lo
+        and s.period_start <= c.hi - interval '1 hour'
+        and s.provider_id = c.provider_id and s.model_id = c.model_id) n
+    group by c.provider_id, c.model_id
+  ), segments as (
+    -- A cut day's cut hours (read per user, the users of that hour), and the gap's part
+    -- before settled_from (hour null: per user, the users of those days).
+    select c.provider_id, c.model_id, h.hour, greatest(c.lo, h.hour) as lo,
+           least(c.hi, h.hour + interval '1 hour') as hi
+    from cut c
+    cross join lateral (
+      select distinct x as hour
+      from unnest(array[date_trunc('hour', c.lo, 'UTC'), date_trunc('hour', c.hi, 'UTC')]) as x
+    ) h
     union all
     select g.provider_id, g.model_id, null, g.lo, least(g.hi, settled_from)
     from gaps g
     where g.lo < settled_from
   ), probes as (
-    select distinct sg.provider_id, sg.model_id, sg.lo, sg.hi, s.user_id
+    -- LATERAL: each segment's users are an index range of the summaries (period,
+    -- period_start), not a pass over all of them.
+    select distinct sg.provider_id, sg.model_id, sg.lo, sg.hi, who.user_id
     from segments sg
-    join public.usage_summaries s
-      on s.period = 'day' and s.provider_id = sg.provider_id and s.model_id = sg.model_id
-     and s.requests > 0
-     and (case when sg.day is null
-               then s.period_start >= date_trunc('day', sg.lo, 'UTC')
-                    and s.period_start < sg.hi
-               else s.period_start = sg.day end)
+    cross join lateral (
+      select s.user_id from public.usage_summaries s
+      where s.period = 'hour' and s.period_start = sg.hour and sg.hour is not null
+        and s.provider_id = sg.provider_id and s.model_id = sg.model_id and s.requests > 0
+      union all
+      select s.user_id from public.usage_summaries s
+      where s.period = 'day' and sg.hour is null
+        and s.period_start >= date_trunc('day', sg.lo, 'UTC') and s.period_start < sg.hi
+        and s.provider_id = sg.provider_id and s.model_id = sg.model_id and s.requests > 0
+    ) who
     where sg.lo < sg.hi
-      and not (sg.day is not null and sg.lo = sg.day and sg.hi = sg.day + interval '24 hours')
+      and not (sg.hour is not null and sg.lo = sg.hour and sg.hi = sg.hour + interval '1 hour')
   ), probed as (
     -- LATERAL: one (user_id, occurred_at) index range per probe, never a join over the table.
     select pb.provider_id, pb.model_id, sum(n.records) as records
@@ -271,7 +298,7 @@ begin
   ), counted as (
     select c.provider_id, c.model_id, sum(c.records)::bigint as records
     from (select * from fresh union all select * from whole_days
-          union all select * from probed) c
+          union all select * from whole_hours union all select * from probed) c
     group by c.provider_id, c.model_id
     having sum(c.records) > 0
   )

@@ -27,15 +27,16 @@ select private.create_usage_partition((select gone from t)::date);
 -- Everything earlier (other files, the suite's API tests) is rolled up first.
 select public.rollup_usage();
 
--- Versions: gap-model paid from 60 days before d0 (after `old`), 'missing' from d0 + 10 h to d0 + 2 days 12 h, then
--- paid; late-model first priced at d0 + 1 day 12 h; never-model never priced; ok-model priced.
+-- Versions: gap-model paid from 60 days before d0 (after `old`), 'missing' from d0 + 10:30 to
+-- d0 + 2 days 12:00, then paid; late-model first priced at d0 + 1 day 12:15; never-model never
+-- priced; ok-model priced. The cuts inside an hour make the report read that hour per user.
 insert into public.model_pricing (provider_id, model_id, price_per_input_token,
   price_per_output_token, pricing_type, effective_from)
 select 'gap-co', v.model, v.price, v.price, v.kind, (select d0 from t) + v.since
 from (values ('gap-model', 0.000001, 'paid', interval '-60 days'),
-             ('gap-model', null, 'missing', interval '10 hours'),
+             ('gap-model', null, 'missing', interval '10 hours 30 minutes'),
              ('gap-model', 0.000002, 'paid', interval '2 days 12 hours'),
-             ('late-model', 0.000001, 'paid', interval '1 day 12 hours'),
+             ('late-model', 0.000001, 'paid', interval '1 day 12 hours 15 minutes'),
              ('ok-model', 0.000001, 'paid', interval '-400 days')) as v (model, price, kind, since);
 
 -- Usage written directly (as a legacy import would: no charge), by two users.
@@ -50,15 +51,20 @@ $$;
 select pg_temp.usage(u.who, u.model, 'gap-' || u.n, (select d0 from t) + u.at)
 from (values (1, 'a', 'gap-model', interval '2 hours'),           -- priced
              (2, 'a', 'gap-model', interval '11 hours'),          -- missing: first, cut day
-             (3, 'b', 'gap-model', interval '9 hours 59 minutes'),-- priced, same day
+             (3, 'b', 'gap-model', interval '10 hours 29 minutes'),-- priced, same hour
+             (14, 'a', 'gap-model', interval '10 hours 40 minutes'),-- missing: its cut hour
+             (15, 'b', 'gap-model', interval '13 hours'),         -- missing: a whole hour
              (4, 'a', 'gap-model', interval '1 day 5 hours'),     -- missing: a whole day
              (5, 'b', 'gap-model', interval '1 day 23 hours'),    -- missing: a whole day
              (6, 'b', 'gap-model', interval '2 days 1 hour'),     -- missing: last, cut day
+             (18, 'a', 'gap-model', interval '2 days 30 minutes'),-- missing: its first hour
              (7, 'a', 'gap-model', interval '2 days 12 hours'),   -- priced from this instant
              (8, 'a', 'gap-model', interval '4 days'),            -- priced
              (9, 'a', 'late-model', interval '2 hours'),          -- before the first version
              (10, 'b', 'late-model', interval '1 day 5 hours'),   -- before it, its cut day
              (11, 'a', 'late-model', interval '1 day 18 hours'),  -- priced
+             (16, 'b', 'late-model', interval '1 day 12 hours 5 minutes'),  -- before: cut hour
+             (17, 'a', 'late-model', interval '1 day 12 hours 15 minutes'), -- priced (instant)
              (12, 'b', 'never-model', interval '3 hours'),        -- never priced
              (13, 'a', 'ok-model', interval '3 hours'))           -- priced
   as u (n, who, model, at);
@@ -93,8 +99,8 @@ $$;
 select set_eq($$select * from pg_temp.reported()$$, $$select * from pg_temp.truth()$$,
   'records not rolled up yet: the report = the record-by-record check');
 select set_eq($$select * from pg_temp.truth()$$,
-  $$values ('gap-co', 'gap-model', 5::bigint), ('gap-co', 'late-model', 2), ('gap-co', 'never-model', 2)$$,
-  'the truth: 4 under the missing version + 1 before any, 2 before late-model''s first, 2 never priced');
+  $$values ('gap-co', 'gap-model', 8::bigint), ('gap-co', 'late-model', 3), ('gap-co', 'never-model', 2)$$,
+  'the truth: 7 under the missing version + 1 before any, 3 before late-model''s first, 2 never priced');
 
 -- ── Rolled up: whole days from the model totals, cut days and the old part per user ─────
 select public.rollup_usage();
@@ -109,7 +115,7 @@ select pg_temp.usage('b', 'gap-model', 'gap-late-1', (select d0 from t) + interv
 select pg_temp.usage('a', 'late-model', 'gap-late-2', (select d0 from t) + interval '1 day 11 hours');
 select set_eq($$select * from pg_temp.reported()$$, $$select * from pg_temp.truth()$$,
   'rolled up and new records: the report = the record-by-record check');
-select is((select records from pg_temp.reported() where model = 'gap-model'), 6::bigint,
+select is((select records from pg_temp.reported() where model = 'gap-model'), 9::bigint,
   'gap-model: the new record under the missing version is counted once');
 
 -- ── A version changes the gaps: the summaries need no update ────────────────────────────
@@ -122,7 +128,7 @@ insert into public.model_pricing (provider_id, model_id, pricing_type, effective
 values ('gap-co', 'gap-model', 'missing', (select d0 from t) + interval '4 days');
 select set_eq($$select * from pg_temp.reported()$$, $$select * from pg_temp.truth()$$,
   'after new versions: the report = the record-by-record check');
-select is((select records from pg_temp.reported() where model = 'gap-model'), 7::bigint,
+select is((select records from pg_temp.reported() where model = 'gap-model'), 10::bigint,
   'gap-model: the record at the instant a missing version starts is unpriced');
 select is_empty($$select 1 from pg_temp.reported() where model = 'late-model'$$,
   'late-model is priced before all its usage now');
