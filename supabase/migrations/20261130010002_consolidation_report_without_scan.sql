@@ -15,9 +15,10 @@
 --       primary key (what the rollup has not reached: seconds of traffic with the worker on);
 --   (b) the gap's whole UTC days: requests of usage_model_summaries (20261130010001), which
 --       counts every rolled-up record once, per day, provider and model;
---   (c) the gap's first and last day where the gap starts or ends inside it: the rolled-up
---       records of the users whose day summary shows that model on that day, through the
---       (user_id, occurred_at) index, between the gap's ends;
+--   (c) the gap's first and last day where the gap starts or ends inside it: their whole
+--       hours from the hourly usage_summaries (an index range of that day), their cut hours
+--       record by record for the users whose hourly summary shows that model in that hour,
+--       through usage_records' (user_id, occurred_at) index, between the gap's ends;
 --   (d) the gap's part before settled_from (below), the same way over the users whose day
 --       summaries show the model before it.
 -- All four read one snapshot (a STABLE function), in which the rollup's position, the
@@ -30,9 +31,11 @@
 -- Before it, (d) reads the records themselves. (A record written around the charging functions
 -- with occurred_at far after created_at, then archived, would be counted; nothing in tokenmeter
 -- writes one.) Without monthly partitions, settled_from is infinity: everything is (a) or (d).
--- Cost: (a) the records behind the rollup; (b) the summary days of the gaps; (c) and (d) one
--- index probe per partition and user with usage of a gapped model on a cut day (or before
--- settled_from). A model priced since before its first use and without a 'missing' version
+-- Cost: (a) the records behind the rollup; (b) the summary days of the gaps; (c) the hourly
+-- summaries of at most two days per gap, and one index probe per partition and user with usage
+-- of the model in a cut hour; (d) the same per user with usage of it before settled_from.
+-- Measured on 10 M records (docs/benchmarks.md): ~0.07 s without a gap in the data, ~0.5 s with
+-- an 11-day 'missing' span cut inside two hours, under a load of 8 on 2 cores. A model priced since before its first use and without a 'missing' version
 -- costs nothing beyond the gap computation.
 -- plan_cache_mode = force_custom_plan: rolled_up_to and settled_from must reach the planner as
 -- values, so the PK range and the index probes are planned as such, not as a third of the
@@ -174,9 +177,10 @@ begin
   -- is exact). A record is unpriced iff it lies in a gap of its model: before the model's first
   -- version, or in the span of a 'missing' version (until the next version). Its count per
   -- gap = (a) the records not rolled up yet (id > rolled_up_to, one by one: a short PK range)
-  -- + (b) the whole UTC days of the gap from usage_model_summaries + (c) the gap's partial
-  -- first and last days, and (d) whatever lies before `settled_from`, read per user through
-  -- usage_records (user_id, occurred_at): only users whose day summaries show the model there.
+  -- + (b) the whole UTC days of the gap from usage_model_summaries + (c) the gap's cut first and
+  -- last days: whole hours from the hourly summaries, cut hours per user, and (d) whatever lies
+  -- before `settled_from`, read per user through usage_records (user_id, occurred_at): only
+  -- users whose summaries show the model there.
   select s.rolled_up_to into rolled from private.usage_rollup_state s;
   -- From the second day of the newest run of consecutive monthly partitions on, every rolled-up
   -- record of usage_summaries is still in usage_records: archiving drops whole months before
