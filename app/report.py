@@ -298,6 +298,23 @@ def _top(rows: list[ReportRow], label: Any) -> list[tuple[str, Decimal]]:
     return [(label(r), r.cost) for r in ranked]
 
 
+def stacked_bars(
+    ax: Any, days: list[date], series: dict[str, dict[date, Decimal]], currency: str
+) -> list[float]:
+    """One bar per day of `days` for each series (label → day → cost), stacked in order, each
+    labelled with its exact total; returns the stacks' heights. Shared by this report's chart
+    and the dashboard's (app/dashboard/charts.py). Heights are floats (the drawing); every
+    number printed is the exact Decimal string."""
+    positions = list(range(len(days)))
+    bottoms = [0.0] * len(days)
+    for name, per_day in series.items():
+        heights = [float(per_day.get(day, 0)) for day in days]
+        total = sum(per_day.values(), Decimal(0))
+        ax.bar(positions, heights, bottom=bottoms, label=f"{name}: {exact(total)} {currency}")
+        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    return bottoms
+
+
 def _figure(data: ChartData) -> Any:
     # Figure without pyplot: no global state and no GUI backend; savefig picks Agg for PNG and
     # the SVG backend for SVG by the format asked for.
@@ -313,12 +330,7 @@ def _figure(data: ChartData) -> Any:
 
     days = data.days()
     positions = list(range(len(days)))
-    bottoms = [0.0] * len(days)
-    for model, per_day in data.by_model().items():
-        heights = [float(per_day.get(day, 0)) for day in days]
-        model_total = sum(per_day.values(), Decimal(0))
-        spend.bar(positions, heights, bottom=bottoms, label=f"{model}: {exact(model_total)} {cur}")
-        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    bottoms = stacked_bars(spend, days, data.by_model(), cur)
     day_totals = data.day_totals()
     if len(days) <= MAX_LABELLED_DAYS:
         for x, day in zip(positions, days, strict=True):

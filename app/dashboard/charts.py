@@ -17,7 +17,7 @@ from collections.abc import Hashable
 from datetime import date
 from decimal import Decimal
 
-from app.report import exact
+from app.report import stacked_bars
 
 # More models than this are drawn as the top ones plus "other" (a legend of 40 entries is noise;
 # the models page and the SQL editor have every model's number).
@@ -73,12 +73,7 @@ def _draw(days: list[date], by_model: dict[str, dict[date, Decimal]], currency: 
     fig = Figure(figsize=(11, 3.6), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     positions = list(range(len(days)))
-    bottoms = [0.0] * len(days)
-    for model, per_day in series.items():
-        heights = [float(per_day.get(day, 0)) for day in days]
-        total = sum(per_day.values(), Decimal(0))
-        ax.bar(positions, heights, bottom=bottoms, label=f"{model}: {exact(total)} {currency}")
-        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    bottoms = stacked_bars(ax, days, series, currency)
     step = max(1, len(days) // 10)
     ax.set_xticks(positions[::step], [d.strftime("%b %d") for d in days[::step]])
     ax.set_ylabel(currency)
