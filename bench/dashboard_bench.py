@@ -9,7 +9,11 @@
    days so the rows land in their month partitions (created first), 3 % errors.
 2. Catches the rollups up with public.rollup_usage() in steps, then ANALYZE.
 3. Signs in to the dashboard with the service_role key (session cookie) and times each page
-   warm: one request to warm it, then the median of `--repeat` requests.
+   warm: one request to warm it, then the median of `--repeat` requests; the consolidation
+   report (`/models?report=1`) among them.
+4. Times pricing_consolidation_report() with usage in price gaps (a 'missing' version of one
+   model over 11 days, in a transaction rolled back afterwards; one model has no price at all)
+   and checks its usage_without_price counts against direct counts over usage_records.
 
 Run it on a stack of its own and drop it afterwards (~6 GB for 10 M rows):
 
@@ -97,7 +101,13 @@ PAGES = [
     ("SQL: one user's 30 days by model", "POST", "/sql", {"query": ONE_USER.format(n=1)}),
     ("SQL: count(*) from usage_daily_totals", "POST", "/sql",
      {"query": "select count(*) from public.usage_daily_totals"}),
+    ("models: consolidation report", "GET", "/models?report=1", None),
 ]  # fmt: skip
+# The consolidation report with usage in price gaps (in a transaction rolled back afterwards):
+# gpt-4o 'missing' from 20 days ago (7:13:17 into a UTC day) until 9 days ago (3:01 into a day),
+# so the gap has cut days at both ends and whole days between; o1-mini has no price at all.
+GAP = ("openai", "gpt-4o", timedelta(days=20, hours=-7, minutes=-13, seconds=-17),
+       timedelta(days=9, hours=-3, minutes=-1))  # fmt: skip
 TIMEOUT_NOTE = "took longer than the page&#39;s statement timeout"
 
 
@@ -170,6 +180,68 @@ def time_pages(url: str, key: str, user: str, repeat: int) -> list[dict]:
     return results
 
 
+def report_with_gaps(conn: psycopg.Connection, now: datetime, repeat: int) -> dict:
+    """The report's usage_without_price with usage in price gaps, against direct counts."""
+    provider, model, gap_from, gap_to = GAP
+    start = datetime.combine(now.date(), datetime.min.time(), UTC)
+    lo, hi = start - gap_from, start - gap_to
+    with conn.transaction(force_rollback=True):
+        conn.execute(
+            """insert into public.model_pricing (provider_id, model_id, pricing_type,
+                 price_per_input_token, price_per_output_token, effective_from)
+               select provider_id, model_id, 'missing', null, null, %(lo)s
+               from public.model_pricing where provider_id = %(p)s and model_id = %(m)s
+                 and effective_from < %(lo)s order by effective_from desc limit 1""",
+            {"p": provider, "m": model, "lo": lo},
+        )
+        conn.execute(
+            """insert into public.model_pricing (provider_id, model_id, pricing_type,
+                 price_per_input_token, price_per_output_token, price_per_cached_input_token,
+                 effective_from)
+               select provider_id, model_id, pricing_type, price_per_input_token,
+                      price_per_output_token, price_per_cached_input_token, %(hi)s
+               from public.model_pricing where provider_id = %(p)s and model_id = %(m)s
+                 and effective_from < %(lo)s order by effective_from desc limit 1""",
+            {"p": provider, "m": model, "lo": lo, "hi": hi},
+        )
+        timings = []
+        for _ in range(repeat + 1):
+            began = time.perf_counter()
+            report = conn.execute("select public.pricing_consolidation_report()").fetchone()[0]
+            timings.append((time.perf_counter() - began) * 1000)
+        check = next(c for c in report["checks"] if c["name"] == "usage_without_price")
+        reported = {(i["provider"], i["model"]): i["records"] for i in check["items"]}
+        began = time.perf_counter()
+        direct = {
+            (provider, model): conn.execute(
+                """select count(*) from public.usage_records where provider_id = %s
+                   and model_id = %s and occurred_at >= %s and occurred_at < %s""",
+                (provider, model, lo, hi),
+            ).fetchone()[0],
+            **{
+                (p, m): n
+                for p, m, n in conn.execute(
+                    """select u.provider_id, u.model_id, count(*) from public.usage_records u
+                       where not exists (select 1 from public.model_pricing p
+                                         where p.provider_id = u.provider_id
+                                           and p.model_id = u.model_id)
+                       group by 1, 2"""
+                )
+            },
+        }
+        direct_ms = (time.perf_counter() - began) * 1000
+    return {
+        "gap": [lo.isoformat(), hi.isoformat()],
+        "median_ms": round(statistics.median(timings[1:]), 1),
+        "max_ms": round(max(timings[1:]), 1),
+        "cold_ms": round(timings[0], 1),
+        "reported": {f"{p}/{m}": n for (p, m), n in sorted(reported.items())},
+        "direct_counts": {f"{p}/{m}": n for (p, m), n in sorted(direct.items())},
+        "direct_counts_ms": round(direct_ms),
+        "equal": reported == direct,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -201,6 +273,10 @@ def main() -> None:
         str(user),
         args.repeat,
     )
+    with psycopg.connect(stack.cluster.superuser_dsn(), autocommit=True) as conn:
+        conn.execute("set statement_timeout = 0")
+        results["report_with_gaps"] = report_with_gaps(conn, now, args.repeat)
+        console.log(results["report_with_gaps"])
     results["load_after"] = os.getloadavg()
     print(json.dumps(results, indent=2, default=str))
 
