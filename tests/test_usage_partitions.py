@@ -194,17 +194,20 @@ def test_partitions_row_outside_partitions_is_kept_warned_then_moved_by_ensure(
 ) -> None:
     user_id = make_user(db)
     request_id = f"far-{uuid.uuid4()}"
-    with db.cursor() as cur:
+    # The alert's day is the insert's now(): read in its transaction, so that a run crossing
+    # midnight UTC looks for the key the insert made.
+    with db.transaction(), db.cursor() as cur:
         notices: list[str] = []
         db.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         cur.execute(INSERT_ROW, (user_id, request_id, 1, Decimal("0.5"),
                                  datetime(2046, 7, 9, tzinfo=UTC), datetime(2046, 7, 9, tzinfo=UTC)))  # fmt: skip
+        day = scalar(db, "select to_char(now() at time zone 'UTC', 'YYYY-MM-DD')")
     charge(db, user_id, "0.5")
     assert "usage_outside_partitions" in notices
     # The alert reaches the outbox once a day (the webhook worker delivers it).
     assert scalar(db, "select count(*) from public.alert_outbox where kind ="
-                  " 'usage_outside_partitions' and dedupe_key = 'usage_outside_partitions:'"
-                  " || to_char(now() at time zone 'UTC', 'YYYY-MM-DD')") == 1  # fmt: skip
+                  " 'usage_outside_partitions' and dedupe_key = %s",
+                  f"usage_outside_partitions:{day}") == 1  # fmt: skip
     assert scalar(db, "select tableoid::regclass::text from public.usage_records"
                   " where request_id = %s", request_id) == "private.usage_records_default"  # fmt: skip
 
@@ -381,15 +384,20 @@ def test_usage_archive_bad_arguments_exit_1_and_write_nothing(
 def test_usage_archive_next_month_refused_current_month_allowed(
     db: psycopg.Connection, tmp_path: Path
 ) -> None:
-    today = date.today()
-    following = (today.replace(day=1) + timedelta(days=32)).replace(day=1)
-    refused = cli(
-        "usage", "archive", "--before", f"{following:%Y-%m}", "--to", str(tmp_path / "a.csv")
-    )
+    # The CLI's current month is UTC's (not the machine's time zone), taken when it runs: both
+    # calls again if a month ended meanwhile.
+    for _ in range(2):
+        month = datetime.now(UTC).date().replace(day=1)
+        following = (month + timedelta(days=32)).replace(day=1)
+        refused = cli(
+            "usage", "archive", "--before", f"{following:%Y-%m}", "--to", str(tmp_path / "a.csv")
+        )
+        allowed = cli("usage", "archive", "--before", f"{month:%Y-%m}", "--to",
+                      str(tmp_path / "a.csv"), "--dry-run")  # fmt: skip
+        if datetime.now(UTC).date().replace(day=1) == month:
+            break
     assert refused.exit_code == 1
     assert "after the current month" in refused.output
-    allowed = cli("usage", "archive", "--before", f"{today:%Y-%m}", "--to",
-                  str(tmp_path / "a.csv"), "--dry-run")  # fmt: skip
     assert allowed.exit_code == 0, allowed.output
 
 
