@@ -53,7 +53,9 @@ USAGE_COLUMNS = (
     "cached_input_tokens,cost::text,currency,status,occurred_at,metadata"
 )
 
-MOVEMENT_COLUMNS = "source,id,user_id,kind,amount::text,currency,reference,description,created_at"
+MOVEMENT_COLUMNS = (
+    "source,id,user_id,kind,amount::text,currency,reference,description,created_at,occurred_at"
+)
 
 
 @dataclass(frozen=True)
@@ -325,7 +327,7 @@ class Meter(_Operations):
                 self.client.table("balance_movements")
                 .select(MOVEMENT_COLUMNS)
                 .eq("user_id", user_id)
-                .order("created_at", desc=True)
+                .order("occurred_at", desc=True)  # indexed per user (20261130040002)
                 .order("source", desc=True)
                 .order("id", desc=True)
                 .limit(limit)
@@ -405,7 +407,7 @@ class AsyncMeter(_Operations):
                 self.client.table("balance_movements")
                 .select(MOVEMENT_COLUMNS)
                 .eq("user_id", user_id)
-                .order("created_at", desc=True)
+                .order("occurred_at", desc=True)  # indexed per user (20261130040002)
                 .order("source", desc=True)
                 .order("id", desc=True)
                 .limit(limit)

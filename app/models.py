@@ -122,6 +122,9 @@ class BalanceMovement(_Result):
     reference: str
     description: str | None = None
     created_at: datetime
+    # When it happened (the order of a history): the ledger entry's created_at, the usage
+    # record's occurred_at.
+    occurred_at: datetime | None = None
 
 
 class UsageRecord(_Result):

@@ -69,7 +69,7 @@ def movements_table(rows: list[BalanceMovement]) -> Table:
     table = Table("when", "kind", "amount", "reference", "description")
     for row in rows:
         table.add_row(
-            row.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            (row.occurred_at or row.created_at).strftime("%Y-%m-%d %H:%M:%S"),
             row.kind,
             money(row.amount, row.currency),
             row.reference,

@@ -14,8 +14,9 @@ select table_privs_are('public', 'balance_movements', 'anon', array[]::text[], '
 select table_privs_are('public', 'balance_movements', 'authenticated', array['SELECT'], 'authenticated may only read balance_movements');
 select table_privs_are('public', 'balance_movements', 'service_role', array['SELECT'], 'service_role may only read balance_movements');
 select columns_are('public', 'balance_movements',
-  array['source', 'id', 'user_id', 'kind', 'amount', 'currency', 'reference', 'description', 'created_at'],
-  'balance_movements has the ledger''s columns and the source of each line');
+  array['source', 'id', 'user_id', 'kind', 'amount', 'currency', 'reference', 'description', 'created_at',
+        'occurred_at'],
+  'balance_movements has the ledger''s columns, the source of each line and when it occurred (20261130040002)');
 
 -- ── Fixtures, as postgres ──────────────────────────────────────────────────────────────────
 insert into auth.users (id, email) values
