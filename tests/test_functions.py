@@ -37,6 +37,7 @@ Deno.serve(async (req: Request) => {
     method: req.method,
     path: url.pathname,
     url: req.url,
+    cloned: req.clone().url,
     query: url.search,
     body: await req.text(),
     custom: req.headers.get("x-custom"),
@@ -178,6 +179,7 @@ def test_invoke_echo_forwards_method_path_query_headers_body(
     )
     # On the API's origin, not the worker socket's http://localhost; the path as on Supabase.
     assert echoed["url"] == f"{stack.paths.api_url}/echo/items/7?limit=2"
+    assert echoed["cloned"] == echoed["url"]
     assert json.loads(echoed["body"]) == {"a": 1} and echoed["custom"] == "kept"
     assert echoed["env"] == {
         "SUPABASE_URL": stack.paths.api_url,

@@ -50,8 +50,19 @@ const server = Deno.serve({
   if (!handler) return new Response(null, { status: 503 });
   const url = new URL(request.url);
   if (url.pathname === "/") return new Response(null, { status: 204 });
-  return handler(new Request(publicOrigin + url.pathname + url.search, request), info);
+  return handler(onPublicOrigin(request, publicOrigin + url.pathname + url.search), info);
 });
+
+// The request the server made, its url (an own property, shadowing Request's getter) on the
+// public origin: not a new Request built from it, which copies the headers and wraps the body's
+// stream again (0.2–0.4 ms a request, measured, on a function's path of a few ms). Its clones
+// get the same url; `new Request(request)` would still see the socket's.
+function onPublicOrigin(request: Request, url: string): Request {
+  const clone = request.clone;
+  Object.defineProperty(request, "url", { value: url, enumerable: true });
+  Object.defineProperty(request, "clone", { value: () => onPublicOrigin(clone.call(request), url) });
+  return request;
+}
 Deno.permissions.revokeSync({ name: "write", path: socketPath });
 Deno.permissions.revokeSync({ name: "read", path: socketPath });
 
