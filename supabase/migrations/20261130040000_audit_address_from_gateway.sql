@@ -41,9 +41,11 @@ begin
   end;
   if jsonb_typeof(headers) = 'object' then
     forwarded := left(headers ->> 'x-forwarded-for', 1000);
-    -- The last hop: the text after the last comma (the whole value when there is none).
+    -- The last hop: the text after the last comma (the whole value when there is none), of
+    -- the whole header: a long claimed chain must not push the proxy's entry out.
     address := btrim(coalesce(nullif(btrim(headers ->> 'x-real-ip'), ''),
-                              nullif(btrim(substring(forwarded from '[^,]*$')), '')));
+                              nullif(btrim(substring(headers ->> 'x-forwarded-for'
+                                                     from '[^,]*$')), '')));
     agent := left(headers ->> 'user-agent', 1000);
     if address is not null then
       begin

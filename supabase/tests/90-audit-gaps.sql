@@ -4,7 +4,7 @@
 -- request's API key, whether complete_request counts it or a lapsed hold is settled, and the
 -- key named before is put back (20261130040001).
 BEGIN;
-SELECT plan(7);
+SELECT plan(8);
 
 -- ── Fixtures, as postgres ──────────────────────────────────────────────────────────────────
 insert into auth.users (id, email) values
@@ -52,6 +52,17 @@ select results_eq($$select ip_address, user_agent, metadata ->> 'forwarded_for' 
                     where metadata ->> 'reference' = 'gaps-real-ip'$$,
   $$values ('127.0.0.1'::inet, 'gaps/1', '203.0.113.9, 127.0.0.1')$$,
   'X-Real-IP is the recorded address; the claimed chain is kept in metadata');
+set local "request.headers" to '{}';
+-- Without X-Real-IP, the last hop — of the whole chain, however long what the client claimed.
+select set_config('request.headers', jsonb_build_object('x-forwarded-for',
+  repeat('203.0.113.1, ', 200) || '192.0.2.44')::text, true);
+set local role service_role;
+select public.top_up('90909090-0000-4000-8000-00000000000a', 1, 'gaps-long-chain');
+reset role;
+select results_eq($$select ip_address, length(metadata ->> 'forwarded_for') from public.audit_logs
+                    where metadata ->> 'reference' = 'gaps-long-chain'$$,
+  $$values ('192.0.2.44'::inet, 1000)$$,
+  'a long claimed chain cannot push the last hop out (the chain is kept to 1,000 characters)');
 set local "request.headers" to '{}';
 
 -- ── complete_request uses the quota up: the suspension names the request's key ─────────────
