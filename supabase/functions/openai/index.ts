@@ -490,7 +490,13 @@ function streamThrough(call: Call, auth: Authorization, res: Response, abort: Ab
   // answer_after_charge) and covers the request meanwhile; a charge that never lands is settled
   // at the hold (docs/metering.md, "Requests never completed").
   const settleAfter = (how: string | null): void => {
-    const charging = settle(how); // not inside the ?. call below: that would skip it locally
+    // Not inside the ?. call below (that would skip it where EdgeRuntime does not exist), and
+    // never an unhandled rejection (it would end the worker): what fails here is settled at
+    // the hold once it lapses.
+    const charging = settle(how).catch((error) => {
+      console.error("charging a finished stream failed", call.meteredId, String(error));
+      return null;
+    });
     // deno-lint-ignore no-explicit-any
     (globalThis as any).EdgeRuntime?.waitUntil?.(charging);
   };
