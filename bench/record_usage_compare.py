@@ -10,7 +10,8 @@ old, new, ...) so a change in the machine's load hits both alike:
   cost          bench/record_usage_cost.py: server CPU per transaction (record_usage, bare
                 writes, floor, pgbench -N, batch per record) and the 8-client ratio to pgbench -N
   billing       bench/billing_bench.py: A, A', B ratios, C batch records/s
-  partitions    bench/usage_partitions_bench.py on the new stack (unpartitioned vs partitioned)
+  partitions    bench/usage_partitions_bench.py on the new stack, first (unpartitioned vs
+                partitioned, the new functions)
 
 Stacks are started (state in .tokenmeter/compare-old and compare-new, or --state) and stopped
 at the end.
@@ -103,6 +104,10 @@ def main() -> None:
             shutil.rmtree(env["TOKENMETER_STATE_DIR"], ignore_errors=True)
             print(f"starting {name}", file=sys.stderr)
             run([tokenmeter, "stack", "start"], env)
+        # First: it creates the bench schema as postgres, which the others (as supabase_admin)
+        # can use, and not the other way round.
+        partitions = run([PYTHON, "bench/usage_partitions_bench.py", "--runs", str(args.runs),
+                          "--seconds", str(args.seconds), "--json"], stacks["new"])  # fmt: skip
         common = ["--seconds", str(args.seconds), "--runs", "1", "--json"]
         for r in range(args.runs):
             for name, env in stacks.items():
@@ -110,13 +115,14 @@ def main() -> None:
                 for bench, extra in (("record_usage_cost", []), ("billing_bench", [])):
                     out = run([PYTHON, f"bench/{bench}.py", *common, *extra], env)
                     results[name].setdefault(bench, []).append(json.loads(out))
+                    (args.out / "runs.json").write_text(json.dumps(results, indent=2))
         ports = f"old={args.ports[1]} new={args.ports[3]}".split()
         cpu = run([PYTHON, "bench/record_usage_backend_cpu.py", *ports, "--rounds", "8"],
                   stacks["new"])  # fmt: skip
+        (args.out / "backend_cpu.txt").write_text(cpu)
         batch_cpu = run([PYTHON, "bench/record_usage_backend_cpu.py", *ports, "--batch",
                          "--calls", "10", "--rounds", "8"], stacks["new"])  # fmt: skip
-        partitions = run([PYTHON, "bench/usage_partitions_bench.py", "--runs", str(args.runs),
-                          "--seconds", str(args.seconds), "--json"], stacks["new"])  # fmt: skip
+        (args.out / "backend_cpu_batch.txt").write_text(batch_cpu)
     finally:
         if not args.keep:
             for env in stacks.values():

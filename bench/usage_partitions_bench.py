@@ -4,7 +4,8 @@ Three databases' worth of the same charging, on the running stack's cluster, alt
 run so machine noise hits them alike:
 
   unpartitioned   a database migrated with every migration but the three that partition
-                  (20261129210000…210200): one usage_records table, UNIQUE (request_id)
+                  (20261129210000…210200) and those that use their request-id claim:
+                  one usage_records table, UNIQUE (request_id)
   partitioned, no claim
                   the stack's database with the claim trigger disabled: the partitioned table,
                   UNIQUE (request_id, created_at) per partition, request ids NOT unique across
@@ -68,7 +69,12 @@ def prepare_unpartitioned(paths: StackPaths) -> None:
         conn.execute(BOOTSTRAP_SQL.read_text())
     with tempfile.TemporaryDirectory() as folder:
         for f in migration_files(paths.migrations_dir):
-            if not PARTITIONING[0] <= int(f.version) <= PARTITIONING[1]:
+            # Later migrations built on the request-id claim (20261130020000 on) need the
+            # partitioning's table; without them the charging functions are the previous ones,
+            # which read an unpartitioned table directly.
+            if not PARTITIONING[0] <= int(f.version) <= PARTITIONING[1] and (
+                "usage_request_ids" not in Path(f.path).read_text()
+            ):
                 shutil.copy(f.path, folder)
         Migrator(dsn(paths, BEFORE_DB), Path(folder), []).push()
 
