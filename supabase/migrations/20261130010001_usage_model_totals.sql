@@ -8,9 +8,9 @@
 --   usage_model_summaries     per (day, provider, model, currency): requests, errors, failed
 --                             requests, tokens by kind, cost, refunded, latency. Written by
 --                             rollup_usage() in the statement that writes usage_summaries,
---                             from the same grouped day rows: same high-water mark, same
---                             re-price / refund / failed-request adjustments, so every row
---                             equals the sum of the users' day rows. The charge itself does
+--                             from the same records and adjustments: same high-water mark,
+--                             same re-price / refund / failed-request adjustments, so every
+--                             row equals the sum of the users' day rows. The charge itself does
 --                             nothing more (no trigger on usage_records' INSERT).
 --   usage_model_daily_totals  the exact view: usage_model_summaries + the records after
 --                             usage_rolled_up_to() + the adjustments not folded yet (as
@@ -21,7 +21,7 @@
 -- with no policy (an API user reads nothing), SELECT granted to service_role alone; the view is
 -- security_invoker and granted to service_role alone.
 -- Existing databases: the table is filled from the daily usage_summaries in this migration,
--- holding the rollup's state row, so no rollup runs between the fill and the new function.
+-- holding a lock on the rollup's state, so no rollup runs between the fill and the new body.
 
 -- ── Table ─────────────────────────────────────────────────────────────────────────────────
 create table public.usage_model_summaries (
