@@ -9,7 +9,10 @@ run so machine noise hits them alike:
   partitioned, no claim
                   the stack's database with the claim trigger disabled: the partitioned table,
                   UNIQUE (request_id, created_at) per partition, request ids NOT unique across
-                  partitions (the cost of partitioning alone; never a configuration to run)
+                  partitions (the cost of partitioning alone; never a configuration to run).
+                  Since 20261130020001 record_usage_batch claims its ids itself, in one
+                  statement, so this variant removes the claim from record_usage only; and
+                  record_usage still reads the claim table to find a stored request id
   partitioned     the stack's database as migrated: + private.usage_request_ids claimed by the
                   BEFORE INSERT trigger (the cost of the uniqueness mechanism is the difference)
 
