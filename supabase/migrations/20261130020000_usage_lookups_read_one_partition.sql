@@ -11,11 +11,12 @@
 --   * a charge first reads the claim (one primary-key probe of a narrow table). No claim: a new
 --     request, and usage_records is not read at all, only inserted into (tuple routing opens
 --     the one partition of now()).
---   * a claim: the row is read with `created_at = <the claim's value>` in a second statement,
---     so the value is a parameter when the SELECT is planned: a custom plan keeps only that
---     partition (the planner locks nothing else); a generic plan prunes the others when it
---     starts (EXPLAIN: "Subplans Removed"). Not one statement with a subquery for the value:
---     that prunes only while running, after every partition was planned, locked and opened.
+--   * a claim: the row is read with `created_at = <the claim's value>` by EXECUTE, planned
+--     for the values each time: the plan keeps only that partition (the planner locks no
+--     other). Not a static statement: after a few calls PL/pgSQL keeps a generic plan, which
+--     locks every partition before it prunes them when it starts. Not one statement with a
+--     subquery for the value: that prunes only while running, after every partition was
+--     planned, locked and opened.
 --   * a claim whose row is gone by the second statement (its user was deleted in between) is
 --     a new request, as it was when the row was not found.
 -- Replaces (same signatures, results, errors and locks taken on the row):
@@ -25,8 +26,9 @@
 --   private.queue_refund_adjustment (20261129220001)  the refunded row's periods
 --   public.reprice_usage (20251130000004)        each re-priced row's UPDATE (by id: + its
 --                                                created_at, which the loop already read)
--- record_usage_batch: 20261130020001. authorize_request's check that a request id is not
--- already recorded usage is 20261130030000's (not changed here).
+-- record_usage_batch: 20261130020001 (which also has record_one clear tokenmeter.usage_claims
+-- before its insert, explained there). authorize_request's check that a request id is not
+-- already recorded usage is 20261130030001's.
 
 -- ── Functions ─────────────────────────────────────────────────────────────────────────────
 -- private.record_one(..., reservation_id) → usage result JSON, as 20261129200001's: the
