@@ -26,8 +26,8 @@
 --   private.queue_refund_adjustment (20261129220001)  the refunded row's periods
 --   public.reprice_usage (20251130000004)        each re-priced row's UPDATE (by id: + its
 --                                                created_at, which the loop already read)
--- record_usage_batch: 20261130020001 (which also has record_one clear tokenmeter.usage_claims
--- before its insert, explained there). authorize_request's check that a request id is not
+-- record_usage_batch: 20261130020001, which explains why record_one below clears
+-- tokenmeter.usage_claims before its insert. authorize_request's check that a request id is not
 -- already recorded usage is 20261130030001's.
 
 -- ── Functions ─────────────────────────────────────────────────────────────────────────────
