@@ -304,7 +304,10 @@ def map_litellm_entry(
         args["output_per_token_above_threshold"] = tier.get("output", args["output_per_token"])
     deprecation = entry.get("deprecation_date")
     priced = [v for k, v in args.items() if isinstance(v, Decimal)]
-    if isinstance(deprecation, str) and deprecation <= (today or date.today()).isoformat():
+    if (
+        isinstance(deprecation, str)
+        and deprecation <= (today or datetime.now(UTC).date()).isoformat()
+    ):
         args["pricing_type"] = "deprecated"
     elif priced and all(v == 0 for v in priced):
         args["pricing_type"] = "free"

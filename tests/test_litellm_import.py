@@ -12,9 +12,10 @@ default-provider and 3,000-entry round-trip tests.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,35 @@ def test_map_litellm_past_deprecation_date_marks_deprecated():
     assert prices[("anthropic", "claude-3-opus-20240229")]["pricing_type"] == "deprecated"
     earlier = by_model(map_litellm(sample(), today=date(2025, 1, 1)).prices)
     assert "pricing_type" not in earlier[("anthropic", "claude-3-opus-20240229")]
+
+
+@pytest.mark.parametrize(
+    ("zone", "days_after_utc_today"),
+    [("Etc/GMT-14", 1), ("Etc/GMT+12", 0)],  # UTC+14: a day after UTC's; UTC-12: a day before
+)
+def test_map_litellm_deprecation_date_is_compared_with_utc_today_whatever_the_time_zone(
+    zone: str, days_after_utc_today: int, monkeypatch: pytest.MonkeyPatch
+):
+    """Without `today`, "past its deprecation date" is judged on the UTC date, as everything
+    else in the catalog: the machine's time zone gave another day for up to 14 hours of each
+    day. At any instant one of the two zones has another date than UTC (UTC+14 from 10:00 UTC,
+    UTC-12 before 12:00 UTC), and each case's answer holds only on the UTC date."""
+    for _ in range(2):  # again if the UTC date changed meanwhile
+        utc_today = datetime.now(UTC).date()
+        deprecation = (utc_today + timedelta(days_after_utc_today)).isoformat()
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        try:
+            mapped = map_litellm_entry(
+                "gpt-4o", dict(sample()["gpt-4o"], deprecation_date=deprecation)
+            )
+        finally:
+            monkeypatch.undo()
+            time.tzset()
+        if datetime.now(UTC).date() == utc_today:
+            break
+    deprecated = mapped.get("pricing_type") == "deprecated"
+    assert deprecated is (days_after_utc_today == 0)
 
 
 def test_map_litellm_sample_spec_non_chat_and_duplicates_are_skipped_and_reported():
