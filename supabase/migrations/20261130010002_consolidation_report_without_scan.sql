@@ -34,8 +34,8 @@
 -- Cost: (a) the records behind the rollup; (b) the summary days of the gaps; (c) the hourly
 -- summaries of at most two days per gap, and one index probe per partition and user with usage
 -- of the model in a cut hour; (d) the same per user with usage of it before settled_from.
--- Measured on 10 M records (docs/benchmarks.md): ~0.07 s without a gap in the data, ~0.5 s with
--- an 11-day 'missing' span cut inside two hours, under a load of 8 on 2 cores. A model priced since before its first use and without a 'missing' version
+-- Measured on 10 M records (docs/benchmarks.md): 0.07-0.09 s without a gap in the data,
+-- 0.5-0.7 s with an 11-day 'missing' span cut inside two hours, under a load of 7-9 on 2 cores. A model priced since before its first use and without a 'missing' version
 -- costs nothing beyond the gap computation.
 -- plan_cache_mode = force_custom_plan: rolled_up_to and settled_from must reach the planner as
 -- values, so the PK range and the index probes are planned as such, not as a third of the
