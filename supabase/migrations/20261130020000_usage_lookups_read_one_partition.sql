@@ -53,11 +53,6 @@ declare
   replayed jsonb;
   new_balance numeric(24,12);
   claimed_at timestamptz;
-  -- The stored row of a claimed request id, in its partition. EXECUTE: planned with the values
-  -- each time, so the plan holds (and locks) that partition only; PL/pgSQL's cached generic
-  -- plan, chosen after a few calls, would lock every partition to prune them when it starts.
-  stored_by_claim constant text := 'select u.* from public.usage_records u '
-    'where u.request_id = $1 and u.created_at = $2';
 begin
   perform private.check_usage(user_id, model, input_tokens, output_tokens, request_id,
     cached_input_tokens, metadata, occurred_at, latency_ms, status);
@@ -67,8 +62,14 @@ begin
   select r.created_at into claimed_at from private.usage_request_ids r
   where r.request_id = record_one.request_id;
   if found then
-    -- No row: it went (its user was deleted) since the claim was read: a new request.
-    execute stored_by_claim into stored using record_one.request_id, claimed_at;
+    -- The stored row, in its partition. EXECUTE: planned with the values each time, so the
+    -- plan holds (and locks) that partition only; PL/pgSQL's cached generic plan, chosen after
+    -- a few calls, would lock every partition to prune them when it starts. (A literal, not a
+    -- constant: plpgsql_check reads a literal's result type.) No row: it went (its user was
+    -- deleted) since the claim was read: a new request.
+    execute 'select u.* from public.usage_records u where u.request_id = $1 '
+      'and u.created_at = $2'
+    into stored using record_one.request_id, claimed_at;
   end if;
   if stored.id is not null then
     replayed := private.replay_usage(stored, user_id, provider, model, input_tokens,
@@ -113,7 +114,9 @@ begin
     if inserted.id is null then  -- a concurrent retry committed first (its claim stopped ours)
       select r.created_at into claimed_at from private.usage_request_ids r
       where r.request_id = record_one.request_id;
-      execute stored_by_claim into stored using record_one.request_id, claimed_at;
+      execute 'select u.* from public.usage_records u where u.request_id = $1 '
+        'and u.created_at = $2'
+      into stored using record_one.request_id, claimed_at;
       replayed := private.replay_usage(stored, user_id, price.provider_id, price.model_id,
         input_tokens, output_tokens, cached_input_tokens, metadata, occurred_at, latency_ms,
         status);
