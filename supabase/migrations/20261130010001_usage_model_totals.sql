@@ -64,8 +64,10 @@ alter table public.usage_model_summaries enable row level security;
 -- ── Existing rollups: fill from the daily summaries ───────────────────────────────────────
 -- EXCLUSIVE on the state table (rollup_usage() locks its row FOR UPDATE): a run of the old body
 -- still going finishes first (its summaries are then visible to the next statement), a later
--- one waits for this migration's commit and runs the new body.
-lock table private.usage_rollup_state in exclusive mode;
+-- one waits for this migration's commit and runs the new body. In a DO block: the Supabase CLI
+-- sends a file as one implicit transaction, where a bare LOCK TABLE is refused (25P01); a lock
+-- taken inside the block is held to the end of the file's transaction all the same.
+do $$ begin lock table private.usage_rollup_state in exclusive mode; end $$;
 insert into public.usage_model_summaries (usage_date, provider_id, model_id, currency, requests,
   error_requests, failed_requests, input_tokens, cached_input_tokens, output_tokens, images,
   cost, refunded, latency_ms_sum, latency_count)
