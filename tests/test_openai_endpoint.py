@@ -634,6 +634,44 @@ def test_key_model_balance_quota_refusals_map_to_openai_errors(
     assert len(metered_rows(db, limited.user_id)) == 1
 
 
+def test_refused_request_never_puts_its_key_in_the_database_log(
+    sdk: Callable[[str], openai.OpenAI],
+    account: Callable[..., Account],
+    stack: Stack,
+    admin_dsn: str,
+):
+    """authorize_request raises for every refused key, balance or quota, and PostgreSQL logs the
+    text of a failing statement (log_min_error_statement = error: its default; the local stack
+    turns it off, so the test turns it on). The key travels as a bound parameter, which that log
+    leaves out; the statement itself is logged, so the test sees the log it checks."""
+    broke = account(balance=Decimal(0))
+    log = stack.paths.postgres_log
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute("alter system set log_min_error_statement = error")
+        conn.execute("select pg_reload_conf()")
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with psycopg.connect(admin_dsn) as probe:
+                if probe.execute("show log_min_error_statement").fetchone() == ("error",):
+                    break
+            time.sleep(0.05)
+        time.sleep(0.2)  # the function's pooled connection reads the reload at its next command
+        start = log.stat().st_size
+        with pytest.raises(openai.APIStatusError) as poor:
+            sdk(broke.key).chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}]
+            )
+        assert poor.value.status_code == 402
+        logged = log.read_bytes()[start:].decode(errors="replace")
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute("alter system reset log_min_error_statement")
+            conn.execute("select pg_reload_conf()")
+    assert "STATEMENT:  select public.authorize_request(" in logged
+    assert broke.key not in logged
+
+
 # ── concurrency ─────────────────────────────────────────────────────────────────────────────
 async def _post_many(
     url: str, key: str, bodies: list[bytes], stream: bool

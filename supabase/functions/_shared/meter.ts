@@ -115,13 +115,17 @@ class SqlMeter implements Meter {
     });
   }
 
-  // Each call is one statement with its values as literals, not parameters: postgres.js sends a
-  // statement with parameters and prepare: false as Parse/Describe, waits for the parameter
-  // types, then Bind/Execute — two round trips; without parameters it is Parse/Bind/Execute in
-  // one write and one round trip (~0.3–0.8 ms less per call measured; docs/benchmarks.md).
-  private async one<T>(statement: string): Promise<T> {
+  // complete_request is one statement with its values as literals, not parameters: postgres.js
+  // sends a statement with parameters and prepare: false as Parse/Describe, waits for the
+  // parameter types, then Bind/Execute — two round trips; without parameters it is
+  // Parse/Bind/Execute in one write and one round trip (~0.3–0.8 ms less per call measured;
+  // docs/benchmarks.md). The API key is the exception: it is always a bound parameter, never
+  // statement text, because PostgreSQL logs the text of a statement that fails
+  // (log_min_error_statement, `error` by default) and authorize_request fails for every refused
+  // key, balance or quota — a literal would put live secrets in the database's log.
+  private async one<T>(statement: string, secret?: string): Promise<T> {
     try {
-      const rows = await this.sql.unsafe(statement);
+      const rows = await (secret === undefined ? this.sql.unsafe(statement) : this.sql.unsafe(statement, [secret]));
       const value = rows[0]?.r;
       return (typeof value === "string" ? JSON.parse(value) : value) as T;
     } catch (error) {
@@ -146,8 +150,9 @@ class SqlMeter implements Meter {
     answerAfterCharge = false,
   ) {
     return this.one<Authorization>(
-      `select public.authorize_request(${sqlText(key)}, ${sqlText(model)}, ${sqlInteger(maxTokens)}, ` +
+      `select public.authorize_request($1::text, ${sqlText(model)}, ${sqlInteger(maxTokens)}, ` +
         `${sqlText(requestId)}, ${sqlInteger(inputTokens)}, answer_after_charge => ${answerAfterCharge}) as r`,
+      key,
     );
   }
 
@@ -168,7 +173,8 @@ class SqlMeter implements Meter {
 
   listModels(key: string) {
     return this.one<{ plan: string; models: string[] }>(
-      `select public.list_key_models(${sqlText(key)}) as r`,
+      `select public.list_key_models($1::text) as r`,
+      key,
     );
   }
 }
