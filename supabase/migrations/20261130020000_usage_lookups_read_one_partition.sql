@@ -28,7 +28,7 @@
 --                                                created_at, which the loop already read)
 -- record_usage_batch: 20261130020001, which explains why record_one below clears
 -- tokenmeter.usage_claims before its insert. authorize_request's check that a request id is not
--- already recorded usage is 20261130030001's.
+-- already recorded usage is 20261130030000's.
 
 -- ── Functions ─────────────────────────────────────────────────────────────────────────────
 -- private.record_one(..., reservation_id) → usage result JSON, as 20261129200001's: the

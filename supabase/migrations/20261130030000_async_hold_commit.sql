@@ -16,6 +16,8 @@
 --     stays durable (a lost hold would be content that can no longer be charged).
 --   - Everything else this transaction writes (the lapsed requests it settles, last_used_at)
 --     is redone by the next authorize_request if lost.
+-- Also: the check that the request id is not already recorded usage reads the request-id claim
+-- (private.usage_request_ids, 20261129210000) instead of probing every usage_records partition.
 -- The default (false) keeps the previous behaviour for every other caller. The old six-argument
 -- function is dropped, not overloaded: a call naming its first five or six arguments would
 -- otherwise be ambiguous.
@@ -204,8 +206,11 @@ begin
   end if;
 
   -- The request_id namespace is shared with record_usage: a request_id already charged outside
-  -- metering would be answered by settle_usage as that usage, so it is refused here.
-  if exists (select 1 from public.usage_records u
+  -- metering would be answered by settle_usage as that usage, so it is refused here. Looked up
+  -- in the request-id claims (one primary-key probe; a request id has a claim exactly while a
+  -- usage record holds it), not usage_records, whose month partitions a lookup by request_id
+  -- cannot prune (every partition's index probed and, with a generic plan, locked per call).
+  if exists (select 1 from private.usage_request_ids u
              where u.request_id = authorize_request.request_id) then
     raise exception using errcode = 'PT409', message = 'idempotency_conflict',
       detail = format('request_id %s is already recorded usage outside metered requests',
