@@ -263,9 +263,14 @@ def metered_gateway(stack: Stack) -> Iterator[tuple[FunctionGateway, str, str]]:
 
 
 def ask_while_database_killed(
-    stack: Stack, gateway: FunctionGateway, user: str, key: str, stream: bool
+    stack: Stack,
+    gateway: FunctionGateway,
+    user: str,
+    key: str,
+    stream: bool,
+    request_id: str = "crash-1",
 ) -> httpx.Response:
-    """One chat completion (x-request-id crash-1) whose upstream stalls 20 s; once it is
+    """One chat completion (x-request-id `request_id`) whose upstream stalls 20 s; once it is
     authorized the postmaster is killed and the stack started again by the CLI, all within the
     stall."""
     answers: list[httpx.Response] = []
@@ -274,7 +279,7 @@ def ask_while_database_killed(
         answers.append(
             httpx.post(
                 f"{gateway.url}/functions/v1/openai/v1/chat/completions",
-                headers={"Authorization": f"Bearer {key}", "x-request-id": "crash-1"},
+                headers={"Authorization": f"Bearer {key}", "x-request-id": request_id},
                 json={
                     "model": "gpt-4o-mini",
                     "messages": [{"role": "user", "content": "stall:20 hi"}],
@@ -328,35 +333,63 @@ def test_metered_answer_when_postmaster_killed_after_async_hold_withheld_nothing
     """A non-streamed request's hold commits asynchronously (20261130030000). The database is
     killed while the upstream works on the answer, before that commit reached the disk: after
     recovery the request does not exist, so its answer is withheld (503 billing_unavailable),
-    and nothing is charged, held or left to settle."""
-    dsn = crash_stack.paths.db_url()
-    with metered_gateway(crash_stack) as (gateway, user, key):
-        answer = ask_while_database_killed(crash_stack, gateway, user, key, stream=False)
+    and nothing is charged, held or left to settle.
 
-        assert answer.status_code == 503, answer.text
-        error = answer.json()["error"]
-        assert error["code"] == "billing_unavailable" and "restarted" in error["message"]
-        assert "word0" not in answer.text  # the upstream's answer was withheld
-        # Lost whole: no request in flight (none that never settles), no hold, no charge.
-        assert money_of(dsn, user) == {
-            "requests": [],
-            "holds": [],
-            "charged": 0,
-            "balance": FUNDING,
-            "audit": [],
-        }
-        # Nothing of it is left in the way: the same request id is served and charged once.
-        again = httpx.post(
-            f"{gateway.url}/functions/v1/openai/v1/chat/completions",
-            headers={"Authorization": f"Bearer {key}", "x-request-id": "crash-1"},
-            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
-            timeout=30,
-        )
-        assert again.status_code == 200, again.text
-        money = money_of(dsn, user)
-        assert money["requests"] == [("completed",)] and money["holds"] == [("settled",)]
-        assert money["charged"] > 0 and money["balance"] == FUNDING - money["charged"]
-        assert money["audit"] == []
+    Whether the asynchronous commit is still only in memory at the kill is a race the test
+    cannot rule out: the WAL writer is woken when a WAL page fills, and any other commit flushes
+    it too. A hold that reached the disk is the other allowed outcome — answered and charged
+    once, durably — which is checked as such; the test then tries again with a new account, and
+    requires the lost-hold path to have been taken (each try is a few seconds)."""
+    dsn = crash_stack.paths.db_url()
+    for attempt in range(5):
+        request_id = f"crash-async-{attempt}"
+        with metered_gateway(crash_stack) as (gateway, user, key):
+            answer = ask_while_database_killed(
+                crash_stack, gateway, user, key, stream=False, request_id=request_id
+            )
+            if answer.status_code == 200:
+                money = money_of(dsn, user)
+                assert money["requests"] == [("completed",)], money
+                assert money["charged"] > 0 and money["balance"] == FUNDING - money["charged"]
+                assert money["audit"] == []
+                continue
+            assert_lost_hold_withheld(dsn, gateway, user, key, request_id, answer)
+            return
+    pytest.fail("the hold reached the disk before the kill in every try: the path not exercised")
+
+
+def assert_lost_hold_withheld(
+    dsn: str,
+    gateway: FunctionGateway,
+    user: str,
+    key: str,
+    request_id: str,
+    answer: httpx.Response,
+) -> None:
+    assert answer.status_code == 503, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "billing_unavailable" and "restarted" in error["message"]
+    assert "word0" not in answer.text  # the upstream's answer was withheld
+    # Lost whole: no request in flight (none that never settles), no hold, no charge.
+    assert money_of(dsn, user) == {
+        "requests": [],
+        "holds": [],
+        "charged": 0,
+        "balance": FUNDING,
+        "audit": [],
+    }
+    # Nothing of it is left in the way: the same request id is served and charged once.
+    again = httpx.post(
+        f"{gateway.url}/functions/v1/openai/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}", "x-request-id": request_id},
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+    assert again.status_code == 200, again.text
+    money = money_of(dsn, user)
+    assert money["requests"] == [("completed",)] and money["holds"] == [("settled",)]
+    assert money["charged"] > 0 and money["balance"] == FUNDING - money["charged"]
+    assert money["audit"] == []
 
 
 def test_metered_stream_when_postmaster_killed_after_hold_keeps_durable_hold_charged(
